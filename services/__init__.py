@@ -1,0 +1,1 @@
+"""The certflow services: reloader, distributor, unsealer (one package each) and the CLI."""

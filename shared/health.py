@@ -1,0 +1,155 @@
+"""Health state and the HTTP app that serves it (``/health`` and ``/metrics``).
+
+Services report named checks (``source``, ``storage``, ``vault:10.0.1.5`` ...) with a status, a
+message and details; the overall status is the worst check, and ``since`` is when each status began.
+The worker thread writes, the HTTP thread reads; a lock keeps snapshots consistent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class Status(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILING = "failing"
+
+    @property
+    def rank(self) -> int:
+        return {Status.OK: 0, Status.DEGRADED: 1, Status.FAILING: 2}[self]
+
+
+@dataclass
+class Check:
+    status: Status
+    message: str
+    since: float
+    updated: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+class HealthRegistry:
+    def __init__(
+        self,
+        *,
+        service: str,
+        node: str,
+        version: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.node = node
+        self.version = version
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checks: dict[str, Check] = {}
+        self._info: dict[str, Any] = {}
+        self._overall = Status.OK
+        self._overall_since = clock()
+
+    def report(self, name: str, status: Status, message: str = "", **details: Any) -> None:
+        """Set check ``name``. ``since`` moves only when the status changes."""
+        now = self._clock()
+        with self._lock:
+            previous = self._checks.get(name)
+            since = previous.since if previous and previous.status is status else now
+            self._checks[name] = Check(status, message, since, now, _jsonable(details))
+            self._recompute(now)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            if self._checks.pop(name, None) is not None:
+                self._recompute(self._clock())
+
+    def set_info(self, **info: Any) -> None:
+        """Facts that are not checks (installed generation, node ID ...), shown in /health."""
+        with self._lock:
+            self._info.update(_jsonable(info))
+
+    def _recompute(self, now: float) -> None:
+        worst = max(
+            (c.status for c in self._checks.values()), key=lambda s: s.rank, default=Status.OK
+        )
+        if worst is not self._overall:
+            self._overall, self._overall_since = worst, now
+
+    @property
+    def status(self) -> Status:
+        with self._lock:
+            return self._overall
+
+    def check(self, name: str) -> Check | None:
+        with self._lock:
+            return self._checks.get(name)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            problems = [
+                f"{name}: {c.message}"
+                for name, c in sorted(self._checks.items())
+                if c.status is not Status.OK
+            ]
+            return {
+                "service": self.service,
+                "version": self.version,
+                "node": self.node,
+                "status": self._overall.value,
+                "since": _iso(self._overall_since),
+                "problems": problems,
+                "info": dict(self._info),
+                "checks": {
+                    name: {
+                        "status": c.status.value,
+                        "message": c.message,
+                        "since": _iso(c.since),
+                        "updated": _iso(c.updated),
+                        **c.details,
+                    }
+                    for name, c in sorted(self._checks.items())
+                },
+            }
+
+
+def build_app(health: HealthRegistry, metrics: CollectorRegistry) -> FastAPI:
+    app = FastAPI(
+        title=f"certflow {health.service}", docs_url=None, redoc_url=None, openapi_url=None
+    )
+
+    @app.get("/health")
+    def get_health() -> JSONResponse:
+        body = health.snapshot()
+        code = 503 if body["status"] == Status.FAILING.value else 200
+        return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+    @app.get("/metrics")
+    def get_metrics() -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app
