@@ -1,0 +1,78 @@
+"""Reading a committed pair from a directory that holds ``certflow-manifest.json``.
+
+The reloader uses it to see what is published (change detection reads the Storage Box itself, not
+memory); distributors use it to decide whether there is a new committed generation to install.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from shared.errors import ManifestInvalid, StorageError
+from shared.manifest import MANIFEST_NAME, Manifest
+
+
+class State(StrEnum):
+    EMPTY = "empty"  # no manifest yet: nothing was ever published here
+    COMMITTED = "committed"  # manifest and both files agree
+    INCONSISTENT = "inconsistent"  # files do not match the manifest (upload in progress, damage)
+    CORRUPT = "corrupt"  # the manifest itself does not parse
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    state: State
+    manifest: Manifest | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    detail: str = ""
+
+    @property
+    def committed(self) -> bool:
+        return self.state is State.COMMITTED
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError.from_oserror(f"reading {path.name}", exc) from exc
+
+
+def read_snapshot(directory: Path, *, cert_name: str, key_name: str) -> Snapshot:
+    """What ``directory`` holds now. Raises StorageError when the directory cannot be read."""
+    if not directory.is_dir():
+        raise StorageError(
+            f"{directory} is not a directory (mount missing?)",
+            errno_name=errno.errorcode[errno.ENOENT],
+        )
+    raw = _read(directory / MANIFEST_NAME)
+    if raw is None:
+        return Snapshot(State.EMPTY, detail="no manifest")
+    try:
+        manifest = Manifest.from_json(raw)
+    except ManifestInvalid as exc:
+        return Snapshot(State.CORRUPT, detail=str(exc))
+    cert = _read(directory / cert_name)
+    key = _read(directory / key_name)
+    if cert is None or key is None:
+        missing = [n for n, d in ((cert_name, cert), (key_name, key)) if d is None]
+        return Snapshot(State.INCONSISTENT, manifest, detail=f"missing {', '.join(missing)}")
+    if not manifest.matches(cert, key):
+        bad = [
+            n
+            for n, entry, data in (
+                (cert_name, manifest.cert, cert),
+                (key_name, manifest.key, key),
+            )
+            if not entry.matches(data)
+        ]
+        return Snapshot(
+            State.INCONSISTENT, manifest, detail=f"{', '.join(bad)} differ from the manifest"
+        )
+    return Snapshot(State.COMMITTED, manifest, cert, key)
