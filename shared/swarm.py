@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import docker.errors
+import requests
+
 from shared.errors import DockerError
 
 
@@ -49,9 +52,6 @@ def task_from_dict(raw: dict[str, Any]) -> TaskInfo:
 
 def running_tasks(client: Any, service: str) -> list[TaskInfo]:
     """Tasks of ``service`` that Swarm wants running and that are running now."""
-    import docker.errors
-    import requests
-
     try:
         svc = client.services.get(service)
         raw_tasks = svc.tasks(filters={"desired-state": "running"})
