@@ -183,7 +183,13 @@ def validate_pair(
     certs = parse_certificates(fullchain)
     private_key = parse_private_key(key)
     leaf = certs[0]
-    if _spki(private_key.public_key()) != _spki(leaf.public_key()):
+    key_spki = _spki(private_key.public_key())
+    if key_spki != _spki(leaf.public_key()):
+        if any(_spki(cert.public_key()) == key_spki for cert in certs[1:]):
+            # The key's certificate is in the bundle, just not first: a reordered fullchain.
+            raise CertificateInvalid(
+                Reason.CHAIN_ORDER, "the certificate of the private key is not first in the bundle"
+            )
         raise CertificateInvalid(
             Reason.KEY_MISMATCH, "private key does not belong to the leaf certificate"
         )

@@ -1,0 +1,1 @@
+"""cert-distributor: install the published pair on every node, reload Vault once per certificate."""

@@ -1,0 +1,64 @@
+"""``certflow distributor [--once]``: install the published pair on this node, reload Vault once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shared.logs import configure_logging, get_logger
+from shared.runtime import run_service
+from shared.settings import load_settings
+
+from .service import Distributor
+from .settings import DistributorSettings
+from .sync import Step
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one sync pass, no Vault reload; exit 0 when the pair is installed or already "
+        "current, 1 otherwise",
+    )
+    parser.epilog = (
+        "Settings (environment): DISTRIBUTOR_SOURCE_DIR, DISTRIBUTOR_TARGET_DIR, "
+        "DISTRIBUTOR_RELOAD_MODE=restart|signal|none, DISTRIBUTOR_VAULT_SERVICE, "
+        "DISTRIBUTOR_SERVICE_NAME, DISTRIBUTOR_POLL_INTERVAL, DISTRIBUTOR_POLL_ONLY, "
+        "DISTRIBUTOR_KEY_MODE, "
+        "DISTRIBUTOR_CERT_MODE, DISTRIBUTOR_FILE_UID, DISTRIBUTOR_FILE_GID, DISTRIBUTOR_KEEP, "
+        "DISTRIBUTOR_PEER_PORT, DISTRIBUTOR_PEER_TIMEOUT, DISTRIBUTOR_LAG_TIMEOUT, "
+        "DISTRIBUTOR_NODE_ID, DISTRIBUTOR_UPDATE_TIMEOUT, DISTRIBUTOR_CLOCK_SKEW, "
+        "CERTFLOW_CERT_NAME, CERTFLOW_KEY_NAME, "
+        "CERTFLOW_DOMAIN, "
+        "HEALTH_PORT, DOCKER_HOST."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(DistributorSettings)
+    configure_logging(
+        service="cert-distributor",
+        node=settings.node_name,
+        fmt=settings.log_format,
+        level=settings.log_level,
+    )
+    log = get_logger(__name__)
+    if args.once:
+        distributor = Distributor(settings)
+        distributor.installer.clean_start()
+        result = distributor.sync_pass()
+        if result is None or result.step is Step.WAIT:
+            reason = result.detail if result else distributor.state.last_error
+            print(f"certflow distributor: not installed: {reason}", file=sys.stderr)
+            return 1
+        log.info("distributor.once", step=result.step.value)
+        return 0
+    distributor = Distributor.from_settings(settings)
+    return run_service(
+        health=distributor.health,
+        metrics=distributor.metrics.registry,
+        host=settings.health_host,
+        port=settings.health_port,
+        worker=distributor.run,
+    )

@@ -1,0 +1,86 @@
+"""Prometheus metrics of the distributor, on its own registry (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.errors import Reason
+
+
+class DistributorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.installs = Counter(
+            "certflow_distributor_installs_total",
+            "Generations installed into the target directory by this process",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "certflow_distributor_refused_total",
+            "Committed pairs refused by validation, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.sync_errors = Counter(
+            "certflow_distributor_sync_errors_total",
+            "Sync passes that failed on storage (mount, target directory)",
+            registry=self.registry,
+        )
+        self.installed_generation = Gauge(
+            "certflow_distributor_installed_generation",
+            "Generation installed on this node",
+            registry=self.registry,
+        )
+        self.installed_not_after = Gauge(
+            "certflow_distributor_installed_not_after_timestamp_seconds",
+            "notAfter of the certificate installed on this node (Unix time)",
+            registry=self.registry,
+        )
+        self.storagebox_generation = Gauge(
+            "certflow_distributor_storagebox_generation",
+            "Newest generation committed on the Storage Box, as last seen",
+            registry=self.registry,
+        )
+        self.sync_passes = Counter(
+            "certflow_distributor_sync_passes_total",
+            "Sync passes run (polls and event wake-ups)",
+            registry=self.registry,
+        )
+        self.last_sync = Gauge(
+            "certflow_distributor_last_sync_timestamp_seconds",
+            "When the last complete sync pass ended (Unix time)",
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "certflow_distributor_vault_restarts_total",
+            "Forced Vault updates posted by this process (as coordinator)",
+            registry=self.registry,
+        )
+        self.adoptions = Counter(
+            "certflow_distributor_label_adoptions_total",
+            "Fingerprints recorded without a restart (Vault tasks already newer than the install)",
+            registry=self.registry,
+        )
+        self.update_conflicts = Counter(
+            "certflow_distributor_update_conflicts_total",
+            "'update out of sequence' answers retried",
+            registry=self.registry,
+        )
+        self.signals = Counter(
+            "certflow_distributor_vault_signals_total",
+            "SIGHUPs sent to local Vault containers",
+            registry=self.registry,
+        )
+        self.lagging_nodes = Gauge(
+            "certflow_distributor_lagging_nodes",
+            "Vault nodes whose distributor has not installed the leader's pair",
+            registry=self.registry,
+        )
+        self.fanout_seconds = Histogram(
+            "certflow_distributor_peer_fanout_seconds",
+            "Time to ask every peer distributor for its /health",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        for reason in Reason:
+            self.refused.labels(reason=reason.value)

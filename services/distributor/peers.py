@@ -1,0 +1,179 @@
+"""What each distributor reports in ``/health`` (``info``), and the coordinator's fan-out to it.
+
+:class:`DistributorInfo` is the one definition both sides use: a distributor publishes it with
+``HealthRegistry.set_info(**info.model_dump(mode="json"))`` and the coordinator parses peers'
+``/health`` back into it. The HTTP client takes an injectable transport (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.errors import DockerError
+from shared.swarm import running_tasks
+
+
+class DistributorInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    node_id: str = ""
+    hostname: str = ""
+    fingerprint: str | None = None  # installed leaf fingerprint
+    generation: int | None = None  # installed generation
+    storagebox_generation: int | None = None  # newest committed generation seen on the Storage Box
+    installed_at: str | None = None  # ISO time the installed generation was put in place
+    last_sync: str | None = None  # ISO time of the last complete pass
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFailure:
+    """A peer that could not be asked (or answered nonsense); ``reason`` is safe to show."""
+
+    url: str
+    reason: str
+
+
+PeerAnswer = DistributorInfo | PeerFailure
+
+
+def parse_health(body: object) -> DistributorInfo:
+    if not isinstance(body, dict) or not isinstance(body.get("info"), dict):
+        raise ValueError("no info object in /health")
+    return DistributorInfo.model_validate(body["info"])
+
+
+async def _ask(client: httpx.AsyncClient, url: str) -> PeerAnswer:
+    try:
+        # /health answers 503 while the peer is failing; its info is still what we need.
+        response = await client.get(url)
+        return parse_health(response.json())
+    except httpx.HTTPError as exc:
+        return PeerFailure(url, f"{type(exc).__name__}: {exc}")
+    except (ValueError, ValidationError) as exc:
+        return PeerFailure(url, f"unusable /health answer: {str(exc).splitlines()[0]}")
+
+
+async def _ask_all(
+    urls: Iterable[str], timeout: float, transport: httpx.AsyncBaseTransport | None
+) -> list[PeerAnswer]:
+    async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+        return list(await asyncio.gather(*(_ask(client, url) for url in urls)))
+
+
+def fan_out(
+    urls: Iterable[str],
+    *,
+    timeout: float = 3.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[PeerAnswer]:
+    """Ask every URL concurrently; one answer (report or failure) per URL, in order."""
+    return asyncio.run(_ask_all(list(urls), timeout, transport))
+
+
+def reports_by_node(
+    answers: Iterable[PeerAnswer],
+) -> tuple[dict[str, DistributorInfo], list[PeerFailure]]:
+    """Index reports by the node they say they run on (DNS discovery does not know it)."""
+    reports: dict[str, DistributorInfo] = {}
+    failures: list[PeerFailure] = []
+    for answer in answers:
+        if isinstance(answer, PeerFailure):
+            failures.append(answer)
+        elif answer.node_id:
+            reports[answer.node_id] = answer
+        else:
+            failures.append(PeerFailure("?", "peer reports no node_id"))
+    return reports, failures
+
+
+def health_url(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/health"
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+
+def urls_from_tasks(client: object, service: str, port: int) -> dict[str, str]:
+    """node ID -> /health URL of each running task of our own service (needs a manager)."""
+    urls: dict[str, str] = {}
+    for task in running_tasks(client, service):
+        addresses = [
+            ip for network, ips in task.addresses.items() if network != "ingress" for ip in ips
+        ]
+        if addresses:
+            urls[task.node_id] = health_url(addresses[0], port)
+    return urls
+
+
+def urls_from_dns(service: str, port: int) -> list[str]:
+    """``tasks.<service>`` as Swarm's embedded DNS answers it (node IDs come from the reports)."""
+    try:
+        infos = socket.getaddrinfo(f"tasks.{service}", port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({health_url(str(info[4][0]), port) for info in infos})
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSurvey:
+    reports: dict[str, DistributorInfo]
+    failures: dict[str, str]  # node ID (or URL when unknown) -> reason
+    seconds: float
+
+
+class PeerDirectory:
+    """Finds peers via the task list, falling back to DNS, and asks them all at once."""
+
+    def __init__(
+        self,
+        *,
+        docker_client: object | None,
+        service: str,
+        port: int,
+        timeout: float = 3.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        static: Mapping[str, str] | None = None,
+    ) -> None:
+        self.docker_client = docker_client
+        self.service = service
+        self.port = port
+        self.timeout = timeout
+        self.transport = transport
+        self.static = dict(static) if static is not None else None
+
+    def survey(self) -> PeerSurvey:
+        started = time.monotonic()
+        by_node: dict[str, str] = {}
+        if self.static is not None:
+            by_node = dict(self.static)
+        elif self.docker_client is not None:
+            try:
+                by_node = urls_from_tasks(self.docker_client, self.service, self.port)
+            except DockerError:
+                by_node = {}
+        if by_node:
+            nodes = list(by_node)
+            answers = fan_out(by_node.values(), timeout=self.timeout, transport=self.transport)
+            reports: dict[str, DistributorInfo] = {}
+            failures: dict[str, str] = {}
+            for node, answer in zip(nodes, answers, strict=True):
+                if isinstance(answer, PeerFailure):
+                    failures[node] = answer.reason
+                else:
+                    # The task list knows where the task runs; that beats self-reporting.
+                    reports[node] = answer
+            return PeerSurvey(reports, failures, time.monotonic() - started)
+        urls = urls_from_dns(self.service, self.port)
+        reports, failed = reports_by_node(
+            fan_out(urls, timeout=self.timeout, transport=self.transport)
+        )
+        return PeerSurvey(reports, {f.url: f.reason for f in failed}, time.monotonic() - started)

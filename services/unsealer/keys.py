@@ -1,0 +1,167 @@
+"""The unseal key file: parsing and validation, with errors that never contain key material.
+
+Accepted layouts:
+- one key per line (hex or base64; blank lines and ``#`` comments ignored);
+- the JSON of ``vault operator init -format=json`` (``unseal_keys_b64`` or ``unseal_keys_hex``);
+- the JSON of the ``/sys/init`` API (``keys_base64`` or ``keys``).
+
+Keys are read when an unseal attempt needs them and dropped afterwards (:class:`KeyFile` keeps only
+the path). Each key is checked to decode (hex first, then base64, as Vault does) to 16-33 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+MIN_KEY_BYTES, MAX_KEY_BYTES = 16, 33
+MAX_FILE_BYTES = 64 * 1024
+_HEX = re.compile(r"\A(?:[0-9a-fA-F]{2})+\Z")
+_JSON_FIELDS = ("unseal_keys_b64", "unseal_keys_hex", "keys_base64", "keys")
+
+
+class KeyFileError(ConfigError):
+    """The key file is missing, unreadable or malformed. The message holds no key material."""
+
+
+@dataclass(frozen=True)
+class UnsealKeys:
+    """Keys for one attempt. ``fingerprint`` identifies the content without revealing it."""
+
+    keys: tuple[str, ...]
+    fingerprint: str
+
+    def __repr__(self) -> str:  # never show the keys, even in a traceback or debugger
+        return f"UnsealKeys(count={len(self.keys)}, fingerprint={self.fingerprint})"
+
+    __str__ = __repr__
+
+
+def decode_key(key: str) -> bytes | None:
+    """Vault's decoding: hex when it decodes to a usable length, else standard base64."""
+    if _HEX.match(key):
+        raw = bytes.fromhex(key)
+        if MIN_KEY_BYTES <= len(raw) <= MAX_KEY_BYTES:
+            return raw
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if MIN_KEY_BYTES <= len(raw) <= MAX_KEY_BYTES else None
+
+
+def parse_keys(data: bytes, *, source: str = "key file") -> UnsealKeys:
+    """Parse the file content; raise :class:`KeyFileError` naming the problem, not the content."""
+    if len(data) > MAX_FILE_BYTES:
+        raise KeyFileError(f"{source}: too large ({len(data)} bytes) for an unseal key file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{source}: not UTF-8 text") from None
+    stripped = text.strip()
+    if not stripped:
+        raise KeyFileError(f"{source}: empty")
+    if stripped.startswith(("{", "[")):
+        keys = _from_json(stripped, source)
+    else:
+        keys = _from_lines(text, source)
+    if len(set(keys)) != len(keys):
+        raise KeyFileError(f"{source}: the same key appears more than once")
+    return UnsealKeys(keys=tuple(keys), fingerprint=fingerprint(data))
+
+
+def fingerprint(data: bytes) -> str:
+    """A short digest of the whole file: tells a rotated file apart, reveals nothing usable."""
+    return hashlib.sha256(b"certflow-unseal-key-file\0" + data).hexdigest()[:16]
+
+
+def _from_json(text: str, source: str) -> list[str]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # position only: exc.doc / str(exc) could quote the content
+        raise KeyFileError(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(document, dict):
+        raise KeyFileError(f"{source}: JSON must be an object with {' or '.join(_JSON_FIELDS)}")
+    for name in _JSON_FIELDS:
+        if name not in document:
+            continue
+        value = document[name]
+        if not isinstance(value, list) or not value:
+            raise KeyFileError(f"{source}: {name} must be a non-empty list of strings")
+        keys: list[str] = []
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise KeyFileError(f"{source}: {name}[{index}] is not a string")
+            keys.append(_checked(item.strip(), f"{source}: {name}[{index}]"))
+        return keys
+    raise KeyFileError(
+        f"{source}: JSON has none of the fields {', '.join(_JSON_FIELDS)}"
+        " (is this the output of `vault operator init -format=json`?)"
+    )
+
+
+def _from_lines(text: str, source: str) -> list[str]:
+    keys: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        if any(ch.isspace() for ch in item):
+            raise KeyFileError(f"{source}: line {number} holds more than one word")
+        keys.append(_checked(item, f"{source}: line {number}"))
+    if not keys:
+        raise KeyFileError(f"{source}: no keys (only comments or blank lines)")
+    return keys
+
+
+def _checked(item: str, where: str) -> str:
+    if not item:
+        raise KeyFileError(f"{where}: empty key")
+    if decode_key(item) is None:
+        raise KeyFileError(
+            f"{where}: not a hex or base64 unseal key of {MIN_KEY_BYTES}-{MAX_KEY_BYTES} bytes"
+            f" ({len(item)} characters)"
+        )
+    return item
+
+
+class KeyFile:
+    """The key file by path; content is read per attempt and not kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> UnsealKeys:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise KeyFileError(
+                f"UNSEALER_KEY_FILE: {self.path} does not exist (is the vault_unseal_key "
+                "secret mounted?)"
+            ) from None
+        except IsADirectoryError:
+            raise KeyFileError(f"UNSEALER_KEY_FILE: {self.path} is a directory") from None
+        except OSError as exc:
+            raise KeyFileError(
+                f"UNSEALER_KEY_FILE: cannot read {self.path}: {exc.strerror or type(exc).__name__}"
+            ) from None
+        return parse_keys(data, source=f"UNSEALER_KEY_FILE {self.path}")
+
+    def loose_permissions(self) -> str | None:
+        """``"0644"`` when group or others may read the file, else ``None``."""
+        try:
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+        except OSError:
+            return None
+        return f"{mode:04o}" if mode & 0o077 else None

@@ -1,0 +1,185 @@
+"""The per-replica unseal state machine: pure functions of (observed status, memory, now).
+
+:func:`decide` picks the next step for one replica; :func:`after_submit`, :func:`after_rejection`
+and :func:`after_reset` fold the outcome back into the replica's :class:`Memory`. Nothing here does
+I/O or reads a clock, so every case is a unit test row.
+
+Rules (why):
+- Never initialize: that is an operator's decision (``certflow vault-bootstrap``).
+- Never reset an attempt just because ``progress > 0``: another unsealer replica or an operator may
+  be half-way. Vault ignores a byte-identical share, so joining someone's attempt with our keys is
+  harmless and finishes it; several unsealers at once therefore never make an attempt fail.
+- Reset only an attempt we cannot move any more (all our keys given) that has not changed for
+  ``stall_timeout``.
+- A key rejected in an attempt that was ours alone means the key is wrong: back off exponentially
+  and retry only when the backoff ends or the key file changes. A rejection in an attempt that held
+  someone else's shares proves nothing about our key: start a fresh attempt at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class SealStatus:
+    """What ``/v1/sys/seal-status`` (or an unseal reply) said."""
+
+    initialized: bool
+    sealed: bool
+    t: int = 0
+    n: int = 0
+    progress: int = 0
+    nonce: str = ""
+    version: str = ""
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> SealStatus:
+        def number(name: str) -> int:
+            value = doc.get(name, 0)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(
+            initialized=bool(doc.get("initialized", False)),
+            sealed=bool(doc.get("sealed", True)),
+            t=number("t"),
+            n=number("n"),
+            progress=number("progress"),
+            nonce=str(doc.get("nonce") or ""),
+            version=str(doc.get("version") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What we remember about one replica between observations."""
+
+    attempt_nonce: str = ""  # the attempt we are feeding (ours or one we joined)
+    submitted: frozenset[int] = frozenset()  # our key indices given to that attempt
+    joined: bool = False  # the attempt had shares before our first one
+    watch: tuple[str, int] | None = None  # (nonce, progress) we cannot move any more
+    watch_since: float | None = None
+    rejections: int = 0  # consecutive rejections of our key
+    retry_at: float = 0.0
+    rejected_fingerprint: str | None = None
+    sealed_since: float | None = None  # first observation of the current sealed spell
+    unseals: int = 0
+
+
+class Kind(StrEnum):
+    NOTHING = "nothing"  # unsealed: nothing to do
+    SUBMIT = "submit"  # send key number ``index``
+    RESET = "reset"  # the attempt stalled: reset it
+    BACK_OFF = "back_off"  # our key was rejected; wait until ``retry_at``
+    WAIT = "wait"  # an attempt we cannot move is open; watching it for a stall
+    UNINITIALIZED = "uninitialized"  # report; never initialize
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: Kind
+    memory: Memory
+    index: int = -1
+    reason: str = ""
+    retry_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Context:
+    now: float
+    key_count: int  # 0: keys unknown/unreadable (we only observe)
+    fingerprint: str | None  # of the key file content, to notice a rotation
+    stall_timeout: float
+
+
+def _sealed_since(memory: Memory, status: SealStatus, now: float) -> float | None:
+    if status.initialized and not status.sealed:
+        return None
+    return memory.sealed_since if memory.sealed_since is not None else now
+
+
+def decide(status: SealStatus, memory: Memory, ctx: Context) -> Decision:
+    now = ctx.now
+    memory = replace(memory, sealed_since=_sealed_since(memory, status, now))
+    if not status.initialized:
+        fresh = Memory(sealed_since=memory.sealed_since, unseals=memory.unseals)
+        return Decision(Kind.UNINITIALIZED, fresh, reason="not initialized")
+    if not status.sealed:
+        # success clears the rejection history too: the key in use works
+        return Decision(Kind.NOTHING, Memory(unseals=memory.unseals), reason="unsealed")
+    rotated = ctx.fingerprint is not None and ctx.fingerprint != memory.rejected_fingerprint
+    if memory.rejections and now < memory.retry_at and not rotated:
+        return Decision(Kind.BACK_OFF, memory, reason="key rejected", retry_at=memory.retry_at)
+    if ctx.key_count <= 0:
+        return Decision(Kind.WAIT, memory, reason="no usable keys")
+    if status.progress == 0:
+        # No attempt open (or it was just reset/finished): start one with our first key.
+        fresh = replace(memory, attempt_nonce="", submitted=frozenset(), joined=False, watch=None)
+        return Decision(Kind.SUBMIT, fresh, index=0, reason="start attempt")
+    if status.nonce and status.nonce == memory.attempt_nonce:
+        given = memory.submitted
+        joined = memory.joined
+    else:
+        given, joined = frozenset(), True  # someone else's attempt: continue it
+    pending = [i for i in range(ctx.key_count) if i not in given]
+    if pending:
+        updated = replace(
+            memory, attempt_nonce=status.nonce, submitted=given, joined=joined, watch=None
+        )
+        reason = "join attempt" if joined and not given else "continue attempt"
+        return Decision(Kind.SUBMIT, updated, index=pending[0], reason=reason)
+    # All our keys are in and the attempt is still below the threshold.
+    point = (status.nonce, status.progress)
+    if memory.watch != point:
+        watched = replace(memory, watch=point, watch_since=now)
+        return Decision(Kind.WAIT, watched, reason="attempt needs more keys than we hold")
+    since = memory.watch_since if memory.watch_since is not None else now
+    if now - since >= ctx.stall_timeout:
+        return Decision(Kind.RESET, memory, reason="attempt stalled")
+    return Decision(Kind.WAIT, memory, reason="attempt needs more keys than we hold")
+
+
+def after_submit(memory: Memory, index: int, reply: SealStatus) -> Memory:
+    """Fold an accepted share (a 200 reply) into memory."""
+    if reply.initialized and not reply.sealed:
+        return Memory(unseals=memory.unseals + 1)
+    if reply.progress == 0:
+        # Someone reset (or finished) the attempt under us; start over next time.
+        return replace(memory, attempt_nonce="", submitted=frozenset(), joined=False)
+    if reply.nonce != memory.attempt_nonce:
+        # A new attempt began with this share; it was ours from the start if progress is 1.
+        return replace(
+            memory,
+            attempt_nonce=reply.nonce,
+            submitted=frozenset({index}),
+            joined=reply.progress > 1,
+            watch=None,
+        )
+    return replace(memory, submitted=memory.submitted | {index})
+
+
+def after_rejection(
+    memory: Memory, *, now: float, fingerprint: str | None, delay: float
+) -> tuple[Memory, bool]:
+    """The attempt failed at the threshold. Returns (memory, our key is the culprit)."""
+    cleared = replace(memory, attempt_nonce="", submitted=frozenset(), joined=False, watch=None)
+    if memory.joined:
+        return cleared, False
+    return (
+        replace(
+            cleared,
+            rejections=memory.rejections + 1,
+            retry_at=now + delay,
+            rejected_fingerprint=fingerprint,
+        ),
+        True,
+    )
+
+
+def after_reset(memory: Memory) -> Memory:
+    return replace(memory, attempt_nonce="", submitted=frozenset(), joined=False, watch=None)
+
+
+def sealed_too_long(memory: Memory, now: float, threshold: float) -> bool:
+    return memory.sealed_since is not None and now - memory.sealed_since >= threshold

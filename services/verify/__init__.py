@@ -1,0 +1,1 @@
+"""``certflow verify``: pure checks (checks.py) over observed facts (observe.py)."""

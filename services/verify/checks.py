@@ -1,0 +1,318 @@
+"""The runbook's Verification section as pure checks: observed facts in, results out.
+
+Each result says what holds or what does not, and for a failure what to look at next (a command an
+operator can paste). Nothing here talks to Docker, the filesystem or the network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from services.verify.facts import (
+    CertFacts,
+    DirFacts,
+    LogFacts,
+    Observation,
+    ReplicaFacts,
+    ServiceFacts,
+)
+
+_ERROR_LEVELS = frozenset({"error", "critical", "fatal", "exception"})
+_STUCK_UPDATES = frozenset({"paused", "rollback_started", "rollback_paused", "rollback_completed"})
+_SHOWN_ERRORS = 3
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    check: str
+    outcome: Outcome
+    summary: str
+    next_step: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+def _ok(check: str, summary: str, **details: Any) -> Result:
+    return Result(check, Outcome.OK, summary, details=details)
+
+
+def _fail(check: str, summary: str, next_step: str, **details: Any) -> Result:
+    return Result(check, Outcome.FAIL, summary, next_step, details)
+
+
+def short(fingerprint: str) -> str:
+    """The first bytes of a SHA-256 fingerprint: enough for people to compare by eye."""
+    return fingerprint[:23]
+
+
+def describe(cert: CertFacts) -> str:
+    return f"notAfter {cert.not_after.isoformat()} sha256 {short(cert.fingerprint)}"
+
+
+# -- services -----------------------------------------------------------------------------------
+
+
+def check_service(facts: ServiceFacts, *, deploy_hint: str) -> Result:
+    check = f"service {facts.name}"
+    ps = f"docker service ps {facts.name} --no-trunc"
+    if facts.error:
+        return _fail(
+            check,
+            f"cannot ask the Docker engine: {facts.error}",
+            "run verify on a swarm manager (or set DOCKER_HOST to one)",
+        )
+    if not facts.found:
+        return _fail(check, "service does not exist", deploy_hint)
+    counts = f"{facts.running}/{facts.desired} tasks running"
+    details: dict[str, Any] = {
+        "mode": facts.mode,
+        "running": facts.running,
+        "desired": facts.desired,
+        "update_state": facts.update_state,
+    }
+    if facts.update_state in _STUCK_UPDATES:
+        return _fail(
+            check,
+            f"update {facts.update_state}: {facts.update_message or 'no message'} ({counts})",
+            f"{ps}; fix the failing task, then docker service update --force {facts.name}",
+            **details,
+        )
+    if facts.update_state == "updating":
+        return _fail(
+            check,
+            f"a rolling update is in progress ({counts})",
+            f"wait for it (docker service ps {facts.name}) and run certflow verify again",
+            **details,
+        )
+    if facts.desired == 0 or facts.running < facts.desired:
+        why = f"; last task error: {facts.task_errors[0]}" if facts.task_errors else ""
+        return _fail(check, f"not converged: {counts}{why}", ps, **details)
+    return _ok(check, f"converged: {counts}", **details)
+
+
+# -- reloader logs ------------------------------------------------------------------------------
+
+
+def error_events(lines: Iterable[str]) -> list[str]:
+    """Log lines that report an error: JSON events at error level, or a Python traceback."""
+    found: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("{"):
+            try:
+                event = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and str(event.get("level", "")).lower() in _ERROR_LEVELS:
+                found.append(f"{event.get('event', '?')}: {event.get('error', '')}".rstrip(": "))
+        elif text.startswith("Traceback (most recent call last)"):
+            found.append("traceback (the process crashed)")
+    return found
+
+
+def check_reloader_logs(facts: LogFacts, *, tail: int) -> Result:
+    check = "reloader logs"
+    cmd = f"docker service logs {facts.service} --tail {max(tail, 50)}"
+    if facts.error:
+        return _fail(check, f"cannot read the logs: {facts.error}", cmd)
+    errors = error_events(facts.lines)
+    if errors:
+        shown = "; ".join(errors[:_SHOWN_ERRORS])
+        more = f" (+{len(errors) - _SHOWN_ERRORS} more)" if len(errors) > _SHOWN_ERRORS else ""
+        return _fail(
+            check,
+            f"{len(errors)} error event(s) in the last {tail} lines: {shown}{more}",
+            f"{cmd}; then the reloader's /health (checks source, storage)",
+            errors=errors,
+        )
+    return _ok(check, f"no error in the last {len(facts.lines)} lines", lines=len(facts.lines))
+
+
+# -- certificate files --------------------------------------------------------------------------
+
+
+def check_published(facts: DirFacts, *, reloader: str) -> Result:
+    check = f"storage box ({facts.path})"
+    if facts.error:
+        return _fail(
+            check,
+            f"cannot read: {facts.error}",
+            f"is the Storage Box mounted at {facts.path} on this node? (mount | grep storagebox)",
+        )
+    if facts.state != "committed" or facts.cert is None:
+        return _fail(
+            check,
+            f"no committed pair ({facts.state or 'unknown'})",
+            f"docker service logs {reloader} --tail 50; the reloader's /health check 'storage'",
+            state=facts.state,
+        )
+    return _ok(
+        check,
+        f"generation {facts.generation}, {describe(facts.cert)}",
+        generation=facts.generation,
+        not_after=facts.cert.not_after,
+        fingerprint=facts.cert.fingerprint,
+    )
+
+
+def check_installed(facts: DirFacts, published: DirFacts, *, distributor: str) -> Result:
+    check = f"installed ({facts.path})"
+    logs = f"docker service logs {distributor} --tail 50; the distributor's /health on this node"
+    if facts.error or facts.cert is None:
+        return _fail(check, f"no readable certificate: {facts.error or 'missing'}", logs)
+    details = {"not_after": facts.cert.not_after, "fingerprint": facts.cert.fingerprint}
+    if published.manifest_cert_sha256 and facts.cert.sha256 != published.manifest_cert_sha256:
+        return _fail(
+            check,
+            f"differs from the Storage Box generation {published.generation}: "
+            f"installed {describe(facts.cert)}",
+            logs,
+            **details,
+        )
+    return _ok(check, f"same bytes as the Storage Box, {describe(facts.cert)}", **details)
+
+
+# -- Vault replicas -----------------------------------------------------------------------------
+
+
+def _where(replica: ReplicaFacts) -> str:
+    return f"vault {replica.address}"
+
+
+def _task(replica: ReplicaFacts) -> str:
+    return f"task {replica.task_id[:12] or '?'} on {replica.node or '?'}"
+
+
+def check_replica_seal(replica: ReplicaFacts, *, vault: str, unsealer: str) -> Result:
+    check = f"{_where(replica)} seal"
+    if replica.error:
+        hint = (
+            f"docker service ps {vault} --no-trunc; docker service logs {vault} --tail 50; "
+            "overlay addresses are only reachable from the Vault network: run verify as a "
+            "one-off container there (stacks/README.md)"
+        )
+        if replica.error.startswith("TLS verification failed"):
+            hint = (
+                "the served certificate is not trusted for the Vault name: check "
+                "VERIFY_VAULT_CA_FILE and VERIFY_VAULT_SERVER_NAME, then " + hint
+            )
+        return _fail(check, f"unreachable ({_task(replica)}): {replica.error}", hint)
+    if replica.initialized is False:
+        return _fail(
+            check,
+            f"not initialized ({_task(replica)})",
+            "run certflow vault-bootstrap (it initializes Vault and creates vault_unseal_key)",
+        )
+    if replica.sealed is not False:
+        return _fail(
+            check,
+            f"sealed ({_task(replica)})",
+            f"docker service logs {unsealer} --tail 50; the unsealer's /health "
+            "(a rejected key means vault_unseal_key is not this Vault's key)",
+        )
+    return _ok(check, f"unsealed ({_task(replica)})")
+
+
+def check_replica_certificate(
+    replica: ReplicaFacts, installed: DirFacts, published: DirFacts, *, distributor: str, vault: str
+) -> Result:
+    check = f"{_where(replica)} certificate"
+    if replica.served is None:
+        return _fail(check, "no certificate seen (handshake failed)", "see the seal check above")
+    served = replica.served
+    details = {"not_after": served.not_after, "fingerprint": served.fingerprint}
+    mismatches = [
+        f"{facts.label} has {describe(facts.cert)}"
+        for facts in (installed, published)
+        if facts.cert is not None and facts.cert.fingerprint != served.fingerprint
+    ]
+    if mismatches:
+        return _fail(
+            check,
+            f"serves {describe(served)} but " + "; ".join(mismatches),
+            f"Vault was not reloaded with the installed pair: docker service logs {distributor} "
+            f"--tail 50 (reload/restart events); docker service ps {vault}",
+            **details,
+        )
+    if installed.cert is None and published.cert is None:
+        return _fail(
+            check,
+            f"serves {describe(served)}; nothing to compare it with",
+            "fix the storage box and installed checks first",
+            **details,
+        )
+    return _ok(check, f"serves the installed certificate, {describe(served)}", **details)
+
+
+def check_replicas(obs: Observation) -> list[Result]:
+    vault = obs.names.get("vault", "vault")
+    unsealer = obs.names.get("unsealer", "vault-unsealer")
+    distributor = obs.names.get("distributor", "cert-distributor")
+    if obs.replicas_error:
+        return [
+            _fail(
+                "vault replicas",
+                f"cannot list them: {obs.replicas_error}",
+                f"docker service ps {vault}",
+            )
+        ]
+    if not obs.replicas:
+        return [
+            _fail(
+                "vault replicas",
+                "no running Vault task has an address on the Vault network",
+                f"docker service ps {vault} --no-trunc; check VERIFY_VAULT_NETWORK",
+            )
+        ]
+    results: list[Result] = []
+    for replica in obs.replicas:
+        results.append(check_replica_seal(replica, vault=vault, unsealer=unsealer))
+        if replica.served is not None:
+            results.append(
+                check_replica_certificate(
+                    replica, obs.installed, obs.published, distributor=distributor, vault=vault
+                )
+            )
+    return results
+
+
+# -- everything ---------------------------------------------------------------------------------
+
+
+def evaluate(obs: Observation, *, log_tail: int, stack: str) -> list[Result]:
+    """Every check of the runbook's Verification section, in the runbook's order."""
+    certs_hint = f"docker stack deploy -c stacks/docker-stack-certs.yml {stack}"
+    vault_hint = f"docker stack deploy -c stacks/docker-stack-vault.yml {stack}"
+    vault_names = {obs.names.get("vault"), obs.names.get("unsealer")}
+    results = [
+        check_service(s, deploy_hint=vault_hint if s.name in vault_names else certs_hint)
+        for s in obs.services
+    ]
+    results.append(check_reloader_logs(obs.reloader_logs, tail=log_tail))
+    results.append(check_published(obs.published, reloader=obs.names.get("reloader", "reloader")))
+    results.append(
+        check_installed(
+            obs.installed, obs.published, distributor=obs.names.get("distributor", "distributor")
+        )
+    )
+    results.extend(check_replicas(obs))
+    return results
+
+
+def all_ok(results: Iterable[Result]) -> bool:
+    results = list(results)
+    return bool(results) and all(r.ok for r in results)

@@ -1,0 +1,281 @@
+"""The thin, effectful side of ``certflow verify``: ask Docker, read files, shake hands with Vault.
+
+Every function returns facts (``services.verify.facts``) and never raises for a problem it was
+asked to look at: a failure becomes the ``error`` of the facts, for the checks to explain. Private
+keys are never read here; the Storage Box key is only digested by ``shared.storagebox``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import httpx
+import requests
+from cryptography import x509
+
+from services.verify.facts import (
+    CertFacts,
+    DirFacts,
+    LogFacts,
+    Observation,
+    ReplicaFacts,
+    ServiceFacts,
+)
+from services.verify.settings import VerifySettings
+from shared.certs import LeafInfo, leaf_info, read_leaf
+from shared.errors import CertflowError
+from shared.storagebox import read_snapshot
+from shared.swarm import TaskInfo, task_from_dict
+
+_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+ROLES = ("reloader", "distributor", "vault", "unsealer")
+
+
+def _cert_facts(info: LeafInfo, data: bytes = b"") -> CertFacts:
+    return CertFacts(
+        not_after=info.not_after,
+        fingerprint=info.fingerprint_sha256,
+        sha256=hashlib.sha256(data).hexdigest() if data else "",
+    )
+
+
+# -- Docker -------------------------------------------------------------------------------------
+
+
+def observe_service(client: Any, name: str) -> ServiceFacts:
+    try:
+        service = client.services.get(name)
+        raw_tasks = service.tasks(filters={"desired-state": "running"})
+    except docker.errors.NotFound:
+        return ServiceFacts(name=name, found=False)
+    except _DOCKER_ERRORS as exc:
+        return ServiceFacts(name=name, found=False, error=str(exc))
+    spec_mode = service.attrs.get("Spec", {}).get("Mode", {})
+    tasks = [task_from_dict(t) for t in raw_tasks]
+    running = sum(1 for t in tasks if t.state == "running")
+    if "Global" in spec_mode:
+        mode, desired = "global", len(tasks)
+    else:
+        mode, desired = "replicated", int(spec_mode.get("Replicated", {}).get("Replicas", 0))
+    errors = tuple(
+        str(raw.get("Status", {}).get("Err") or raw.get("Status", {}).get("Message", ""))
+        for raw in raw_tasks
+        if raw.get("Status", {}).get("State") != "running"
+    )
+    update = service.attrs.get("UpdateStatus") or {}
+    return ServiceFacts(
+        name=name,
+        found=True,
+        mode=mode,
+        desired=desired,
+        running=running,
+        update_state=update.get("State"),
+        update_message=str(update.get("Message", "")),
+        task_errors=tuple(e for e in errors if e),
+    )
+
+
+def observe_logs(client: Any, name: str, *, tail: int) -> LogFacts:
+    try:
+        service = client.services.get(name)
+        chunks = service.logs(stdout=True, stderr=True, tail=tail, follow=False)
+        data = b"".join(chunks)
+    except docker.errors.NotFound:
+        return LogFacts(service=name, error="service not found")
+    except _DOCKER_ERRORS as exc:
+        return LogFacts(service=name, error=str(exc))
+    return LogFacts(service=name, lines=tuple(data.decode("utf-8", "replace").splitlines()))
+
+
+def vault_tasks(client: Any, service: str, network: str) -> list[tuple[TaskInfo, str]]:
+    """Running tasks of ``service`` and their address on ``network``. Raises CertflowError."""
+    try:
+        svc = client.services.get(service)
+        raw = svc.tasks(filters={"desired-state": "running"})
+    except docker.errors.NotFound as exc:
+        raise CertflowError(f"service {service} not found") from exc
+    except _DOCKER_ERRORS as exc:
+        raise CertflowError(f"listing tasks of {service} failed: {exc}") from exc
+    found: list[tuple[TaskInfo, str]] = []
+    for task in (task_from_dict(t) for t in raw):
+        if task.state != "running":
+            continue
+        addresses = task.addresses.get(network, ())
+        if addresses:
+            found.append((task, addresses[0]))
+    return found
+
+
+def node_names(client: Any) -> dict[str, str]:
+    try:
+        return {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
+    except (*_DOCKER_ERRORS, KeyError):
+        return {}
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def observe_installed(directory: Path, cert_name: str) -> DirFacts:
+    label = str(directory)
+    try:
+        data = (directory / cert_name).read_bytes()
+        return DirFacts(label=label, path=label, cert=_cert_facts(read_leaf(data), data))
+    except FileNotFoundError:
+        return DirFacts(label=label, path=label, error=f"{cert_name} is missing")
+    except OSError as exc:
+        return DirFacts(label=label, path=label, error=f"{exc.strerror or exc} ({exc.filename})")
+    except CertflowError as exc:
+        return DirFacts(label=label, path=label, error=f"{cert_name}: {exc}")
+
+
+def observe_published(directory: Path, cert_name: str, key_name: str) -> DirFacts:
+    label = "the Storage Box manifest"
+    path = str(directory)
+    try:
+        snap = read_snapshot(directory, cert_name=cert_name, key_name=key_name)
+    except CertflowError as exc:
+        return DirFacts(label=label, path=path, error=str(exc))
+    if not snap.committed or snap.manifest is None:
+        state = f"{snap.state.value}: {snap.detail}" if snap.detail else snap.state.value
+        return DirFacts(label=label, path=path, state=state)
+    leaf = snap.manifest.leaf
+    return DirFacts(
+        label=label,
+        path=path,
+        state="committed",
+        generation=snap.manifest.generation,
+        manifest_cert_sha256=snap.manifest.cert.sha256,
+        cert=CertFacts(not_after=leaf.not_after, fingerprint=leaf.fingerprint_sha256),
+    )
+
+
+# -- Vault --------------------------------------------------------------------------------------
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.check_hostname = True
+    return context
+
+
+def observe_replica(
+    address: str,
+    *,
+    port: int,
+    server_name: str,
+    context: ssl.SSLContext,
+    timeout: float,
+    task_id: str = "",
+    node: str = "",
+) -> ReplicaFacts:
+    """One TLS connection to ``address``: the served leaf and ``/v1/sys/seal-status``.
+
+    The certificate is verified for ``server_name`` (sent as SNI) although the connection goes to
+    the task's IP, exactly as clients reaching ``vault.iklim.co`` would see it.
+    """
+    host = f"[{address}]" if ":" in address else address
+    url = f"https://{host}:{port}/v1/sys/seal-status"
+    base = ReplicaFacts(task_id=task_id, node=node, address=address)
+    try:
+        with (
+            httpx.Client(verify=context, timeout=timeout, trust_env=False) as client,
+            client.stream(
+                "GET",
+                url,
+                headers={"Host": f"{server_name}:{port}"},
+                extensions={"sni_hostname": server_name},
+            ) as response,
+        ):
+            ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(True) if ssl_object else None
+            response.read()
+    except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+        return replace(base, error=_transport_error(exc))
+    served = _cert_facts(leaf_info(x509.load_der_x509_certificate(der))) if der else None
+    if response.status_code != 200:
+        return replace(base, served=served, error=f"seal-status answered {response.status_code}")
+    try:
+        body = response.json()
+        sealed, initialized = bool(body["sealed"]), bool(body.get("initialized", True))
+    except (ValueError, KeyError, TypeError):
+        return replace(base, served=served, error="seal-status body is not Vault's JSON")
+    return replace(base, served=served, sealed=sealed, initialized=initialized)
+
+
+def _transport_error(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS verification failed: {cause.verify_message or cause}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause}"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- everything ---------------------------------------------------------------------------------
+
+
+def observe(
+    settings: VerifySettings,
+    client_factory: Callable[[], Any],
+) -> Observation:
+    names = {role: settings.service(role) for role in ROLES}
+    try:
+        client = client_factory()
+    except _DOCKER_ERRORS as exc:
+        error = f"no Docker engine: {exc}"
+        return Observation(
+            services=tuple(ServiceFacts(n, found=False, error=error) for n in names.values()),
+            reloader_logs=LogFacts(names["reloader"], error=error),
+            installed=observe_installed(settings.ssl_dir, settings.cert_name),
+            published=observe_published(
+                settings.storagebox_dir, settings.cert_name, settings.key_name
+            ),
+            replicas=(),
+            replicas_error=error,
+            names=names,
+        )
+    services = tuple(observe_service(client, names[role]) for role in ROLES)
+    logs = observe_logs(client, names["reloader"], tail=settings.log_tail)
+    replicas: tuple[ReplicaFacts, ...] = ()
+    replicas_error = ""
+    try:
+        tasks = vault_tasks(client, names["vault"], settings.network)
+    except CertflowError as exc:
+        tasks, replicas_error = [], str(exc)
+    if tasks:
+        hostnames = node_names(client)
+        context = tls_context(settings.vault_ca_file)
+        with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
+            replicas = tuple(
+                pool.map(
+                    lambda item: observe_replica(
+                        item[1],
+                        port=settings.vault_port,
+                        server_name=settings.vault_server_name,
+                        context=context,
+                        timeout=settings.timeout,
+                        task_id=item[0].task_id,
+                        node=hostnames.get(item[0].node_id, item[0].node_id[:12]),
+                    ),
+                    tasks,
+                )
+            )
+    return Observation(
+        services=services,
+        reloader_logs=logs,
+        installed=observe_installed(settings.ssl_dir, settings.cert_name),
+        published=observe_published(settings.storagebox_dir, settings.cert_name, settings.key_name),
+        replicas=replicas,
+        replicas_error=replicas_error,
+        names=names,
+    )

@@ -1,0 +1,185 @@
+"""Real dockerd swarm fixtures: a stand-in Vault service that records SIGHUPs, and distributors."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.types
+import pytest
+
+from services.distributor.peers import PeerDirectory, health_url
+from services.distributor.service import Distributor
+from services.distributor.settings import DistributorSettings
+from shared.runtime import HealthServer
+from shared.settings import load_settings
+from shared.swarm import local_node, running_tasks
+from tests.support.docker_engine import ensure_engine
+from tests.support.images import ensure_base_image
+
+# The stand-in traps HUP and appends its hostname (= container ID prefix) to a bind-mounted file;
+# it exits at once on TERM so rolling updates are quick, and at start when /hup/fail exists.
+STANDIN = r"""
+import os, signal, socket, sys, time
+log = os.path.join("/hup", socket.gethostname())
+if os.path.exists("/hup/fail"):
+    sys.exit(1)  # lets a test make the rolling update fail
+def hup(*_):
+    with open(log, "a") as f:
+        f.write("HUP\n")
+signal.signal(signal.SIGHUP, hup)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+open(os.path.join("/hup", "started-" + socket.gethostname()), "w").close()
+while True:
+    time.sleep(0.2)
+"""
+
+
+def unique(prefix: str) -> str:
+    return f"certflow-dt-{prefix}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="session")
+def client() -> Any:
+    return ensure_engine()
+
+
+@pytest.fixture(scope="session")
+def base_image(client: Any) -> str:
+    return ensure_base_image()
+
+
+@pytest.fixture(scope="session")
+def node_id(client: Any) -> str:
+    return local_node(client).node_id
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class StandIns:
+    """Creates stand-in services/containers and removes every one of them afterwards."""
+
+    def __init__(self, client: Any, image: str, tmp: Path) -> None:
+        self.client = client
+        self.image = image
+        self.tmp = tmp
+        self.services: list[Any] = []
+        self.containers: list[Any] = []
+
+    def service(self, prefix: str = "vault", replicas: int = 1) -> tuple[str, Path]:
+        name = unique(prefix)
+        hup_dir = self.tmp / name
+        hup_dir.mkdir()
+        svc = self.client.services.create(
+            self.image,
+            command=["python3", "-c", STANDIN],
+            name=name,
+            mode=docker.types.ServiceMode("replicated", replicas=replicas),
+            mounts=[docker.types.Mount(target="/hup", source=str(hup_dir), type="bind")],
+            update_config=docker.types.UpdateConfig(
+                parallelism=1, delay=0, monitor=int(0.5e9), failure_action="pause"
+            ),
+            stop_grace_period=int(2e9),
+            labels={"certflow.test": "distributor"},
+        )
+        self.services.append(svc)
+        wait_for(
+            f"{name} running",
+            lambda: (
+                len(running_tasks(self.client, name)) == replicas
+                and len(list(hup_dir.glob("started-*"))) >= replicas
+            ),
+        )
+        return name, hup_dir
+
+    def container(self, prefix: str = "plain") -> tuple[Any, Path]:
+        name = unique(prefix)
+        hup_dir = self.tmp / name
+        hup_dir.mkdir()
+        ctr = self.client.containers.run(
+            self.image,
+            ["python3", "-c", STANDIN],
+            name=name,
+            detach=True,
+            volumes={str(hup_dir): {"bind": "/hup", "mode": "rw"}},
+        )
+        self.containers.append(ctr)
+        wait_for(f"{name} started", lambda: bool(list(hup_dir.glob("started-*"))))
+        return ctr, hup_dir
+
+    def close(self) -> None:
+        for svc in self.services:
+            with contextlib.suppress(docker.errors.NotFound):
+                svc.remove()
+        for ctr in self.containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                ctr.remove(force=True)
+
+
+@pytest.fixture
+def standins(client: Any, base_image: str, tmp_path: Path) -> Iterator[StandIns]:
+    made = StandIns(client, base_image, tmp_path)
+    yield made
+    made.close()
+
+
+class Fleet:
+    """Distributors in this process, each with its real /health server on loopback."""
+
+    def __init__(self, client: Any, tmp: Path) -> None:
+        self.client = client
+        self.tmp = tmp
+        self.servers: list[HealthServer] = []
+
+    def distributor(
+        self,
+        vault_service: str,
+        *,
+        mode: str = "restart",
+        name: str = "d0",
+        peer: str = "",
+        box: str = "box",
+        lag_timeout: float = 60.0,
+        clock_skew: float = 30.0,
+    ) -> tuple[Distributor, str]:
+        env = {
+            "DISTRIBUTOR_SOURCE_DIR": str(self.tmp / box),
+            "DISTRIBUTOR_TARGET_DIR": str(self.tmp / name),
+            "DISTRIBUTOR_RELOAD_MODE": mode,
+            "DISTRIBUTOR_VAULT_SERVICE": vault_service,
+            "DISTRIBUTOR_LAG_TIMEOUT": str(lag_timeout),
+            "DISTRIBUTOR_CLOCK_SKEW": str(clock_skew),
+        }
+        settings = load_settings(DistributorSettings, env)
+        node = local_node(self.client).node_id
+        url_box: dict[str, str] = {}
+        peers = PeerDirectory(docker_client=None, service="unused", port=1, static=url_box)
+        dist = Distributor(settings, docker_client=self.client, peers=peers)
+        server = HealthServer(dist.health, dist.metrics.registry, host="127.0.0.1", port=0)
+        self.servers.append(server)
+        url = health_url("127.0.0.1", server.start())
+        # The node's report comes from ``peer`` when given (one distributor per node in Swarm).
+        url_box[node] = peer or url
+        peers.static = url_box
+        return dist, url
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def fleet(client: Any, tmp_path: Path) -> Iterator[Fleet]:
+    made = Fleet(client, tmp_path)
+    yield made
+    made.close()

@@ -1,0 +1,274 @@
+"""Exactly one forced update of the (stand-in) Vault service per certificate, on a real swarm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from services.distributor.coordinator import FINGERPRINT_LABEL, Kind
+from services.distributor.docker_ops import force_update_once, wait_for_update
+from services.distributor.service import Distributor
+from shared.swarm import service_attrs, service_state
+from tests.support.pki import CA
+from tests.unit.distributor.boxes import make_pair, publish
+
+from .conftest import Fleet, StandIns, wait_for
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def converge(dist: Distributor, timeout: float = 120.0) -> list[Kind]:
+    """Run passes until the coordinator says DONE; the kinds it went through."""
+    seen: list[Kind] = []
+
+    def done() -> bool:
+        dist.sync_pass()
+        dist.reload_pass()
+        check = dist.health.check("reload")
+        kind = Kind(check.details["decision"]) if check and "decision" in check.details else None
+        if kind is not None and (not seen or seen[-1] is not kind):
+            seen.append(kind)
+        return kind is Kind.DONE
+
+    wait_for("coordinator done", done, timeout)
+    return seen
+
+
+def test_one_forced_update_per_certificate(
+    standins: StandIns, fleet: Fleet, tmp_path: Path
+) -> None:
+    vault, hup_dir = standins.service()
+    ca = CA()
+    first = make_pair(ca, 1)
+    publish(tmp_path / "box", first)
+    dist, _ = fleet.distributor(vault)
+    before = service_state(dist.client, vault).force_update
+    kinds = converge(dist)
+    assert Kind.RESTART in kinds
+    assert kinds.index(Kind.RESTART) < kinds.index(Kind.WAIT) < kinds.index(Kind.DONE)
+    state = service_state(dist.client, vault)
+    assert state.update_state == "completed"
+    assert len(list(hup_dir.glob("started-*"))) == 2  # the task was really replaced
+    assert state.force_update == before + 1
+    assert state.labels[FINGERPRINT_LABEL] == first.manifest.fingerprint
+    # More passes with the same certificate change nothing.
+    for _ in range(3):
+        dist.sync_pass()
+        dist.reload_pass()
+    assert service_state(dist.client, vault).force_update == before + 1
+    # A renewal: exactly one more.
+    second = make_pair(ca, 2)
+    publish(tmp_path / "box", second)
+    converge(dist)
+    state = service_state(dist.client, vault)
+    assert state.force_update == before + 2
+    assert state.labels[FINGERPRINT_LABEL] == second.manifest.fingerprint
+    assert dist.metrics.restarts._value.get() == 2
+
+
+def test_three_coordinators_racing_restart_once(
+    standins: StandIns, fleet: Fleet, tmp_path: Path
+) -> None:
+    vault, _ = standins.service()
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    first, url = fleet.distributor(vault, name="d0")
+    others = [fleet.distributor(vault, name=f"d{i}", peer=url)[0] for i in (1, 2)]
+    racers = [first, *others]
+    for dist in racers:
+        dist.sync_pass()
+    before = service_state(first.client, vault).force_update
+    start = threading.Barrier(len(racers))
+    errors: list[BaseException] = []
+
+    def race(dist: Distributor) -> None:
+        try:
+            start.wait()
+            converge(dist)
+        except BaseException as exc:  # collected and re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(d,)) for d in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert service_state(first.client, vault).force_update == before + 1
+    assert sum(d.metrics.restarts._value.get() for d in racers) == 1
+
+
+def test_coordinator_killed_mid_flight_does_not_restart_twice(
+    standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
+) -> None:
+    vault, _ = standins.service()
+    pair = make_pair(CA(), 1)
+    publish(tmp_path / "box", pair)
+    reporter, url = fleet.distributor(vault, name="reporter", mode="none")
+    reporter.sync_pass()
+    before = service_state(client, vault).force_update
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.distributor.coordinator_proc",
+            str(tmp_path / "box"),
+            str(tmp_path / "crashing"),
+            vault,
+            url,
+        ],
+        cwd=REPO,
+        env={**os.environ, "LOG_FORMAT": "json"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        # Kill -9 as soon as the update is posted, while Swarm is still rolling it out.
+        wait_for(
+            "update posted",
+            lambda: (
+                service_state(client, vault).labels.get(FINGERPRINT_LABEL)
+                == pair.manifest.fingerprint
+            ),
+        )
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    successor, _ = fleet.distributor(vault, name="successor", peer=url)
+    kinds = converge(successor)
+    assert Kind.RESTART not in kinds
+    assert service_state(client, vault).force_update == before + 1
+    assert successor.metrics.restarts._value.get() == 0
+
+
+def test_out_of_sequence_conflict_is_retried_with_a_fresh_version(
+    standins: StandIns, client: Any
+) -> None:
+    vault, _ = standins.service()
+    stale = service_attrs(client, vault)
+    before = service_state(client, vault)
+    # A concurrent writer (an operator, a stack deploy) changes the service after we looked.
+    fresh = service_attrs(client, vault)
+    client.api.update_service(
+        fresh["ID"],
+        fresh["Version"]["Index"],
+        task_template=fresh["Spec"]["TaskTemplate"],
+        name=fresh["Spec"]["Name"],
+        labels={**fresh["Spec"].get("Labels", {}), "concurrent": "yes"},
+        mode=fresh["Spec"]["Mode"],
+        update_config=fresh["Spec"].get("UpdateConfig"),
+        fetch_current_spec=False,
+    )
+    outcome = force_update_once(client, vault, "FP:1", observed=stale)
+    assert outcome.restarted
+    assert outcome.conflicts == 1
+    after = service_state(client, vault)
+    assert after.force_update == before.force_update + 1
+    assert after.labels[FINGERPRINT_LABEL] == "FP:1"
+    assert after.labels["concurrent"] == "yes"  # the other writer's change survived
+    result = wait_for_update(client, vault, timeout=120)
+    assert result.ok, result
+    # A second coordinator with the same stale view: conflict, then sees the label, no update.
+    again = force_update_once(client, vault, "FP:1", observed=stale)
+    assert not again.restarted
+    assert service_state(client, vault).force_update == before.force_update + 1
+
+
+def test_paused_update_is_failing_with_swarm_message_and_not_retried(
+    standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
+) -> None:
+    vault, hup_dir = standins.service()
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist, _ = fleet.distributor(vault)
+    before = service_state(client, vault).force_update
+    (hup_dir / "fail").touch()  # the restarted task will exit 1: the update pauses
+
+    def failed() -> bool:
+        dist.sync_pass()
+        dist.reload_pass()
+        check = dist.health.check("reload")
+        return check is not None and check.details.get("decision") == Kind.FAILED.value
+
+    wait_for("update paused", failed, 120)
+    check = dist.health.check("reload")
+    assert check is not None
+    assert check.status.value == "failing"
+    assert "vault update paused" in check.message
+    assert "failure or early termination" in check.message
+    for _ in range(3):
+        dist.sync_pass()
+        dist.reload_pass()
+    assert service_state(client, vault).force_update == before + 1
+
+
+def test_node_lagging_past_timeout_is_failing_and_vault_is_not_restarted(
+    standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
+) -> None:
+    vault, _ = standins.service()
+    ca = CA()
+    publish(tmp_path / "old-box", make_pair(ca, 1))  # what the lagging node still sees
+    publish(tmp_path / "box", make_pair(ca, 2))
+    lagging, url = fleet.distributor(vault, mode="none", name="lagging", box="old-box")
+    lagging.sync_pass()
+    leader, _ = fleet.distributor(vault, name="leader", peer=url, lag_timeout=0.5)
+    before = service_state(client, vault)
+
+    def blocked() -> bool:
+        leader.sync_pass()
+        leader.reload_pass()
+        check = leader.health.check("reload")
+        return check is not None and check.details.get("decision") == Kind.LAGGING.value
+
+    wait_for("lagging reported", blocked, 30)
+    check = leader.health.check("reload")
+    assert check is not None
+    assert check.status.value == "failing"
+    node = lagging.health.snapshot()["info"]["node_id"]
+    assert node in check.message
+    assert "has generation 1" in check.message
+    after = service_state(client, vault)
+    assert after.force_update == before.force_update
+    assert FINGERPRINT_LABEL not in after.labels
+
+
+def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
+    standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
+) -> None:
+    vault, hup_dir = standins.service()
+    pair = make_pair(CA(), 1)
+    publish(tmp_path / "box", pair)
+    dist, _ = fleet.distributor(vault, clock_skew=0.5)
+    converge(dist)
+    assert dist.metrics.restarts._value.get() == 1
+    # What `docker stack deploy` does: the whole spec is replaced with the compose file's labels
+    # (ours is gone), ForceUpdate is copied, and a changed setting rolls the tasks.
+    attrs = service_attrs(client, vault)
+    spec = attrs["Spec"]
+    template = spec["TaskTemplate"]
+    template["ContainerSpec"]["Env"] = ["REDEPLOYED=1"]
+    client.api.update_service(
+        attrs["ID"],
+        attrs["Version"]["Index"],
+        task_template=template,
+        name=spec["Name"],
+        labels={"certflow.test": "distributor"},
+        mode=spec["Mode"],
+        update_config=spec.get("UpdateConfig"),
+        fetch_current_spec=False,
+    )
+    assert wait_for_update(client, vault, timeout=120).ok
+    redeployed = service_state(client, vault)
+    assert FINGERPRINT_LABEL not in redeployed.labels
+    tasks_started = len(list(hup_dir.glob("started-*")))
+    kinds = converge(dist)
+    assert Kind.ADOPT in kinds
+    assert Kind.RESTART not in kinds
+    after = service_state(client, vault)
+    assert after.force_update == redeployed.force_update
+    assert after.labels[FINGERPRINT_LABEL] == pair.manifest.fingerprint
+    assert dist.metrics.restarts._value.get() == 1
+    assert dist.metrics.adoptions._value.get() == 1
+    assert len(list(hup_dir.glob("started-*"))) == tasks_started  # no task was replaced

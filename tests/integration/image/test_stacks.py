@@ -1,0 +1,124 @@
+"""Both stack files pass the docker CLI's own compose validation and interpolate as documented."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+STACKS = Path(__file__).resolve().parents[3] / "stacks"
+CERTS = STACKS / "docker-stack-certs.yml"
+VAULT = STACKS / "docker-stack-vault.yml"
+
+
+def _config(path: Path, **env: str) -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.fail("the docker CLI is required (scripts/bootstrap installs it)")
+    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME"}}
+    result = subprocess.run(
+        [docker, "stack", "config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "${" not in result.stdout
+    return result.stdout
+
+
+def _block(rendered: str, service: str) -> str:
+    """The rendered text of one service (indented two spaces under ``services:``)."""
+    match = re.search(rf"^  {re.escape(service)}:\n((?:    .*\n|\n)*)", rendered, re.MULTILINE)
+    assert match, f"service {service} missing"
+    return match.group(1)
+
+
+def test_certs_stack_defaults_are_the_runbook_values() -> None:
+    rendered = _config(CERTS)
+    reloader = _block(rendered, "cert-reloader")
+    distributor = _block(rendered, "cert-distributor")
+    assert "replicas: 1" in reloader
+    assert "node.labels.swag == true" in reloader
+    assert re.search(
+        r"source: /opt/iklimco/swag/config\n\s+target: /swag-config\n\s+read_only: true", reloader
+    )
+    assert "source: /mnt/storagebox/ssl" in reloader
+    assert "mode: global" in distributor
+    assert re.search(
+        r"source: /mnt/storagebox/ssl\n\s+target: \S+\n\s+read_only: true", distributor
+    )
+    assert "source: /opt/iklimco/ssl" in distributor
+    assert "source: /var/run/docker.sock" in distributor
+    assert "DISTRIBUTOR_VAULT_SERVICE: iklimco_vault" in distributor
+    for block in (reloader, distributor):
+        assert "CERTFLOW_CERT_NAME: STAR.iklim.co.full.crt" in block
+        assert "CERTFLOW_KEY_NAME: STAR.iklim.co_key.pem" in block
+
+
+def test_vault_stack_defaults() -> None:
+    rendered = _config(VAULT)
+    vault = _block(rendered, "vault")
+    unsealer = _block(rendered, "vault-unsealer")
+    assert "image: hashicorp/vault:1.19.0" in vault
+    assert re.search(r"source: /opt/iklimco/ssl\n\s+target: /vault/certs", vault)
+    update = re.search(r"update_config:\n((?:        .*\n)+)", vault)
+    assert update
+    assert "parallelism: 1" in update.group(1)
+    assert "order: stop-first" in update.group(1)
+    assert "delay: 20s" in update.group(1)
+    assert "failure_action: pause" in update.group(1)
+    # Sealed (exit 2) counts as alive; only an error (exit 1) fails the check.
+    assert "vault status -address=https://127.0.0.1:8200" in vault
+    assert "[ $? -ne 1 ]" in vault
+    assert "tls_cert_file" in vault
+    assert "/vault/certs/STAR.iklim.co.full.crt" in vault
+    assert re.search(
+        r"source: vault_unseal_key\n\s+target: vault_unseal_key\n(?:\s+\w+: .*\n)*?\s+mode: 256",
+        unsealer,
+    ), "vault_unseal_key must be mounted with mode 0400"
+    assert "vault: null" in vault
+    assert "vault: null" in unsealer
+    tail = rendered[rendered.index("\nnetworks:") :]
+    assert "driver: overlay" in tail
+    assert re.search(r"vault_unseal_key:\n\s+name: vault_unseal_key\n\s+external: true", tail)
+
+
+def test_every_name_and_path_follows_the_environment() -> None:
+    env = {
+        "CERTFLOW_IMAGE": "certflow-test:x1",
+        "VAULT_IMAGE": "certflow-vaultsim:x1",
+        "SWAG_CONFIG_DIR": "/tmp/e2e/swag",
+        "STORAGEBOX_SSL_DIR": "/tmp/e2e/storagebox",
+        "VAULT_SSL_DIR": "/tmp/e2e/ssl",
+        "SWAG_NODE_LABEL": "certflow-e2e-x1",
+        "VAULT_SERVICE": "e2ex1_vault",
+        "VAULT_DOMAIN": "vault.example.test",
+        "CERT_DOMAIN": "example.test",
+        "CERT_FILE_NAME": "STAR.example.test.full.crt",
+        "KEY_FILE_NAME": "STAR.example.test_key.pem",
+        "VAULT_UNSEAL_SECRET": "e2ex1_unseal",
+        "VAULT_UPDATE_DELAY": "7s",
+        "VAULT_REPLICAS": "3",
+        "VAULT_PUBLISHED_PORT": "18200",
+    }
+    certs = _config(CERTS, **env)
+    vault = _config(VAULT, **env)
+    for rendered in (certs, vault):
+        # Paths inside the containers stay fixed; every host path, name and domain moves.
+        assert "iklim" not in "".join(re.findall(r"source: .*|iklim.co.*", rendered))
+        assert "iklimco_vault" not in rendered
+    assert "node.labels.certflow-e2e-x1 == true" in certs
+    assert "/swag-config/etc/letsencrypt/live/example.test" in certs
+    assert "image: certflow-test:x1" in certs
+    assert "image: certflow-vaultsim:x1" in vault
+    assert "replicas: 3" in vault
+    assert "delay: 7s" in vault
+    assert "published: 18200" in vault
+    assert "name: e2ex1_unseal" in vault
+    assert "/vault/certs/STAR.example.test_key.pem" in vault

@@ -1,0 +1,666 @@
+"""The whole certificate flow on the local single-node Swarm, for scripts/up, the e2e tests and
+the e2e benchmark.
+
+``LocalFlow`` owns everything it creates (a stack name, directories standing in for SWAG's config
+volume, the Storage Box and /opt/iklimco/ssl, a node label, secrets, pebble) and removes it in
+``down()``. Several flows can run on one engine at once: every name carries the stack name.
+
+Pieces:
+- pebble + certbot issue and renew into ``swag/etc/letsencrypt`` exactly as SWAG does;
+- both stack files deployed with ``docker stack deploy`` and the flow's environment;
+- one-off containers of the project image on the attachable Vault network for
+  ``certflow vault-bootstrap`` and ``certflow verify`` (the overlay is not reachable from the host).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from shared.manifest import MANIFEST_NAME
+from tests.support.acme import Certbot, Pebble, SwagVolume
+from tests.support.e2e_seal_sampler import SealSampler
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ROOT / "stacks"
+CERT_NAME = "STAR.iklim.co.full.crt"
+KEY_NAME = "STAR.iklim.co_key.pem"
+
+
+class FlowError(RuntimeError):
+    pass
+
+
+def docker(
+    *argv: str,
+    timeout: float = 120,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+) -> str:
+    result = subprocess.run(
+        ["docker", *argv], capture_output=True, text=True, timeout=timeout, env=env, input=input
+    )
+    if check and result.returncode != 0:
+        raise FlowError(f"docker {' '.join(argv[:3])} failed: {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def wait_for(
+    what: str, predicate: Callable[[], bool], *, timeout: float = 120, every: float = 1.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise FlowError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class LocalFlow:
+    stack: str
+    workdir: Path
+    image: str
+    vault_image: str
+    vault_is_double: bool = True
+    vault_replicas: int = 2
+    update_delay: str = "10s"
+    reload_mode: str = "restart"
+    published_port: int = 0  # Vault's ingress port; 0 picks a free one (engines are shared)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    _pebble: Pebble | None = field(default=None, init=False, repr=False)
+    _certbot: Certbot | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.published_port:
+            self.published_port = _free_port()
+
+    # -- names and places -----------------------------------------------------------------------
+
+    @property
+    def swag(self) -> SwagVolume:
+        return SwagVolume(self.workdir / "swag")
+
+    @property
+    def storagebox(self) -> Path:
+        return self.workdir / "storagebox" / "ssl"
+
+    @property
+    def ssl_dir(self) -> Path:
+        return self.workdir / "ssl"
+
+    @property
+    def ca_file(self) -> Path:
+        """Every pebble root this flow has seen (each pebble start makes a new CA)."""
+        return self.workdir / "ca" / "roots.pem"
+
+    @property
+    def network(self) -> str:
+        return f"{self.stack}_vault"
+
+    @property
+    def node_label(self) -> str:
+        return f"certflow-swag-{self.stack}"
+
+    @property
+    def unseal_secret(self) -> str:
+        return f"{self.stack}_vault_unseal_key"
+
+    def service(self, name: str) -> str:
+        return f"{self.stack}_{name}"
+
+    def stack_env(self) -> dict[str, str]:
+        env = {
+            "CERTFLOW_IMAGE": self.image,
+            "VAULT_IMAGE": self.vault_image,
+            "SWAG_CONFIG_DIR": str(self.swag.root),
+            "STORAGEBOX_SSL_DIR": str(self.storagebox),
+            "VAULT_SSL_DIR": str(self.ssl_dir),
+            "SWAG_NODE_LABEL": self.node_label,
+            "VAULT_SERVICE": self.service("vault"),
+            "VAULT_UNSEAL_SECRET": self.unseal_secret,
+            "VAULT_REPLICAS": str(self.vault_replicas),
+            "VAULT_UPDATE_DELAY": self.update_delay,
+            "VAULT_PUBLISHED_PORT": str(self.published_port),
+            "DISTRIBUTOR_RELOAD_MODE": self.reload_mode,
+            "VAULT_CA_DIR": str(self.ca_file.parent),
+            "VAULT_CA_FILE_NAME": self.ca_file.name,
+            "RELOADER_CHECK_INTERVAL": "5",
+            "DISTRIBUTOR_POLL_INTERVAL": "2",
+        }
+        env.update(self.extra_env)
+        return env
+
+    # -- certificates ---------------------------------------------------------------------------
+
+    def _acme(self) -> Certbot:
+        if self._certbot is None:
+            pebble = Pebble(self.workdir / "pebble").start()
+            self._pebble = pebble
+            self._remember_roots(pebble)
+            self._certbot = Certbot(pebble, self.swag)
+        return self._certbot
+
+    def _remember_roots(self, pebble: Pebble) -> None:
+        config = json.loads((pebble.workdir / "pebble.json").read_text())["pebble"]
+        context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
+        url = f"https://{config['managementListenAddress']}/roots/0"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                    root = response.read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.ca_file.open("ab") as out:
+            out.write(root if root.endswith(b"\n") else root + b"\n")
+
+    def issue_or_renew(self) -> int:
+        """A real certbot issuance (first time) or forced renewal; returns the new generation."""
+        certbot = self._acme()
+        if (self.swag.live / "fullchain.pem").exists():
+            certbot.renew()
+        else:
+            certbot.issue()
+        return self.swag.generation()
+
+    def certbot_pair(self) -> tuple[bytes, bytes]:
+        live = self.swag.live
+        return (live / "fullchain.pem").read_bytes(), (live / "privkey.pem").read_bytes()
+
+    # -- swarm ----------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        for directory in (self.swag.root, self.storagebox, self.ssl_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        node = docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+        docker("node", "update", "--label-add", f"{self.node_label}=true", node)
+
+    def deploy(self, which: str) -> None:
+        """``which`` is ``certs`` or ``vault``."""
+        docker(
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "-c",
+            str(STACKS / f"docker-stack-{which}.yml"),
+            self.stack,
+            env={**os.environ, **self.stack_env()},
+        )
+
+    def create_secret(self, name: str, value: bytes) -> None:
+        docker(
+            "secret",
+            "create",
+            "--label",
+            f"certflow.local.stack={self.stack}",
+            name,
+            "-",
+            input=value.decode(),
+        )
+
+    def run_tool(
+        self,
+        *argv: str,
+        env: Mapping[str, str] | None = None,
+        volumes: Mapping[Path, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """``certflow <argv>`` as a one-off root container on the Vault network."""
+        extra: list[str] = []
+        for key, value in (env or {}).items():
+            extra += ["-e", f"{key}={value}"]
+        for source, target in (volumes or {}).items():
+            extra += ["-v", f"{source}:{target}"]
+        return subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--user",
+                "0:0",
+                "--network",
+                self.network,
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "-v",
+                f"{self.ssl_dir}:/opt/iklimco/ssl:ro",
+                "-v",
+                f"{self.storagebox}:/mnt/storagebox/ssl:ro",
+                "-v",
+                f"{self.ca_file.parent}:/certflow-ca:ro",
+                *extra,
+                self.image,
+                *argv,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def verify(self, *, as_json: bool = True) -> tuple[int, str]:
+        result = self.run_tool(
+            "verify",
+            *(["--json"] if as_json else []),
+            env={
+                "VERIFY_STACK": self.stack,
+                "VERIFY_VAULT_CA_FILE": "/certflow-ca/roots.pem",
+            },
+        )
+        return result.returncode, result.stdout + result.stderr
+
+    def openssl_enddates(self) -> dict[str, str]:
+        """``openssl s_client`` against every replica (as the runbook does): IP -> ``notAfter=``."""
+        script = (
+            "for ip in $(getent ahostsv4 tasks.vault | cut -d' ' -f1 | sort -u); do "
+            'printf "%s " "$ip"; echo | openssl s_client -connect "$ip:8200" '
+            "-servername vault.iklim.co -CAfile /certflow-ca/roots.pem -verify_return_error "
+            "2>/dev/null | openssl x509 -noout -enddate; done"
+        )
+        out = docker(
+            "run",
+            "--rm",
+            "--network",
+            self.network,
+            "-v",
+            f"{self.ca_file.parent}:/certflow-ca:ro",
+            "--entrypoint",
+            "sh",
+            self.image,
+            "-c",
+            script,
+        )
+        found: dict[str, str] = {}
+        for line in out.splitlines():
+            ip, _, end = line.partition(" ")
+            found[ip] = end.strip()
+        return found
+
+    def bootstrap_vault(self, *, timeout: float = 300) -> str:
+        """Deploy the Vault stack and run ``certflow vault-bootstrap`` against it.
+
+        The stack needs its external secret to exist, and the unsealer needs Vault's keys in it,
+        which exist only after the init: a placeholder secret lets the stack deploy (the unsealer
+        refuses to start on it), then vault-bootstrap initializes Vault, stores the keys as a new
+        secret version, repoints the unsealer to it and removes the placeholder.
+        """
+        self.create_secret(
+            self.unseal_secret, b"# placeholder: certflow vault-bootstrap replaces this secret\n"
+        )
+        self.deploy("vault")
+        wait_for(
+            "every Vault replica to listen", lambda: self.service_settled("vault"), timeout=timeout
+        )
+        private = self.workdir / "bootstrap"
+        private.mkdir(mode=0o700, exist_ok=True)
+        addresses = self.vault_addresses()
+        if not addresses:
+            raise FlowError("no running Vault task has an address on the Vault network")
+        result = self.run_tool(
+            "vault-bootstrap",
+            "--addr",
+            f"https://{addresses[0]}:8200",
+            "--ca-file",
+            "/certflow-ca/roots.pem",
+            "--secret-name",
+            self.unseal_secret,
+            "--services",
+            self.service("vault-unsealer"),
+            "--root-token-file",
+            "/bootstrap/root-token",
+            "--timeout",
+            str(timeout),
+            volumes={private: "/bootstrap"},
+            timeout=timeout + 60,
+        )
+        if result.returncode != 0:
+            raise FlowError(f"certflow vault-bootstrap failed: {result.stdout}{result.stderr}")
+        if self.vault_is_double:
+            # The double reads its state file at start only: restart the replicas that did not
+            # take the init, as Vault on shared storage would simply see it.
+            docker("service", "update", "--force", "--detach", self.service("vault"))
+        return result.stdout
+
+    def service_tasks(self, name: str) -> list[dict[str, Any]]:
+        out = docker("service", "ps", self.service(name), "--no-trunc", "--format", "{{json .}}")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def service_settled(self, name: str) -> bool:
+        """Every task Swarm wants running runs the service's current spec (after a redeploy)."""
+        import docker as docker_py
+
+        service = docker_py.from_env().services.get(self.service(name))
+        wanted = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env")
+        tasks = service.tasks(filters={"desired-state": "running"})
+        return bool(tasks) and all(
+            t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"].get("Env") == wanted
+            for t in tasks
+        )
+
+    def vault_addresses(self) -> list[str]:
+        """Overlay IPs of the running Vault tasks (the VIP is not relied on)."""
+        import docker as docker_py
+
+        from shared.swarm import running_tasks
+
+        tasks = running_tasks(docker_py.from_env(), self.service("vault"))
+        return sorted(ip for t in tasks for ip in t.addresses.get(self.network, ())[:1])
+
+    def force_update_count(self, name: str = "vault") -> int:
+        out = docker(
+            "service",
+            "inspect",
+            self.service(name),
+            "--format",
+            "{{.Spec.TaskTemplate.ForceUpdate}}",
+        )
+        return int(out.strip() or 0)
+
+    # -- teardown -------------------------------------------------------------------------------
+
+    def stop_acme(self) -> None:
+        if self._pebble is not None:
+            self._pebble.stop()
+        self._pebble = None
+        self._certbot = None
+
+    def down(self, *, remove_workdir: bool = True) -> None:
+        self.stop_acme()
+        docker("stack", "rm", self.stack, check=False)
+        wait_for(
+            f"stack {self.stack} removed",
+            lambda: (
+                not docker(
+                    "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={self.stack}"
+                ).strip()
+            ),
+            timeout=120,
+        )
+        secrets = (
+            docker(
+                "secret", "ls", "-q", "--filter", f"label=certflow.local.stack={self.stack}"
+            ).split()
+            + docker(
+                "secret", "ls", "-q", "--filter", f"label=certflow.secret={self.unseal_secret}"
+            ).split()
+        )
+        for secret in secrets:
+            docker("secret", "rm", secret, check=False)
+        volumes = docker(
+            "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={self.stack}"
+        ).split()
+        for volume in volumes:
+            docker("volume", "rm", volume, check=False)
+        node = docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+        docker("node", "update", "--label-rm", self.node_label, node, check=False)
+        # The stack's networks disappear a moment after its last task.
+        wait_for(
+            f"network {self.network} removed",
+            lambda: self.network not in docker("network", "ls", "--format", "{{.Name}}").split(),
+            timeout=60,
+        )
+        if remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    from tests.support.acme import free_port
+
+    return free_port()
+
+
+# -- one rotation -------------------------------------------------------------------------------
+
+
+@dataclass
+class Rotation:
+    generation: int
+    fullchain: bytes
+    key: bytes
+    leaf_sha256: str  # digest of the leaf's DER, what the sampler reads from each replica
+    not_after: datetime
+    force_updates: int  # how often the Vault service was force-updated meanwhile
+    seconds_to_converge: float | None  # renewal -> every replica unsealed on the new leaf
+    seconds_without_unsealed: float  # time in which no replica answered unsealed
+    verify_output: str
+
+
+def _leaf(fullchain: bytes) -> tuple[str, datetime]:
+    leaf = x509.load_pem_x509_certificates(fullchain)[0]
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest(), leaf.not_valid_after_utc
+
+
+def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
+    """One real certbot renewal, followed until ``certflow verify`` passes on the new leaf.
+
+    Every replica's seal state and served leaf are sampled throughout, from the Vault network.
+    """
+    before = flow.force_update_count()
+    sampler = SealSampler(image=flow.image, network=flow.network).start()
+    try:
+        time.sleep(1.0)  # a baseline of samples before the renewal
+        renewed_at = time.time()
+        generation = flow.issue_or_renew()
+        fullchain, key = flow.certbot_pair()
+        leaf_sha256, not_after = _leaf(fullchain)
+
+        def holds(directory: Path) -> bool:
+            try:
+                return (directory / CERT_NAME).read_bytes() == fullchain and (
+                    directory / KEY_NAME
+                ).read_bytes() == key
+            except OSError:
+                return False
+
+        wait_for(
+            "the renewed pair on the Storage Box", lambda: holds(flow.storagebox), timeout=timeout
+        )
+        wait_for(
+            "the renewed pair in the ssl directory", lambda: holds(flow.ssl_dir), timeout=timeout
+        )
+        result: dict[str, str] = {}
+
+        def verified() -> bool:
+            code, out = flow.verify()
+            result["out"] = out
+            return code == 0 and _served_everywhere(out, not_after)
+
+        wait_for(
+            "certflow verify to pass on the new certificate", verified, timeout=timeout, every=2
+        )
+        time.sleep(1.0)
+    finally:
+        sampler.stop()
+    return Rotation(
+        generation=generation,
+        fullchain=fullchain,
+        key=key,
+        leaf_sha256=leaf_sha256,
+        not_after=not_after,
+        force_updates=flow.force_update_count() - before,
+        seconds_to_converge=(
+            None
+            if (at := sampler.converged_at(renewed_at, leaf_sha256, flow.vault_replicas)) is None
+            else at - renewed_at
+        ),
+        seconds_without_unsealed=sampler.seconds_without_unsealed(since=renewed_at),
+        verify_output=result.get("out", ""),
+    )
+
+
+def _served_everywhere(verify_json: str, not_after: datetime) -> bool:
+    """Every replica's certificate check in ``certflow verify --json`` shows ``not_after``."""
+    try:
+        doc = json.loads(verify_json[verify_json.index("{") :])
+    except ValueError:
+        return False
+    served = [
+        c["details"].get("not_after")
+        for c in doc["checks"]
+        if c["check"].startswith("vault ") and c["check"].endswith(" certificate")
+    ]
+    return bool(served) and all(value == not_after.isoformat() for value in served)
+
+
+# -- scripts/up and scripts/down ----------------------------------------------------------------
+
+VAULT_PINNED = "hashicorp/vault:1.19.0"
+
+
+def _local_flow(image: str, vault_image: str, *, is_double: bool) -> LocalFlow:
+    stack = os.environ.get("STACK", "iklimco")
+    workdir = Path(os.environ.get("CERTFLOW_LOCAL_DIR", "/var/lib/certflow-local")) / stack
+    return LocalFlow(
+        stack=stack,
+        workdir=workdir,
+        image=image,
+        vault_image=vault_image,
+        vault_is_double=is_double,
+        update_delay=os.environ.get("VAULT_UPDATE_DELAY", "20s"),
+        reload_mode=os.environ.get("DISTRIBUTOR_RELOAD_MODE", "restart"),
+        published_port=int(os.environ.get("VAULT_PUBLISHED_PORT", "8200")),
+    )
+
+
+DOUBLE_TITLE = "certflow Vault double"
+
+
+def is_vault_double(image: str) -> bool:
+    title = docker(
+        "image",
+        "inspect",
+        "--format",
+        '{{index .Config.Labels "org.opencontainers.image.title"}}',
+        image,
+        check=False,
+    )
+    return title.startswith(DOUBLE_TITLE)
+
+
+def _vault_image(project_image: str) -> tuple[str, bool]:
+    """The real Vault image when it can be pulled, else the double built locally."""
+    wanted = os.environ.get("VAULT_IMAGE", VAULT_PINNED)
+    present = subprocess.run(["docker", "image", "inspect", wanted], capture_output=True)
+    if present.returncode == 0:
+        return wanted, is_vault_double(wanted)
+    pulled = subprocess.run(["docker", "pull", wanted], capture_output=True, text=True, timeout=300)
+    if pulled.returncode == 0:
+        return wanted, False
+    from tests.support.e2e_images import build_vaultsim_image
+
+    double = build_vaultsim_image("certflow-vault-double:local", project_image=project_image)
+    print(
+        "\n"
+        "  ************************************************************************\n"
+        f"  Vault: STAND-IN. {wanted} could not be pulled, so the stack runs the\n"
+        f"  certflow Vault double ({double}), a protocol-level test double that\n"
+        "  speaks Vault's seal/unseal/health API over real TLS. It is NOT Vault.\n"
+        "  ************************************************************************\n",
+        flush=True,
+    )
+    return double, True
+
+
+def bring_up(flow: LocalFlow, *, timeout: float = 300) -> None:
+    """Both stacks from nothing: certs first (the pair must be installed before Vault starts)."""
+    flow.deploy("certs")
+    wait_for(
+        "the reloader to publish to the Storage Box",
+        (flow.storagebox / MANIFEST_NAME).exists,
+        timeout=timeout,
+    )
+    wait_for(
+        "the distributor to install into the ssl directory",
+        lambda: (flow.ssl_dir / CERT_NAME).exists() and (flow.ssl_dir / KEY_NAME).exists(),
+        timeout=timeout,
+    )
+    flow.bootstrap_vault(timeout=timeout)
+    wait_for("certflow verify to pass", lambda: flow.verify()[0] == 0, timeout=timeout, every=3)
+
+
+def up() -> int:
+    from tests.support.e2e_images import build_project_image
+
+    image = os.environ.get("CERTFLOW_IMAGE", "certflow:local")
+    flow = _local_flow(image, "", is_double=True)
+    if docker("stack", "ls", "--format", "{{.Name}}").split().count(flow.stack):
+        print(
+            f"up: stack {flow.stack} already exists; run scripts/down first "
+            "(or choose another STACK=...)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"up: building {image} from the local base (wheels built on this host)", flush=True)
+    build_project_image(image)
+    vault_image, is_double = _vault_image(image)
+    flow.vault_image, flow.vault_is_double = vault_image, is_double
+    print(f"up: stack {flow.stack}, files under {flow.workdir}", flush=True)
+    flow.prepare()
+    generation = flow.issue_or_renew()
+    print(f"up: certbot issued generation {generation} into {flow.swag.live}", flush=True)
+    try:
+        bring_up(flow)
+        print("up: both stacks run; now a real certbot renewal (one rotation)", flush=True)
+        rotation = rotate(flow)
+    finally:
+        flow.stop_acme()
+    converge = (
+        "n/a" if rotation.seconds_to_converge is None else f"{rotation.seconds_to_converge:.1f} s"
+    )
+    print(
+        f"up: generation {rotation.generation} (notAfter {rotation.not_after.isoformat()}) is on "
+        f"every replica after {converge}; Vault force-updated {rotation.force_updates}x; "
+        f"{rotation.seconds_without_unsealed:.1f} s without an unsealed replica",
+        flush=True,
+    )
+    return report(flow)
+
+
+def report(flow: LocalFlow) -> int:
+    deadline = time.monotonic() + 180
+    code, out = flow.verify(as_json=False)
+    while code != 0 and time.monotonic() < deadline:
+        time.sleep(3)
+        code, out = flow.verify(as_json=False)
+    print(f"\n$ certflow verify   (stack {flow.stack}, on the {flow.network} network)\n{out}")
+    return code
+
+
+def down() -> int:
+    flow = _local_flow("", "", is_double=True)
+    flow.down(remove_workdir=os.environ.get("KEEP_FILES") != "1")
+    print(f"down: stack {flow.stack} removed (files: {flow.workdir})")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"up": up, "down": down}
+    if len(argv) != 1 or argv[0] not in commands:
+        print("usage: python -m tests.support.e2e_flow up|down", file=sys.stderr)
+        return 2
+    return commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

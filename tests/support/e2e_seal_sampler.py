@@ -1,0 +1,130 @@
+"""Sample every Vault replica's seal status continuously, from a container on the Vault network.
+
+``SealSampler`` runs the ``_PROBE`` loop in a one-off container of the project image (the overlay
+network is not reachable from the host). Each ~0.2 s it resolves ``tasks.<alias>``, reads every
+address's served leaf and ``/v1/sys/seal-status``, and prints one JSON line per round.
+``seconds_without_unsealed()`` and ``converged_at()`` read those rounds afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from dataclasses import dataclass
+
+from tests.support.e2e_names import unique
+
+_PROBE = r"""
+import hashlib, http.client, json, socket, ssl, sys, time
+alias, port, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE  # a probe of seal state and served leaf; trust is verify's job
+while True:
+    started = time.time()
+    try:
+        ips = sorted({a[4][0] for a in socket.getaddrinfo("tasks." + alias, port)})
+    except OSError:
+        ips = []
+    states = {}
+    for ip in ips:
+        conn = http.client.HTTPSConnection(ip, port, context=ctx, timeout=0.5)
+        try:
+            conn.connect()
+            cert = hashlib.sha256(conn.sock.getpeercert(True)).hexdigest()
+            conn.request("GET", "/v1/sys/seal-status")
+            sealed = json.loads(conn.getresponse().read())["sealed"]
+            states[ip] = {"sealed": sealed, "cert": cert}
+        except Exception as exc:
+            states[ip] = {"error": type(exc).__name__}
+        finally:
+            conn.close()
+    unsealed = sum(1 for s in states.values() if s.get("sealed") is False)
+    print(json.dumps({"t": started, "unsealed": unsealed, "states": states}), flush=True)
+    time.sleep(max(0.0, every - (time.time() - started)))
+"""
+
+
+@dataclass
+class Sample:
+    t: float
+    unsealed: int
+    states: dict[str, dict[str, object]]
+
+
+class SealSampler:
+    def __init__(self, *, image: str, network: str, alias: str = "vault", port: int = 8200):
+        self.image = image
+        self.network = network
+        self.alias = alias
+        self.port = port
+        self.name = unique("certflow-sealsampler-")
+        self.samples: list[Sample] = []
+
+    def start(self) -> SealSampler:
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                self.name,
+                "--network",
+                self.network,
+                "--entrypoint",
+                "python3",
+                self.image,
+                "-c",
+                _PROBE,
+                self.alias,
+                str(self.port),
+                "0.2",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return self
+
+    def stop(self) -> list[Sample]:
+        logs = subprocess.run(
+            ["docker", "logs", self.name], capture_output=True, text=True, timeout=60
+        ).stdout
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+        self.samples = []
+        for line in logs.splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            self.samples.append(Sample(doc["t"], int(doc["unsealed"]), dict(doc["states"])))
+        return self.samples
+
+    def seconds_without_unsealed(self, since: float | None = None) -> float:
+        """Total time covered by rounds in which no replica answered unsealed."""
+        rounds = [s for s in self.samples if since is None or s.t >= since]
+        total = 0.0
+        for current, following in itertools.pairwise(rounds):
+            if current.unsealed == 0:
+                total += following.t - current.t
+        return total
+
+    def serving(self, sample: Sample, cert_sha256: str) -> int:
+        """Replicas in ``sample`` that are unsealed and serve the leaf with this DER digest."""
+        return sum(
+            1
+            for state in sample.states.values()
+            if state.get("sealed") is False and state.get("cert") == cert_sha256
+        )
+
+    def converged_at(self, after: float, cert_sha256: str, replicas: int) -> float | None:
+        """First time after ``after`` from which every replica stays unsealed on that leaf."""
+        found: float | None = None
+        for sample in self.samples:
+            if sample.t < after:
+                continue
+            if self.serving(sample, cert_sha256) >= replicas:
+                found = sample.t if found is None else found
+            else:
+                found = None
+        return found

@@ -1,0 +1,196 @@
+"""The coordinator's decision as a pure function of what it observed."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.distributor.coordinator import Kind, Observed, decide
+from services.distributor.peers import DistributorInfo
+from shared.swarm import NodeInfo
+
+NEW, OLD = "AA:NEW", "BB:OLD"
+
+
+def node(node_id: str, state: str = "ready") -> NodeInfo:
+    return NodeInfo(node_id, f"host-{node_id}", state, "active", "manager", node_id == "n1")
+
+
+def report(node_id: str, fp: str | None, error: str | None = None) -> DistributorInfo:
+    return DistributorInfo(node_id=node_id, fingerprint=fp, generation=7, last_error=error)
+
+
+NODES = {n: node(n) for n in ("n1", "n2", "n3")}
+
+
+def observed(**overrides: object) -> Observed:
+    base: dict[str, object] = {
+        "now": 1000.0,
+        "is_leader": True,
+        "fingerprint": NEW,
+        "label": OLD,
+        "update_state": "completed",
+        "update_message": "",
+        "vault_nodes": frozenset({"n1", "n2", "n3"}),
+        "nodes": NODES,
+        "reports": {n: report(n, NEW) for n in NODES},
+        "failures": {},
+        "pending_since": 990.0,
+        "lag_timeout": 60.0,
+    }
+    base.update(overrides)
+    return Observed(**base)  # type: ignore[arg-type]
+
+
+def test_all_nodes_report_new_fingerprint_restart_once() -> None:
+    decision = decide(observed())
+    assert decision.kind is Kind.RESTART
+    assert decision.fingerprint == NEW
+
+
+def test_label_already_equals_fingerprint_is_done() -> None:
+    assert decide(observed(label=NEW)).kind is Kind.DONE
+
+
+def test_label_equal_and_no_update_status_yet_is_done_not_a_second_restart() -> None:
+    assert decide(observed(label=NEW, update_state=None)).kind is Kind.DONE
+
+
+def test_label_equal_and_rolling_update_running_waits() -> None:
+    decision = decide(observed(label=NEW, update_state="updating"))
+    assert decision.kind is Kind.WAIT
+    assert "in progress" in decision.message
+
+
+def test_node_down_is_left_out() -> None:
+    nodes = {**NODES, "n3": node("n3", "down")}
+    reports = {"n1": report("n1", NEW), "n2": report("n2", NEW)}
+    decision = decide(observed(nodes=nodes, reports=reports))
+    assert decision.kind is Kind.RESTART
+    assert decision.left_out == ("n3",)
+
+
+def test_lagging_node_within_timeout_waits() -> None:
+    reports = {**{n: report(n, NEW) for n in NODES}, "n2": report("n2", OLD)}
+    decision = decide(observed(reports=reports, pending_since=980.0))
+    assert decision.kind is Kind.WAIT
+    assert decision.nodes == ("n2",)
+
+
+def test_lagging_past_timeout_is_failing_naming_the_node_and_does_not_restart() -> None:
+    reports = {**{n: report(n, NEW) for n in NODES}, "n2": report("n2", OLD, "EIO reading")}
+    decision = decide(observed(reports=reports, pending_since=900.0))
+    assert decision.kind is Kind.LAGGING
+    assert decision.nodes == ("n2",)
+    assert "host-n2 (n2)" in decision.message
+    assert "EIO reading" in decision.message
+
+
+def test_unreachable_peer_counts_as_lagging_with_its_reason() -> None:
+    reports = {"n1": report("n1", NEW), "n2": report("n2", NEW)}
+    decision = decide(
+        observed(reports=reports, failures={"n3": "ConnectTimeout"}, pending_since=0.0)
+    )
+    assert decision.kind is Kind.LAGGING
+    assert "unreachable (ConnectTimeout)" in decision.message
+
+
+def test_no_vault_tasks() -> None:
+    assert decide(observed(vault_nodes=frozenset())).kind is Kind.NO_TASKS
+
+
+def test_all_vault_nodes_down_is_no_tasks() -> None:
+    nodes = {n: node(n, "down") for n in NODES}
+    decision = decide(observed(nodes=nodes))
+    assert decision.kind is Kind.NO_TASKS
+    assert decision.left_out == ("n1", "n2", "n3")
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("paused", "update paused due to failure or early termination of task x1"),
+        ("rollback_completed", "update rolled back due to failure or early termination of task x"),
+        ("rollback_paused", "rollback paused due to failure or early termination of task x"),
+    ],
+)
+def test_update_paused_or_rolled_back_is_failing_with_the_message(state: str, message: str) -> None:
+    decision = decide(observed(label=NEW, update_state=state, update_message=message))
+    assert decision.kind is Kind.FAILED
+    assert state in decision.message
+    assert message in decision.message
+
+
+def test_failed_update_of_an_older_certificate_does_not_block_a_new_one() -> None:
+    decision = decide(observed(label=OLD, update_state="paused", update_message="x"))
+    assert decision.kind is Kind.RESTART
+
+
+def test_another_update_in_progress_waits() -> None:
+    assert decide(observed(update_state="updating")).kind is Kind.WAIT
+
+
+def test_not_leader_only_syncs() -> None:
+    assert decide(observed(is_leader=False)).kind is Kind.SYNC_ONLY
+
+
+def test_nothing_installed_here_waits() -> None:
+    assert decide(observed(fingerprint=None)).kind is Kind.WAIT
+
+
+def test_only_vault_nodes_matter() -> None:
+    # n3 runs no Vault task: its lag does not hold the restart back.
+    reports = {**{n: report(n, NEW) for n in NODES}, "n3": report("n3", OLD)}
+    decision = decide(observed(vault_nodes=frozenset({"n1", "n2"}), reports=reports))
+    assert decision.kind is Kind.RESTART
+
+
+def test_node_missing_from_node_list_is_still_asked() -> None:
+    decision = decide(observed(nodes={}, reports={"n1": report("n1", NEW)}, pending_since=1000.0))
+    assert decision.kind is Kind.WAIT
+    assert set(decision.nodes) == {"n2", "n3"}
+
+
+def test_our_own_posted_update_not_started_yet_waits() -> None:
+    decision = decide(observed(label=NEW, update_state=None, posted=True))
+    assert decision.kind is Kind.WAIT
+    assert "posted" in decision.message
+
+
+INSTALLED = "2026-01-01T00:00:00+00:00"
+INSTALLED_TS = 1767225600.0  # the same instant, epoch seconds
+
+
+def installed_reports(when: str | None = INSTALLED) -> dict[str, DistributorInfo]:
+    return {
+        n: DistributorInfo(node_id=n, fingerprint=NEW, generation=7, installed_at=when)
+        for n in NODES
+    }
+
+
+def test_label_lost_but_vault_started_after_install_records_without_restart() -> None:
+    started = dict.fromkeys(NODES, INSTALLED_TS + 600)
+    decision = decide(observed(label=None, reports=installed_reports(), vault_started=started))
+    assert decision.kind is Kind.ADOPT
+
+
+def test_vault_task_older_than_the_install_is_restarted() -> None:
+    started = {**dict.fromkeys(NODES, INSTALLED_TS + 600), "n2": INSTALLED_TS - 600}
+    decision = decide(observed(reports=installed_reports(), vault_started=started))
+    assert decision.kind is Kind.RESTART
+
+
+def test_start_within_the_clock_skew_allowance_is_restarted() -> None:
+    started = dict.fromkeys(NODES, INSTALLED_TS + 10)
+    obs = observed(reports=installed_reports(), vault_started=started, clock_skew=30.0)
+    assert decide(obs).kind is Kind.RESTART
+
+
+def test_unknown_install_or_start_time_is_restarted() -> None:
+    started = dict.fromkeys(NODES, INSTALLED_TS + 600)
+    assert decide(observed(reports=installed_reports(None), vault_started=started)).kind is (
+        Kind.RESTART
+    )
+    partial = {"n1": INSTALLED_TS + 600}
+    assert decide(observed(reports=installed_reports(), vault_started=partial)).kind is (
+        Kind.RESTART
+    )
