@@ -26,7 +26,7 @@ def _clean_slate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No retry waits, no leaked environment or logging configuration between tests."""
     for name in list(__import__("os").environ):
         if name.startswith(
-            ("RELOADER_", "DISTRIBUTOR_", "UNSEALER_", "CERTFLOW_", "HEALTH_", "LOG_")
+            ("RELOADER_", "DISTRIBUTOR_", "UNSEALER_", "VERIFY_", "CERTFLOW_", "HEALTH_", "LOG_")
         ):
             monkeypatch.delenv(name)
     retry.disable_waits(True)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from tests.support.pki import CA
 
@@ -41,6 +42,7 @@ class Pebble:
         self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
         ca = CA("pebble-tls")
         leaf = ca.leaf(("localhost",), ip_addresses=("127.0.0.1",), days=30)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ class Pebble:
             PEBBLE_WFE_NONCEREJECT="0",
             PEBBLE_VA_NOSLEEP="1",
         )
-        log = (self.workdir / "pebble.log").open("wb")
+        log = self._log = (self.workdir / "pebble.log").open("wb")
         self.proc = subprocess.Popen(
             [require_binary("pebble"), "-config", str(self.workdir / "pebble.json")],
             env=env,
@@ -95,6 +97,9 @@ class Pebble:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> Pebble:
         return self.start()
