@@ -12,7 +12,8 @@ def test_readme_config_reference_matches_the_settings() -> None:
     spec = importlib.util.spec_from_file_location(
         "config_reference", ROOT / "scripts/config_reference.py"
     )
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text()
