@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from shared.certs import required_names
 from shared.errors import ConfigError
 
 _FILE_SUFFIX = "_FILE"
@@ -147,3 +148,76 @@ def parse_bool_env(value: str) -> bool:
     if lowered in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"expected true or false, got a value of length {len(value)}")
+
+
+def parse_octal_mode(value: object) -> object:
+    """``0600``/``600``/``0o600`` -> 384; non-strings are left for pydantic to check."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or any(c not in "01234567" for c in text):
+            raise ValueError("must be an octal file mode such as 0600")
+        return int(text, 8)
+    return value
+
+
+class CertPairSettings(ServiceSettings):
+    """Settings of the services that handle the certificate pair (reloader and distributor).
+
+    Subclasses declare ``key_mode``/``cert_mode`` under their own variable names
+    (``RELOADER_KEY_MODE``, ``DISTRIBUTOR_KEY_MODE`` ...); the rules for them live here once.
+    """
+
+    domain: str = Field("iklim.co", alias="CERTFLOW_DOMAIN", min_length=1)
+    cert_name: str = Field("STAR.iklim.co.full.crt", alias="CERTFLOW_CERT_NAME", min_length=1)
+    key_name: str = Field("STAR.iklim.co_key.pem", alias="CERTFLOW_KEY_NAME", min_length=1)
+    required_names_raw: str = Field("", alias="CERTFLOW_REQUIRED_NAMES")
+
+    @field_validator("key_mode", "cert_mode", mode="before", check_fields=False)
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        return parse_octal_mode(value)
+
+    @field_validator("key_mode", check_fields=False)
+    @classmethod
+    def _key_mode_private(cls, value: int) -> int:
+        if not 0 <= value <= 0o777:
+            raise ValueError("must be an octal file mode between 0000 and 0777")
+        if value & 0o007:
+            raise ValueError("must not grant any permission to others (e.g. 0600 or 0640)")
+        if not value & 0o400:
+            raise ValueError("must let the owner read the key (e.g. 0600)")
+        return value
+
+    @field_validator("cert_mode", check_fields=False)
+    @classmethod
+    def _cert_mode_range(cls, value: int) -> int:
+        if not 0o400 <= value <= 0o777:
+            raise ValueError("must be an octal file mode the owner can read (e.g. 0644)")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().rstrip(".")
+        if not value or "/" in value or " " in value or value.startswith("*"):
+            raise ValueError("must be a DNS name such as iklim.co")
+        return value
+
+    @field_validator("cert_name", "key_name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or value in {".", ".."} or value.startswith("."):
+            raise ValueError("must be a plain file name (no '/', not hidden)")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> Self:
+        if self.cert_name == self.key_name:
+            raise ValueError("CERTFLOW_CERT_NAME and CERTFLOW_KEY_NAME must differ")
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names the certificate must cover (CERTFLOW_REQUIRED_NAMES replaces the default)."""
+        explicit = [n.strip().lower() for n in self.required_names_raw.split(",") if n.strip()]
+        return tuple(dict.fromkeys(explicit)) if explicit else required_names(self.domain)
