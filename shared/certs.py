@@ -152,7 +152,23 @@ def _spki(public_key: object) -> bytes:
     )
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _check_chain(certs: list[x509.Certificate]) -> None:
+    # A bundle that ends at a certificate which is neither a CA nor self-issued has lost its
+    # intermediate (e.g. a fullchain cut between two blocks): clients could not build a path.
+    last = certs[-1]
+    if not _is_ca(last) and last.issuer != last.subject:
+        raise CertificateInvalid(
+            Reason.TRUNCATED,
+            f"chain ends at {last.subject.rfc4514_string()}, which is not a CA: "
+            f"the issuing certificate ({last.issuer.rfc4514_string()}) is missing",
+        )
     for position, (child, parent) in enumerate(itertools.pairwise(certs)):
         try:
             child.verify_directly_issued_by(parent)

@@ -83,6 +83,15 @@ def test_certificate_cut_mid_block_is_truncated(ca: CA, leaf: Issued) -> None:
         assert _refused(full[:cut], leaf.key_pem).reason is Reason.TRUNCATED
 
 
+def test_fullchain_cut_between_blocks_loses_the_intermediate_and_is_refused(
+    ca: CA, leaf: Issued
+) -> None:
+    # The leaf alone is a complete PEM block: only the chain rule can tell it was truncated.
+    info = _refused(leaf.cert_pem, leaf.key_pem)
+    assert info.reason is Reason.TRUNCATED
+    assert "missing" in info.message
+
+
 def test_certificate_with_damaged_base64_is_refused(ca: CA, leaf: Issued) -> None:
     pem = leaf.cert_pem
     lines = pem.split(b"\n")
