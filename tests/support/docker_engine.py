@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 
 _LOG = Path("/tmp/certflow-dockerd.log")
+# The engine outlives the test session on purpose; holding the handle keeps Popen.__del__ from
+# warning "still running" (an error under filterwarnings=error) when it would be collected.
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def _ping() -> bool:
@@ -45,8 +48,10 @@ def ensure_engine() -> Any:
         if dockerd is None or os.geteuid() != 0:
             _unavailable("dockerd is not installed or we are not root (.ci/run installs docker.io)")
         with _LOG.open("ab") as log:
-            subprocess.Popen(
-                [str(dockerd)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            _STARTED.append(
+                subprocess.Popen(
+                    [str(dockerd)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
         deadline = time.monotonic() + 60
         while not _ping():
