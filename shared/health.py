@@ -153,3 +153,63 @@ def build_app(health: HealthRegistry, metrics: CollectorRegistry) -> FastAPI:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class StallWatch:
+    """Marks a check FAILING while one pass of a loop has not returned for ``limit`` seconds.
+
+    A read on a network mount whose server vanished can block for minutes (sshfs, CIFS, NFS hard
+    mounts); the loop cannot report anything meanwhile, so without this /health would keep showing
+    the last good state for as long as the fault lasts. The pass's own report replaces this one
+    once it returns.
+    """
+
+    def __init__(
+        self,
+        health: HealthRegistry,
+        check: str,
+        *,
+        limit: float,
+        what: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.health, self.check, self.limit, self.what = health, check, limit, what
+        self._clock = clock
+        self._started: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        self._started = self._clock()
+
+    def end(self) -> None:
+        self._started = None
+
+    def poll(self) -> float | None:
+        """Report the stall if there is one; the seconds the pass has run, when stalled."""
+        started = self._started
+        if started is None:
+            return None
+        running = self._clock() - started
+        if running < self.limit:
+            return None
+        self.health.report(
+            self.check,
+            Status.FAILING,
+            f"{self.what} has not returned for {running:.0f}s (a network mount not answering?)",
+            stalled_seconds=round(running),
+        )
+        return running
+
+    def start(self, every: float = 1.0) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every):
+                self.poll()
+
+        self._thread = threading.Thread(target=loop, name=f"stall-{self.check}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)

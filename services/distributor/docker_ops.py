@@ -9,6 +9,7 @@ import copy
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -20,6 +21,7 @@ from shared.logs import get_logger
 from shared.retry import retrying
 from shared.swarm import ServiceState, service_attrs, service_state, service_state_from_dict
 
+from .catchup import LocalReplica
 from .coordinator import FAILED_UPDATE_STATES, FINGERPRINT_LABEL
 
 _log = get_logger(__name__)
@@ -57,6 +59,10 @@ def _spec_with(attrs: dict[str, Any], fingerprint: str, *, force: bool = True) -
     template = spec.setdefault("TaskTemplate", {})
     if force:
         template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        # Stamped on the containers this restart creates: a replica that starts before its node
+        # has the pair can then be found and caught up locally (catchup.py).
+        container = template.setdefault("ContainerSpec", {})
+        container["Labels"] = {**(container.get("Labels") or {}), FINGERPRINT_LABEL: fingerprint}
     if "Networks" in spec and not template.get("Networks"):
         # Old API versions kept networks at the top level; the update endpoint wants them here.
         template["Networks"] = spec.pop("Networks")
@@ -174,6 +180,44 @@ def wait_for_update(
     return UpdateResult(False, state, f"vault update {why} (state {state or 'absent'})")
 
 
+def local_replicas(client: Any, service: str, node_id: str) -> list[LocalReplica]:
+    """The running containers of ``service`` on this node, with their label and start time."""
+    filters = {
+        "label": [
+            f"com.docker.swarm.service.name={service}",
+            f"com.docker.swarm.node.id={node_id}",
+        ],
+        "status": "running",
+    }
+    try:
+        containers = client.containers.list(filters=filters)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise DockerError(f"listing containers of {service} failed: {exc}") from exc
+    found = []
+    for container in containers:
+        labels = container.labels or {}
+        if labels.get("com.docker.swarm.service.name") != service:
+            continue
+        started = _engine_time(str(container.attrs.get("State", {}).get("StartedAt") or ""))
+        if started is None:
+            continue
+        found.append(LocalReplica(container.id, labels.get(FINGERPRINT_LABEL), started))
+    return found
+
+
+def _engine_time(value: str) -> float | None:
+    """The engine's RFC 3339 time with nanoseconds, as epoch seconds."""
+    if not value or value.startswith("0001-"):
+        return None
+    head, _, fraction = value.rstrip("Z").partition(".")
+    try:
+        moment = datetime.fromisoformat(head).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    digits = "".join(ch for ch in fraction if ch.isdigit())[:6]
+    return moment.timestamp() + (int(digits) / 10 ** len(digits) if digits else 0.0)
+
+
 def signal_local_containers(
     client: Any, service: str, node_id: str, signal: str = "SIGHUP"
 ) -> list[str]:
@@ -205,3 +249,14 @@ def signal_local_containers(
     if sent:
         _log.info("vault.signalled", service=service, signal=signal, containers=len(sent))
     return sent
+
+
+def signal_container(client: Any, container_id: str, signal: str = "SIGHUP") -> bool:
+    """Send ``signal`` to one container; False when it is already gone."""
+    try:
+        client.containers.get(container_id).kill(signal=signal)
+    except docker.errors.NotFound:
+        return False
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise DockerError(f"signalling container {container_id[:12]} failed: {exc}") from exc
+    return True

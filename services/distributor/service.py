@@ -11,13 +11,14 @@ from typing import Any
 from shared import __version__
 from shared.atomic import write_file_atomic
 from shared.errors import CertificateInvalid, DockerError, StorageError
-from shared.health import HealthRegistry, Status
+from shared.health import HealthRegistry, StallWatch, Status
 from shared.logs import get_logger
 from shared.swarm import local_node
 
+from .catchup import stale_replicas
 from .coordinator import Decision, Kind
-from .docker_ops import open_client, signal_local_containers
-from .install import PairInstaller, installed_at
+from .docker_ops import local_replicas, open_client, signal_container, signal_local_containers
+from .install import Installed, PairInstaller, installed_at
 from .metrics import DistributorMetrics
 from .peers import DistributorInfo, PeerDirectory
 from .reload import RestartCoordinator
@@ -100,6 +101,7 @@ class Distributor:
         self.wake = threading.Event()
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
+        self._caught_up: set[str] = set()  # local Vault containers already sent a catch-up SIGHUP
         self._publish_info(None)
 
     @classmethod
@@ -174,6 +176,7 @@ class Distributor:
             if mode == "signal":
                 self._signal_if_owed(fingerprint)
                 return None
+            self._catch_up(installed)
             if self.coordinator is None:
                 return None
             decision = self.coordinator.step(fingerprint)
@@ -195,6 +198,27 @@ class Distributor:
             log = _log.error if decision.kind in {Kind.LAGGING, Kind.FAILED} else _log.info
             log("vault.reload", decision=decision.kind.value, message=decision.message)
         return decision
+
+    def _catch_up(self, installed: Installed | None) -> None:
+        """SIGHUP a local Vault replica created for this pair but started before it was here."""
+        if installed is None:
+            return
+        at = installed_at(installed.directory)
+        stale = stale_replicas(
+            local_replicas(self.client, self.settings.vault_service, self._node_id()),
+            installed=installed.manifest.fingerprint,
+            installed_at=at.timestamp() if at else None,
+            signalled=frozenset(self._caught_up),
+        )
+        for container_id in stale:
+            if signal_container(self.client, container_id):
+                self.metrics.signals.inc()
+                _log.warning(
+                    "vault.catch_up",
+                    container=container_id[:12],
+                    why="replica started before this node had the pair it was restarted for",
+                )
+            self._caught_up.add(container_id)
 
     def _signal_if_owed(self, fingerprint: str | None) -> None:
         """SIGHUP local Vault containers once per installed fingerprint.
@@ -263,17 +287,30 @@ class Distributor:
             reload_mode=self.settings.reload_mode,
             docker=self.client is not None,
         )
+        # A pass normally takes milliseconds; one blocked on a dead mount shows as failing.
+        stall = StallWatch(
+            self.health,
+            "sync",
+            limit=max(10.0, 2 * self.settings.poll_interval),
+            what=f"reading the Storage Box ({self.settings.source_dir})",
+        )
+        stall.start()
         try:
             while not stop.is_set():
                 self.wake.clear()
                 if not self.settings.poll_only and not watcher.watching:
                     watcher.start(quiet=True)  # the mount may have appeared since the start
-                self.sync_pass()
+                stall.begin()
+                try:
+                    self.sync_pass()
+                finally:
+                    stall.end()
                 if stop.is_set():
                     break
                 self.reload_pass()
                 self._sleep(stop)
         finally:
+            stall.stop()
             watcher.stop()
         return 0
 

@@ -33,7 +33,7 @@ from shared.atomic import remove_stale_temporaries
 from shared.certs import ValidPair, validate_pair
 from shared.digests import Digests
 from shared.errors import CertificateInvalid, StorageError
-from shared.health import HealthRegistry, Status
+from shared.health import HealthRegistry, StallWatch, Status
 from shared.logs import get_logger
 from shared.manifest import Manifest
 from shared.retry import backoff_delay
@@ -401,10 +401,22 @@ def run_loop(reloader: Reloader, watcher: ChangeWatcher, stop: threading.Event) 
     settings = reloader.settings
     reloader.clean_temporaries()
     failures = 0
+    # A pass normally takes milliseconds; one blocked on a dead Storage Box mount shows as failing.
+    stall = StallWatch(
+        reloader.health,
+        "last_check",
+        limit=max(10.0, settings.check_interval),
+        what=f"the check (reading {settings.source_dir}, writing {settings.target_dir})",
+    )
+    stall.start()
     try:
         while not stop.is_set():
             watcher.ensure_started()
-            result = reloader.reconcile()
+            stall.begin()
+            try:
+                result = reloader.reconcile()
+            finally:
+                stall.end()
             if result.outcome in {Outcome.STORAGE_ERROR, Outcome.SOURCE_ERROR}:
                 failures += 1
                 timeout = backoff_delay(
@@ -421,5 +433,6 @@ def run_loop(reloader: Reloader, watcher: ChangeWatcher, stop: threading.Event) 
                 break
             _log.debug("check.wake", why=wake.value)
     finally:
+        stall.stop()
         watcher.stop()
     return 0

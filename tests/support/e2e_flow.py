@@ -157,22 +157,7 @@ class LocalFlow:
         return self._certbot
 
     def _remember_roots(self, pebble: Pebble) -> None:
-        config = json.loads((pebble.workdir / "pebble.json").read_text())["pebble"]
-        context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
-        url = f"https://{config['managementListenAddress']}/roots/0"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(url, context=context, timeout=5) as response:
-                    root = response.read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        self.ca_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.ca_file.open("ab") as out:
-            out.write(root if root.endswith(b"\n") else root + b"\n")
+        append_pebble_root(pebble, self.ca_file)
 
     def issue_or_renew(self) -> int:
         """A real certbot issuance (first time) or forced renewal; returns the new generation."""
@@ -423,6 +408,26 @@ class LocalFlow:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def append_pebble_root(pebble: Pebble, ca_file: Path) -> None:
+    """Append the root pebble signs with (a new one at every pebble start) to ``ca_file``."""
+    config = json.loads((pebble.workdir / "pebble.json").read_text())["pebble"]
+    context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
+    url = f"https://{config['managementListenAddress']}/roots/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                root = response.read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    with ca_file.open("ab") as out:
+        out.write(root if root.endswith(b"\n") else root + b"\n")
+
+
 def _free_port() -> int:
     from tests.support.acme import free_port
 
@@ -445,7 +450,7 @@ class Rotation:
     verify_output: str
 
 
-def _leaf(fullchain: bytes) -> tuple[str, datetime]:
+def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
     leaf = x509.load_pem_x509_certificates(fullchain)[0]
     der = leaf.public_bytes(serialization.Encoding.DER)
     return hashlib.sha256(der).hexdigest(), leaf.not_valid_after_utc
@@ -463,7 +468,7 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
         renewed_at = time.time()
         generation = flow.issue_or_renew()
         fullchain, key = flow.certbot_pair()
-        leaf_sha256, not_after = _leaf(fullchain)
+        leaf_sha256, not_after = leaf_digest(fullchain)
 
         def holds(directory: Path) -> bool:
             try:
@@ -484,7 +489,7 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
         def verified() -> bool:
             code, out = flow.verify()
             result["out"] = out
-            return code == 0 and _served_everywhere(out, not_after)
+            return code == 0 and served_everywhere(out, not_after)
 
         wait_for(
             "certflow verify to pass on the new certificate", verified, timeout=timeout, every=2
@@ -509,7 +514,7 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
     )
 
 
-def _served_everywhere(verify_json: str, not_after: datetime) -> bool:
+def served_everywhere(verify_json: str, not_after: datetime) -> bool:
     """Every replica's certificate check in ``certflow verify --json`` shows ``not_after``."""
     try:
         doc = json.loads(verify_json[verify_json.index("{") :])

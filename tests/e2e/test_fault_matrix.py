@@ -1,0 +1,494 @@
+"""Issue 6: the fault matrix on a 3-manager docker-in-docker Swarm with an sshfs Storage Box.
+
+Every scenario runs during a real certbot renewal (pebble on the host) and ends with the same
+promises checked: no node ever held a mixed pair and no committed Storage Box generation was
+mixed (a watcher samples all of them ~10x a second throughout), Vault was force-updated at most
+once for the certificate, every replica is unsealed and serves the newest valid certificate
+(``certflow verify --json``), the affected service's ``/health`` named the fault while it lasted,
+and (last test) no secret reached any log. Recovery time = fault removed -> verified.
+
+The table of the last run is written to ``$CERTFLOW_FAULT_MATRIX_OUT`` (default
+``build/fault-matrix.md``); docs/fault-matrix.md is a copy of one such run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from shared.manifest import MANIFEST_NAME, Manifest
+from tests.support.docker_engine import ensure_engine
+from tests.support.e2e_images import build_project_image, build_vaultsim_image, remove_image
+from tests.support.e2e_names import unique
+from tests.support.lab_flow import (
+    LabFlow,
+    PairWatcher,
+    Renewal,
+    kill_on_temp,
+    kill_service_process,
+)
+from tests.support.pki import CA, key_pem, new_key
+from tests.support.swarm_lab import Node, SwarmLab, wait_until
+
+pytestmark = [
+    pytest.mark.timeout(900),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Row:
+    number: str
+    scenario: str
+    outcome: str
+    recovery: float | None
+    health: str = ""
+
+
+@dataclass
+class Bed:
+    lab: SwarmLab
+    flow: LabFlow
+    watcher: PairWatcher
+    rows: list[Row] = field(default_factory=list)
+    health_seen: list[str] = field(default_factory=list)  # every /health body read, for secrets
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    ensure_engine()
+    suffix = unique("")
+    project = build_project_image(f"certflow-fm:{suffix}")
+    vault = build_vaultsim_image(f"certflow-fm-vault:{suffix}", project_image=project)
+    lab = SwarmLab(
+        prefix=f"fm{suffix}",
+        workdir=Path(tempfile.mkdtemp(prefix="certflow-fm-")),
+        images=[project, vault],
+    )
+    flow = LabFlow(lab=lab, stack="iklimco", image=project, vault_image=vault)
+    watcher: PairWatcher | None = None
+    bed: Bed | None = None
+    try:
+        lab.up()
+        started = time.monotonic()
+        flow.bring_up()
+        lab.timings["stacks up and verified"] = time.monotonic() - started
+        watcher = PairWatcher({n.name: lab.ssl_dir(n) for n in lab.nodes}, flow.storagebox)
+        watcher.start()
+        bed = Bed(lab, flow, watcher)
+        yield bed
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        flow.stop_acme()
+        if bed is not None:
+            _write_matrix(bed)
+        lab.down()
+        remove_image(vault)
+        remove_image(project)
+
+
+# -- the common frame of every scenario ---------------------------------------------------------
+
+
+def _box_holds(flow: LabFlow, renewal: Renewal) -> bool:
+    try:
+        manifest = Manifest.from_json((flow.storagebox / MANIFEST_NAME).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return manifest.leaf.not_after == renewal.not_after
+
+
+def _watch_health(
+    bed: Bed, node: Node, service: str, seconds: float, *, stop: Callable[[], bool] | None = None
+) -> list[str]:
+    """Non-ok checks of ``service`` on ``node`` seen during ``seconds``: "check: message"."""
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        doc = bed.lab.health(node, bed.flow.service(service))
+        if doc is not None:
+            bed.health_seen.append(json.dumps(doc))
+            checks = doc.get("checks")
+            for name, check in checks.items() if isinstance(checks, dict) else []:
+                if isinstance(check, dict) and check.get("status") != "ok":
+                    entry = f"{name}: {check.get('status')}: {check.get('message')}"
+                    if entry not in seen:
+                        seen.append(entry)
+        if stop is not None and stop():
+            break
+        time.sleep(1.5)
+    return seen
+
+
+def _scenario(
+    bed: Bed,
+    number: str,
+    title: str,
+    fault: Callable[[Renewal], tuple[float, str]],
+    *,
+    updates: int = 1,
+) -> Row:
+    """Renew, run ``fault`` (returns when it healed and what /health said), check the promises."""
+    flow = bed.flow
+    before = flow.force_updates()
+    violations = len(bed.watcher.violations)
+    renewal = flow.renew()
+    healed_at, health = fault(renewal)
+    target = renewal.not_after
+    flow.wait_verified(target, timeout=420)
+    recovery = time.monotonic() - healed_at
+    # A late second update would show here: give the coordinators a few polls.
+    time.sleep(6)
+    done = flow.force_updates() - before
+    row = Row(number, title, "", recovery, health)
+    bed.rows.append(row)
+    new_violations = bed.watcher.violations[violations:]
+    assert not new_violations, new_violations
+    assert done == updates, f"Vault was force-updated {done} times for one certificate"
+    assert flow.converged(target), flow.last_verify()
+    row.outcome = f"pass: {done} restart(s), no mixed pair"
+    return row
+
+
+def _summary(seen: list[str], *words: str) -> str:
+    hits = [s for s in seen if any(w.lower() in s.lower() for w in words)]
+    assert hits, f"/health never named the fault ({words}); saw {seen}"
+    return hits[0][:160]
+
+
+def _non_leader(bed: Bed, *, not_swag: bool = True) -> Node:
+    leader = bed.lab.leader()
+    for node in reversed(bed.lab.nodes):
+        if node.name != leader and (not not_swag or node is not bed.lab.nodes[0]):
+            return node
+    raise AssertionError("no non-leader node")
+
+
+# -- the matrix ---------------------------------------------------------------------------------
+
+
+def test_01_vault_node_stopped_mid_rotation(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    victim = _non_leader(bed)
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        wait_until("the renewal on the Storage Box", lambda: _box_holds(flow, renewal), timeout=60)
+        lab.stop_node(victim)
+        leader = lab.node(lab.leader() or lab.nodes[0].name)
+        seen = _watch_health(bed, leader, "cert-distributor", 45)
+        lab.start_node(victim)
+        return time.monotonic(), "; ".join(seen[:2]) or "(coordinator stayed ok)"
+
+    _scenario(
+        bed, "1", f"node {victim.name} (Vault replica) stopped mid-rotation, restarted", fault
+    )
+
+
+def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        before = flow.force_updates()
+        wait_until("the renewal on the Storage Box", lambda: _box_holds(flow, renewal), timeout=60)
+        leader = lab.node(lab.leader() or "")
+        lab.stop_node(leader)
+        wait_until(
+            "a new leader's coordinator to restart Vault",
+            lambda: flow.force_updates() > before,
+            timeout=240,
+            every=3,
+        )
+        new_leader = lab.leader()
+        assert new_leader
+        assert new_leader != leader.name
+        lab.start_node(leader)
+        return time.monotonic(), f"old leader {leader.name}; {new_leader} restarted Vault"
+
+    _scenario(bed, "2", "swarm leader (coordinator) stopped mid-rotation", fault)
+
+
+def test_03_storage_box_unreachable_from_one_node(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    victim = lab.nodes[1]
+    lab.block_box(victim)
+    try:
+
+        def fault(renewal: Renewal) -> tuple[float, str]:
+            before = flow.force_updates()
+            wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
+            seen = _watch_health(bed, victim, "cert-distributor", 30)
+            # Nothing restarts while a live Vault node cannot have the new pair.
+            assert flow.force_updates() == before
+            lab.unblock_box(victim)
+            return time.monotonic(), _summary(seen, "storage", "sync", "source", "errno")
+
+        _scenario(bed, "3", f"Storage Box unreachable from {victim.name}, then back", fault)
+    finally:
+        lab.unblock_box(victim)
+
+
+def test_04_node_partitioned_and_rejoined(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    victim = _non_leader(bed)
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
+        lab.partition(victim)
+        try:
+            leader = lab.node(lab.leader() or lab.nodes[0].name)
+            seen = _watch_health(bed, leader, "cert-distributor", 40)
+        finally:
+            lab.heal_partition(victim)
+        return time.monotonic(), "; ".join(seen[:2]) or "(coordinator stayed ok)"
+
+    _scenario(bed, "4", f"node {victim.name} partitioned from the others, rejoined", fault)
+
+
+def test_05a_reloader_killed_while_publishing(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    landed: dict[str, object] = {}
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        inside, waited = kill_on_temp(
+            flow.storagebox, lambda: kill_service_process(lab.nodes[0], "reloader")
+        )
+        landed.update(inside=inside, waited=waited)
+        return time.monotonic(), f"kill -9 landed inside the publish window: {inside}"
+
+    row = _scenario(bed, "5a", "reloader killed -9 while publishing", fault)
+    row.health = str(landed)
+
+
+def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        inside, _ = kill_on_temp(flow.storagebox, lab.kill_box_sessions)
+        seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 10)
+        return time.monotonic(), f"sshd sessions killed mid-upload: {inside}; " + "; ".join(
+            seen[:1]
+        )
+
+    _scenario(bed, "5b", "Storage Box sshd killed during the upload", fault)
+
+
+def test_06_distributor_killed_while_installing(bed: Bed) -> None:
+    lab = bed.lab
+    victim = lab.nodes[1]
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        inside, _ = kill_on_temp(
+            lab.ssl_dir(victim), lambda: kill_service_process(victim, "distributor")
+        )
+        return time.monotonic(), f"kill -9 landed inside the install: {inside}"
+
+    _scenario(bed, "6", f"distributor on {victim.name} killed -9 while installing", fault)
+
+
+def test_07_vault_replica_and_unsealer_killed(bed: Bed) -> None:
+    lab = bed.lab
+    victim = lab.nodes[2]
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        for _ in range(3):
+            wait_until(
+                f"a Vault process on {victim.name}",
+                lambda: kill_service_process(victim, "tests.vaultsim") > 0,
+                timeout=90,
+                every=0.5,
+            )
+            time.sleep(8)
+        kill_service_process(lab.nodes[0], "unsealer")
+        seen = _watch_health(bed, lab.nodes[1], "vault-unsealer", 20)
+        return time.monotonic(), "; ".join(seen[:1]) or "(sealed replicas unsealed between polls)"
+
+    _scenario(bed, "7", "a Vault replica killed -9 three times; an unsealer killed -9", fault)
+
+
+def test_08_docker_daemon_restarts(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    victim = lab.nodes[1]
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
+        lab.restart_dockerd(victim)
+        return time.monotonic(), "dockerd restarted; its tasks restarted by Swarm"
+
+    _scenario(bed, "8", f"the Docker daemon of {victim.name} restarts mid-rotation", fault)
+
+
+def _wrong_document(right: bytes) -> bytes:
+    doc = json.loads(right)
+    size = len(base64.b64decode(doc["unseal_keys_b64"][0]))
+    keys = [secrets.token_bytes(size) for _ in doc["unseal_keys_b64"]]
+    doc["unseal_keys_b64"] = [base64.b64encode(k).decode() for k in keys]
+    doc["unseal_keys_hex"] = [k.hex() for k in keys]
+    return json.dumps(doc).encode()
+
+
+def test_09_unseal_secret_rotated_wrong_then_right(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    right = flow.unseal_secret_document()
+    unsealer = flow.service("vault-unsealer")
+
+    def current_secret() -> str:
+        out = lab.manager().docker(
+            "service", "inspect", unsealer,
+            "--format", "{{(index .Spec.TaskTemplate.ContainerSpec.Secrets 0).SecretName}}",
+        )  # fmt: skip
+        return out.strip()
+
+    def point_to(name: str) -> None:
+        lab.manager().docker(
+            "service", "update", "--detach", "--secret-rm", current_secret(),
+            "--secret-add", f"source={name},target=vault_unseal_key,uid=10001,gid=10001,mode=0400",
+            unsealer, timeout=120,
+        )  # fmt: skip
+
+    good = current_secret()
+    lab.manager().docker("secret", "create", "fm_wrong_key", "-", input=_wrong_document(right))
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        point_to("fm_wrong_key")
+        seen = _watch_health(bed, lab.nodes[0], "vault-unsealer", 60)
+        point_to(good)
+        return time.monotonic(), _summary(seen, "key", "unseal")
+
+    _scenario(bed, "9", "unseal secret rotated to a wrong key, then back", fault)
+
+
+def _bad_generation(flow: LabFlow, kind: str) -> None:
+    """Write what a broken SWAG renewal would: a new archive generation and live symlinks."""
+    swag = flow.swag
+    good_chain = (swag.live / "fullchain.pem").read_bytes()
+    blocks = good_chain.split(b"-----END CERTIFICATE-----\n")
+    if kind == "another key":
+        fullchain, key = good_chain, key_pem(new_key("ec"))
+    elif kind == "truncated chain":
+        intermediate = blocks[1]
+        fullchain = (
+            blocks[0] + b"-----END CERTIFICATE-----\n" + intermediate[: len(intermediate) // 2]
+        )
+        key = (swag.live / "privkey.pem").read_bytes()
+    else:  # expired
+        ca = CA("expired-issuer")
+        from datetime import UTC, datetime, timedelta
+
+        now = datetime.now(UTC)
+        leaf = ca.leaf(not_before=now - timedelta(days=100), not_after=now - timedelta(days=1))
+        fullchain, key = ca.fullchain(leaf), leaf.key_pem
+    number = swag.generation() + 1
+    cert_only = fullchain.split(b"-----END CERTIFICATE-----\n")[0] + b"-----END CERTIFICATE-----\n"
+    files = {
+        "cert": cert_only,
+        "chain": fullchain[len(cert_only) :],
+        "fullchain": fullchain,
+        "privkey": key,
+    }
+    for name, data in files.items():
+        target = swag.archive / f"{name}{number}.pem"
+        target.write_bytes(data)
+        target.chmod(0o600 if name == "privkey" else 0o644)
+    for name in files:
+        link = swag.live / f"{name}.pem"
+        tmp = link.with_name(f".{name}.tmp")
+        os.symlink(f"../../archive/{swag.domain}/{name}{number}.pem", tmp)
+        os.replace(tmp, link)
+
+
+def _restore_generation(flow: LabFlow, number: int) -> None:
+    swag = flow.swag
+    for name in ("cert", "chain", "fullchain", "privkey"):
+        link = swag.live / f"{name}.pem"
+        tmp = link.with_name(f".{name}.tmp")
+        os.symlink(f"../../archive/{swag.domain}/{name}{number}.pem", tmp)
+        os.replace(tmp, link)
+    for bad in swag.archive.glob(f"*{number + 1}.pem"):
+        bad.unlink()
+
+
+def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    good = flow.swag.generation()
+    box_before = (flow.storagebox / MANIFEST_NAME).read_bytes()
+    updates_before = flow.force_updates()
+    notes = []
+    for kind, words in (
+        ("another key", ("match", "key")),
+        ("truncated chain", ("chain", "truncat", "pem", "parse")),
+        ("expired", ("expired",)),
+    ):
+        _bad_generation(flow, kind)
+        seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 12)
+        notes.append(f"{kind}: {_summary(seen, *words)}")
+        assert (flow.storagebox / MANIFEST_NAME).read_bytes() == box_before
+        _restore_generation(flow, good)
+    assert flow.force_updates() == updates_before
+    time.sleep(3)
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        return time.monotonic(), " | ".join(notes)
+
+    _scenario(bed, "10", "SWAG writes bad renewals (another key, truncated chain, expired)", fault)
+
+
+def test_11_no_secret_in_any_log_or_health(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    document = json.loads(flow.unseal_secret_document())
+    needles = [*document["unseal_keys_b64"], *document["unseal_keys_hex"]]
+    for key_file in flow.swag.archive.glob("privkey*.pem"):
+        body = [
+            line
+            for line in key_file.read_text().splitlines()
+            if line and not line.startswith("-----")
+        ]
+        needles += [line for line in body if len(line) >= 32]
+    texts = {
+        name: lab.logs(flow.service(name))
+        for name in ("cert-reloader", "cert-distributor", "vault-unsealer", "vault")
+    }
+    texts["/health"] = "\n".join(bed.health_seen)
+    for where, text in texts.items():
+        for needle in needles:
+            assert needle not in text, f"a secret appeared in {where}"  # the needle is not shown
+    assert sum(len(t) for t in texts.values()) > 1000  # the logs were really read
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def _write_matrix(bed: Bed) -> None:
+    out = Path(os.environ.get("CERTFLOW_FAULT_MATRIX_OUT", ROOT / "build" / "fault-matrix.md"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    setup = ", ".join(f"{k} {v:.0f} s" for k, v in bed.lab.timings.items())
+    lines = [
+        "# Fault matrix (generated by tests/e2e/test_fault_matrix.py)",
+        "",
+        f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 3 manager nodes "
+        "(docker-in-docker), Storage Box over sshfs, 3 Vault-double replicas, restart mode. "
+        f"Bed: {setup}. Pair watcher samples: {bed.watcher.samples}, mixed pairs seen: "
+        f"{len(bed.watcher.violations)}.",
+        "",
+        "| # | scenario | outcome | recovery | what /health (or the fault) showed |",
+        "|---|---|---|---|---|",
+    ]
+    for row in bed.rows:
+        recovery = "n/a" if row.recovery is None else f"{row.recovery:.1f} s"
+        health = row.health.replace("|", "/")
+        lines.append(
+            f"| {row.number} | {row.scenario} | {row.outcome or 'FAILED'} | {recovery} | {health} |"
+        )
+    out.write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))

@@ -1,0 +1,426 @@
+"""The certificate flow deployed on a :class:`SwarmLab`, and what the fault matrix observes of it.
+
+``LabFlow`` deploys the project's two stack files unchanged (plus a small override: Vault's
+replicas share ``/vault-data`` and spread one per node; one unsealer per node), bootstraps Vault
+with ``certflow vault-bootstrap`` and drives real certbot renewals (pebble on the host, SWAG's
+volume bound into the SWAG node).
+
+Observers, all outside the services under test:
+- ``PairWatcher``: samples every node's installed pair and the Storage Box ~10x a second and
+  records any moment at which a key did not belong to its certificate;
+- ``HostKiller``: kill -9 of a process inside a node, from the host, within milliseconds of a
+  file event (a temp file on the Storage Box or in a node's ssl directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from shared.atomic import TEMP_MARKER
+from shared.manifest import MANIFEST_NAME
+from shared.storagebox import State, read_snapshot
+from tests.support.acme import Certbot, Pebble, SwagVolume
+from tests.support.e2e_flow import append_pebble_root, leaf_digest
+from tests.support.swarm_lab import LabError, Node, SwarmLab, wait_until
+
+CERT_NAME = "STAR.iklim.co.full.crt"
+KEY_NAME = "STAR.iklim.co_key.pem"
+
+_OVERRIDE = """\
+# Fault-matrix lab only: the double's replicas share one state directory (real Vault would use
+# raft or another shared backend), one Vault replica and one unsealer per node.
+version: "3.8"
+services:
+  vault:
+    deploy:
+      placement:
+        max_replicas_per_node: 1
+  vault-unsealer:
+    deploy:
+      replicas: {replicas}
+      placement:
+        max_replicas_per_node: 1
+volumes:
+  vault-data:
+    driver: local
+    driver_opts: {{type: none, o: bind, device: /vault-data}}
+"""
+
+
+@dataclass
+class Renewal:
+    generation: int
+    fullchain: bytes
+    key: bytes
+    not_after: datetime
+    at: float  # time.time() when certbot finished
+
+
+@dataclass
+class LabFlow:
+    lab: SwarmLab
+    stack: str
+    image: str
+    vault_image: str
+    vault_replicas: int = 3
+    update_delay: str = "6s"
+    _pebble: Pebble | None = field(default=None, init=False, repr=False)
+    _certbot: Certbot | None = field(default=None, init=False, repr=False)
+
+    @property
+    def swag(self) -> SwagVolume:
+        return SwagVolume(self.lab.swag_dir)
+
+    @property
+    def storagebox(self) -> Path:
+        return self.lab.box_dir / "ssl"
+
+    @property
+    def network(self) -> str:
+        return f"{self.stack}_vault"
+
+    @property
+    def unseal_secret(self) -> str:
+        return f"{self.stack}_vault_unseal_key"
+
+    def service(self, name: str) -> str:
+        return f"{self.stack}_{name}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CERTFLOW_IMAGE": self.image,
+            "VAULT_IMAGE": self.vault_image,
+            "SWAG_CONFIG_DIR": "/swag",
+            "STORAGEBOX_SSL_DIR": "/mnt/storagebox/ssl",
+            "VAULT_SSL_DIR": "/opt/iklimco/ssl",
+            "SWAG_NODE_LABEL": "swag",
+            "VAULT_SERVICE": self.service("vault"),
+            "VAULT_UNSEAL_SECRET": self.unseal_secret,
+            "VAULT_REPLICAS": str(self.vault_replicas),
+            "VAULT_UPDATE_DELAY": self.update_delay,
+            "VAULT_CA_DIR": "/certflow-ca",
+            "VAULT_CA_FILE_NAME": "roots.pem",
+            "RELOADER_CHECK_INTERVAL": "5",
+            "DISTRIBUTOR_POLL_INTERVAL": "2",
+        }
+
+    # -- certificates ---------------------------------------------------------------------------
+
+    def _acme(self) -> Certbot:
+        if self._certbot is None:
+            pebble = Pebble(self.lab.workdir / "pebble").start()
+            self._pebble = pebble
+            append_pebble_root(pebble, self.lab.ca_dir / "roots.pem")
+            self._certbot = Certbot(pebble, self.swag)
+        return self._certbot
+
+    def renew(self) -> Renewal:
+        """A real certbot issuance (first time) or forced renewal into SWAG's volume."""
+        certbot = self._acme()
+        if (self.swag.live / "fullchain.pem").exists():
+            certbot.renew()
+        else:
+            certbot.issue()
+        fullchain = (self.swag.live / "fullchain.pem").read_bytes()
+        key = (self.swag.live / "privkey.pem").read_bytes()
+        _, not_after = leaf_digest(fullchain)
+        return Renewal(self.swag.generation(), fullchain, key, not_after, time.time())
+
+    def stop_acme(self) -> None:
+        if self._pebble is not None:
+            self._pebble.stop()
+        self._pebble = self._certbot = None
+
+    # -- deployment -----------------------------------------------------------------------------
+
+    def deploy(self, which: str) -> None:
+        files = [f"/stacks/docker-stack-{which}.yml"]
+        if which == "vault":
+            override = self.lab.workdir / "lab" / "override-vault.yml"
+            override.write_text(_OVERRIDE.format(replicas=len(self.lab.nodes)))
+            files.append("/lab/override-vault.yml")
+        self.lab.stack_deploy(self.stack, files, self.env())
+
+    def run_tool(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """``certflow <argv>`` as a one-off container on a manager, on the Vault network."""
+        extra: list[str] = []
+        for key, value in (env or {}).items():
+            extra += ["-e", f"{key}={value}"]
+        node = self.lab.manager()
+        import subprocess
+
+        result = subprocess.run(
+            [
+                "docker", "exec", node.name, "docker", "run", "--rm", "--user", "0:0",
+                "--network", self.network,
+                "-v", "/var/run/docker.sock:/var/run/docker.sock",
+                "-v", "/opt/iklimco/ssl:/opt/iklimco/ssl:ro",
+                "-v", "/mnt/storagebox/ssl:/mnt/storagebox/ssl:ro",
+                "-v", "/certflow-ca:/certflow-ca:ro", "-v", "/tmp/certflow-bootstrap:/bootstrap",
+                *extra, self.image, *argv,
+            ],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        return result.returncode, result.stdout + result.stderr
+
+    def vault_addresses(self) -> list[str]:
+        out = self.lab.manager().docker(
+            "run", "--rm", "--network", self.network, "--entrypoint", "sh", self.image, "-c",
+            "getent ahostsv4 tasks.vault | cut -d' ' -f1 | sort -u",
+        )  # fmt: skip
+        return out.split()
+
+    def service_running(self, name: str, want: int) -> bool:
+        out = self.lab.manager().docker(
+            "service", "ps", self.service(name), "--filter", "desired-state=running",
+            "--format", "{{.CurrentState}}", timeout=30,
+        )  # fmt: skip
+        states = [line for line in out.splitlines() if line.strip()]
+        return sum(s.startswith("Running") for s in states) >= want
+
+    def bring_up(self) -> None:
+        manager = self.lab.nodes[0]
+        manager.docker("node", "update", "--label-add", "swag=true", manager.name)
+        self.renew()
+        self.deploy("certs")
+        wait_until(
+            "the first pair on the Storage Box", (self.storagebox / MANIFEST_NAME).exists,
+            timeout=180,
+        )  # fmt: skip
+        for node in self.lab.nodes:
+            wait_until(
+                f"the first pair on {node.name}",
+                (self.lab.ssl_dir(node) / CERT_NAME).exists,
+                timeout=180,
+            )
+        manager.docker(
+            "secret", "create", self.unseal_secret, "-",
+            input=b"# placeholder: certflow vault-bootstrap replaces this secret\n",
+        )  # fmt: skip
+        self.deploy("vault")
+        wait_until(
+            "every Vault replica running",
+            lambda: self.service_running("vault", self.vault_replicas),
+            timeout=240,
+            every=2,
+        )
+        wait_until(
+            "every Vault replica in tasks.vault",
+            lambda: len(self.vault_addresses()) == self.vault_replicas,
+            timeout=120,
+            every=2,
+        )
+        address = self.vault_addresses()[0]
+        code, out = self.run_tool(
+            "vault-bootstrap", "--addr", f"https://{address}:8200",
+            "--ca-file", "/certflow-ca/roots.pem", "--secret-name", self.unseal_secret,
+            "--services", self.service("vault-unsealer"),
+            "--root-token-file", "/bootstrap/root-token", "--timeout", "240",
+        )  # fmt: skip
+        if code != 0:
+            raise LabError(f"certflow vault-bootstrap failed: {out[-3000:]}")
+        # The double reads its state at start only: restart the replicas that missed the init.
+        self.lab.manager().docker("service", "update", "--force", "--detach", self.service("vault"))
+        self.wait_verified(None, timeout=300)
+
+    # -- observation ----------------------------------------------------------------------------
+
+    def verify(self) -> tuple[int, dict[str, object] | None, str]:
+        code, out = self.run_tool(
+            "verify", "--json",
+            env={"VERIFY_STACK": self.stack, "VERIFY_VAULT_CA_FILE": "/certflow-ca/roots.pem"},
+        )  # fmt: skip
+        try:
+            doc = json.loads(out[out.index("{") :])
+        except ValueError:
+            doc = None
+        return code, doc, out
+
+    def served(self, doc: dict[str, object] | None) -> list[str]:
+        """notAfter of every replica's certificate, per ``certflow verify --json``."""
+        if not doc:
+            return []
+        checks = doc.get("checks")
+        served: list[str] = []
+        for check in checks if isinstance(checks, list) else []:
+            name = str(check.get("check", ""))
+            if name.startswith("vault ") and name.endswith(" certificate"):
+                served.append(str(check.get("details", {}).get("not_after")))
+        return served
+
+    def converged(self, not_after: datetime | None) -> bool:
+        code, doc, _ = self.verify()
+        served = self.served(doc)
+        if code != 0 or len(served) != self.vault_replicas:
+            return False
+        return not_after is None or set(served) == {not_after.isoformat()}
+
+    def wait_verified(self, not_after: datetime | None, *, timeout: float = 300) -> float:
+        return wait_until(
+            "every Vault replica unsealed and serving the newest certificate",
+            lambda: self.converged(not_after),
+            timeout=timeout,
+            every=2,
+        )
+
+    def last_verify(self) -> str:
+        return self.verify()[2]
+
+    def force_updates(self) -> int:
+        out = self.lab.manager().docker(
+            "service", "inspect", self.service("vault"),
+            "--format", "{{.Spec.TaskTemplate.ForceUpdate}}", timeout=30,
+        )  # fmt: skip
+        return int(out.strip() or 0)
+
+    def unseal_secret_document(self) -> bytes:
+        """The key document the unsealer reads (for the no-secret-in-logs check and rotations)."""
+        for node in self.lab.nodes:
+            if not node.running():
+                continue
+            for cid in self.lab.containers(node, self.service("vault-unsealer")):
+                out = node.docker(
+                    "exec", "-u", "0", cid, "cat", "/run/secrets/vault_unseal_key", check=False
+                )
+                if out.startswith("{"):
+                    return out.encode()
+        raise LabError("no unsealer container to read the key document from")
+
+
+# -- observers ----------------------------------------------------------------------------------
+
+
+def _spki_of_cert(pem: bytes) -> bytes:
+    cert = x509.load_pem_x509_certificates(pem)[0]
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _spki_of_key(pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(pem, password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def pair_mismatch(cert: bytes, key: bytes) -> str | None:
+    """Why ``cert`` and ``key`` are not one pair, or None when they are."""
+    try:
+        if _spki_of_cert(cert) != _spki_of_key(key):
+            return "key does not belong to the certificate"
+    except ValueError as exc:
+        return f"unparsable: {type(exc).__name__}"
+    return None
+
+
+class PairWatcher(threading.Thread):
+    """Every ~0.1 s: each node's installed generation and the Storage Box's committed pair."""
+
+    def __init__(self, nodes: dict[str, Path], box: Path, *, every: float = 0.1) -> None:
+        super().__init__(daemon=True, name="pair-watcher")
+        self.nodes, self.box, self.every = nodes, box, every
+        self.violations: list[str] = []
+        self.samples = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            for node, directory in self.nodes.items():
+                self._node(node, directory)
+            self._box()
+            self.samples += 1
+            self._stop.wait(self.every)
+
+    def _node(self, node: str, directory: Path) -> None:
+        try:
+            target = os.readlink(directory / "..data")
+        except OSError:
+            return  # nothing installed yet
+        generation = directory / target
+        try:
+            cert = (generation / CERT_NAME).read_bytes()
+            key = (generation / KEY_NAME).read_bytes()
+        except FileNotFoundError:
+            if (directory / "..data").exists():
+                self.violations.append(f"{node}: generation {target} is incomplete")
+            return  # the generation was pruned between readlink and open: not a state
+        problem = pair_mismatch(cert, key)
+        if problem:
+            self.violations.append(f"{node}: {target}: {problem}")
+
+    def _box(self) -> None:
+        snapshot = read_snapshot(self.box, cert_name=CERT_NAME, key_name=KEY_NAME)
+        if snapshot.state is State.COMMITTED and snapshot.cert and snapshot.key:
+            problem = pair_mismatch(snapshot.cert, snapshot.key)
+            if problem:
+                self.violations.append(f"storage box generation: {problem}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(5)
+
+
+def _host_pids(node: str, word: str) -> list[int]:
+    """Host PIDs of processes inside ``node`` (by its dockerd's cgroup parent) running ``word``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroup = (entry / "cgroup").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            f"dind-{node}" in cgroup
+            and b"certflow" in b" ".join(argv[:2])
+            and (word.encode() in argv)
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_service_process(node: Node, subcommand: str) -> int:
+    """kill -9 the ``certflow <subcommand>`` process in ``node``; returns how many were killed."""
+    pids = _host_pids(node.name, subcommand)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def kill_on_temp(
+    directory: Path, kill: Callable[[], int], *, timeout: float = 60
+) -> tuple[bool, float]:
+    """Poll ``directory`` every ~1 ms; the moment a temp entry appears, ``kill()``.
+
+    Returns (whether the kill landed while a temp entry still existed, seconds waited).
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            names = []
+        if any(TEMP_MARKER in name for name in names):
+            killed = kill()
+            try:
+                still = any(TEMP_MARKER in name for name in os.listdir(directory))
+            except OSError:
+                still = False
+            return killed > 0 and still, time.monotonic() - start
+        time.sleep(0.001)
+    return False, time.monotonic() - start

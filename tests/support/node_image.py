@@ -1,0 +1,65 @@
+"""The image a docker-in-docker Swarm node runs (tests only; nothing can be pulled here).
+
+``ensure_node_image()`` returns ``certflow-test-node:<version>``: a debootstrap minbase bookworm
+with Debian's Docker engine, iproute2/iptables (the partition faults), sshfs (the Storage Box
+mount) and openssh-server (the Storage Box host runs the same image). Built once (~2-3 min), then
+reused; a file lock keeps parallel sessions from building it twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.support.images import image_exists
+
+# Bump the tag when the package list changes, so stale images are not reused.
+NODE_IMAGE = "certflow-test-node:2"
+_LOCK = Path("/tmp/certflow-test-node.lock")
+_PACKAGES = (
+    "docker.io,iproute2,iptables,ca-certificates,sshfs,openssh-server,openssh-client,procps,"
+    "psmisc,fuse3"
+)
+
+
+def ensure_node_image(name: str = NODE_IMAGE) -> str:
+    with _LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image_exists(name):
+            return name
+        debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+        with tempfile.TemporaryDirectory(prefix="certflow-node-rootfs-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            result = subprocess.run(
+                [
+                    debootstrap,
+                    "--variant=minbase",
+                    f"--include={_PACKAGES}",
+                    "bookworm",
+                    str(rootfs),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"debootstrap (node image) failed: {result.stderr[-2000:]}")
+            for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc"):
+                shutil.rmtree(rootfs / sub, ignore_errors=True)
+            # Images the host built go in with `docker load`; the node's own state starts empty.
+            shutil.rmtree(rootfs / "var/lib/docker", ignore_errors=True)
+            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+            imported = subprocess.run(
+                ["docker", "import", "-", name], stdin=tar.stdout, capture_output=True, text=True
+            )
+            tar.wait()
+            if imported.returncode != 0 or tar.returncode != 0:
+                raise RuntimeError(f"docker import (node image) failed: {imported.stderr[-2000:]}")
+        return name
+
+
+if __name__ == "__main__":
+    print(ensure_node_image(*sys.argv[1:2]))
