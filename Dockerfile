@@ -39,9 +39,11 @@ RUN groupadd --system --gid 10001 certflow \
         --shell /usr/sbin/nologin certflow
 USER 10001:10001
 # Python rather than curl (neither base ships curl). Every 10 s: Swarm marks a task running only
-# after its first passing check, so the interval is also how long a new task takes to converge. Reads the port the service listens on, so a
-# HEALTH_PORT set in the stack is honoured; /health answers 503 when the service is failing.
+# after its first passing check, so the interval is also how long a new task takes to converge.
+# Reads HEALTH_PORT so a port set in the stack is honoured. It asks /livez (the process answers),
+# not /health: a failing /health reports a problem outside the process (Storage Box, Vault), and
+# letting Swarm kill the task for it would restart the service in a loop and fix nothing.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os,sys,urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('HEALTH_PORT', '8080'), timeout=4).status == 200 else 1)"]
+    CMD ["python3", "-c", "import os,sys,urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('HEALTH_PORT', '8080'), timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["certflow"]
 CMD ["--help"]

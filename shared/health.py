@@ -148,6 +148,15 @@ def build_app(health: HealthRegistry, metrics: CollectorRegistry) -> FastAPI:
         code = 503 if body["status"] == Status.FAILING.value else 200
         return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
+    @app.get("/livez")
+    def get_livez() -> JSONResponse:
+        # Liveness for Docker's HEALTHCHECK: the process answers. A failing /health means the
+        # world is wrong (Storage Box down, Vault update paused); restarting us fixes none of it
+        # and would reset what the service knows (how long a node has lagged, resume budget).
+        return JSONResponse(
+            {"service": health.service, "status": "alive"}, headers={"Cache-Control": "no-store"}
+        )
+
     @app.get("/metrics")
     def get_metrics() -> Response:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)

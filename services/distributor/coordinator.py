@@ -7,6 +7,11 @@ every later or concurrent coordinator); and it waits until every live Vault node
 pair installed, so no Vault task restarts onto old files. When the label is lost (a stack redeploy
 replaces service labels) but every Vault task started after its node installed the pair, the
 fingerprint is recorded without a restart.
+
+A rolling update that Swarm paused (a task of the update failed, typically because its node went
+down or rejoined mid-update) is resumed by posting the same spec again, which restarts only the
+tasks still on the old spec, never the ones already restarted. It is resumed only once the cause is
+gone (every Vault node live and holding the pair), a bounded number of times per certificate.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Kind(StrEnum):
     LAGGING = "lagging"  # a live Vault node lags past the timeout: failing, no restart
     NO_TASKS = "no_tasks"  # the Vault service runs no task on a live node
     FAILED = "failed"  # our update paused or rolled back
+    RESUME = "resume"  # our update paused, its cause is gone: post the same spec again
     DONE = "done"  # the service already runs with this fingerprint
 
 
@@ -57,6 +63,9 @@ class Observed:
     posted: bool = False  # this coordinator posted the update and Swarm has not reported on it yet
     vault_started: Mapping[str, float] = field(default_factory=dict)  # node -> oldest task start
     clock_skew: float = 30.0
+    paused_since: float | None = None  # when this coordinator first saw our update paused
+    resumes_left: int = 0  # how many more times a paused update of this fingerprint may resume
+    resume_after: float = 30.0  # seconds a pause must last before it is resumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,8 @@ def decide(obs: Observed) -> Decision:
         return Decision(Kind.WAIT, "no pair installed on this node yet")
     state = obs.update_state
     if obs.label == fp:
+        if state == "paused":
+            return _paused(obs, fp)
         if state in FAILED_UPDATE_STATES:
             detail = f": {obs.update_message}" if obs.update_message else ""
             return Decision(Kind.FAILED, f"vault update {state}{detail}", fingerprint=fp)
@@ -152,3 +163,29 @@ def decide(obs: Observed) -> Decision:
     return Decision(
         Kind.WAIT, "waiting for node(s): " + "; ".join(why), fp, nodes=lagging, left_out=left_out
     )
+
+
+def _paused(obs: Observed, fp: str) -> Decision:
+    """Our update is paused: resume it once its cause is gone, within the resume budget."""
+    detail = f": {obs.update_message}" if obs.update_message else ""
+    failed = f"vault update paused{detail}"
+    if obs.resumes_left <= 0:
+        return Decision(Kind.FAILED, failed + " (no automatic resume left)", fingerprint=fp)
+    down = tuple(sorted(n for n in obs.vault_nodes if not _live(n, obs.nodes)))
+    lagging = tuple(
+        sorted(
+            n
+            for n in obs.vault_nodes
+            if _live(n, obs.nodes) and (n not in obs.reports or obs.reports[n].fingerprint != fp)
+        )
+    )
+    if down or lagging or not obs.vault_nodes:
+        why = "no running vault task" if not obs.vault_nodes else "vault node(s) down or lagging"
+        nodes = tuple(_label(n, obs.nodes) for n in (*down, *lagging))
+        return Decision(Kind.FAILED, f"{failed}; resume waits: {why}", fp, nodes=nodes)
+    paused_for = obs.now - obs.paused_since if obs.paused_since is not None else 0.0
+    if paused_for < obs.resume_after:
+        return Decision(
+            Kind.FAILED, f"{failed}; resuming in {obs.resume_after - paused_for:.0f}s", fp
+        )
+    return Decision(Kind.RESUME, f"{failed}; every vault node is up with the pair: resuming", fp)

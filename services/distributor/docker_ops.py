@@ -146,6 +146,39 @@ def force_update_once(
     return outcome
 
 
+def resume_update(
+    client: Any, service: str, fingerprint: str, *, observed: dict[str, Any], attempts: int = 6
+) -> bool:
+    """Post the service's own spec again so that Swarm resumes our paused rolling update.
+
+    Swarm resets UpdateStatus on every spec write and then replaces only the tasks whose spec is
+    out of date, so the replicas already restarted for ``fingerprint`` are left alone and
+    ForceUpdate is not touched. Compare-and-swap like :func:`force_update_once`: False when the
+    service no longer carries our label or is no longer paused (someone else acted).
+    """
+    state: dict[str, Any] = {"attrs": observed}
+
+    def attempt() -> bool:
+        attrs = state["attrs"] if state["attrs"] is not None else service_attrs(client, service)
+        state["attrs"] = None
+        current = service_state_from_dict(attrs)
+        if current.labels.get(FINGERPRINT_LABEL) != fingerprint or current.update_state != "paused":
+            return False
+        spec = _spec_with(attrs, fingerprint, force=False)
+        _post_update(client, current.service_id, current.version, spec)
+        return True
+
+    resumed = False
+    for retry in retrying(
+        f"resume update of {service}", on=(UpdateOutOfSequence,), attempts=attempts, timeout=60
+    ):
+        with retry:
+            resumed = attempt()
+    if resumed:
+        _log.info("vault.update_resumed", service=service, fingerprint=fingerprint)
+    return resumed
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateResult:
     ok: bool

@@ -61,6 +61,11 @@ class DistributorMetrics:
             "Fingerprints recorded without a restart (Vault tasks already newer than the install)",
             registry=self.registry,
         )
+        self.resumes = Counter(
+            "certflow_distributor_update_resumes_total",
+            "Paused Vault updates resumed by posting the same spec again (no extra restart)",
+            registry=self.registry,
+        )
         self.update_conflicts = Counter(
             "certflow_distributor_update_conflicts_total",
             "'update out of sequence' answers retried",

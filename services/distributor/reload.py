@@ -17,11 +17,15 @@ from shared.swarm import TaskInfo, is_leader, list_nodes, running_tasks, service
 from shared.swarm import service_state_from_dict as _state
 
 from .coordinator import FINGERPRINT_LABEL, Decision, Kind, Observed, decide
-from .docker_ops import RestartOutcome, force_update_once
+from .docker_ops import RestartOutcome, force_update_once, resume_update
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 
 _log = get_logger(__name__)
+
+# Swarm starts a resumed update within a second when a task is out of date; past this window an
+# absent UpdateStatus means nothing was left to update.
+RESUME_START_WINDOW = 15.0
 
 
 class RestartCoordinator:
@@ -37,6 +41,8 @@ class RestartCoordinator:
         metrics: DistributorMetrics | None = None,
         clock: Callable[[], float] = time.time,
         leader: Callable[[], bool] | None = None,
+        max_resumes: int = 3,
+        resume_after: float = 30.0,
     ) -> None:
         self.client = client
         self.vault_service = vault_service
@@ -46,10 +52,15 @@ class RestartCoordinator:
         self.clock = clock
         self._leader = leader or (lambda: is_leader(client))
         self._pending: tuple[str, float] | None = None
-        self._posted: tuple[str, float] | None = None  # fingerprint, when we posted its update
+        # fingerprint, when we posted its update, how long "no UpdateStatus yet" means "not started"
+        self._posted: tuple[str, float, float] | None = None
         self.update_timeout = update_timeout
         self.clock_skew = clock_skew
         self.last_outcome: RestartOutcome | None = None
+        self.max_resumes = max_resumes
+        self.resume_after = resume_after
+        self._paused: tuple[str, float] | None = None  # fingerprint, first seen paused
+        self._resumes: dict[str, int] = {}  # fingerprint -> resumes posted by this coordinator
 
     def step(self, fingerprint: str | None) -> Decision:
         """One observe-decide-act pass. Raises DockerError when the engine fails."""
@@ -66,7 +77,7 @@ class RestartCoordinator:
                 self._posted is not None
                 and self._posted[0] == fingerprint
                 and state.update_state is None
-                and now - self._posted[1] < self.update_timeout
+                and now - self._posted[1] < self._posted[2]
             )
             if not posted:
                 self._posted = None
@@ -76,6 +87,9 @@ class RestartCoordinator:
                 update_message=state.update_message,
                 posted=posted,
             )
+            if fingerprint is not None and state.update_state == "paused":
+                return self._paused_step(fingerprint, obs, attrs)
+            self._paused = None
             return decide(obs)
         if self._pending is None or self._pending[0] != fingerprint:
             self._pending = (fingerprint, now)
@@ -112,10 +126,39 @@ class RestartCoordinator:
         self.metrics.update_conflicts.inc(outcome.conflicts)
         if outcome.restarted and force:
             self.metrics.restarts.inc()
-            self._posted = (fingerprint, now)
+            self._posted = (fingerprint, now, self.update_timeout)
         elif outcome.restarted:
             self.metrics.adoptions.inc()
         self._pending = None
+        return decision
+
+    def _paused_step(self, fingerprint: str, obs: Observed, attrs: dict[str, Any]) -> Decision:
+        """Our update is paused: look at the Vault nodes and maybe resume it (coordinator.py)."""
+        if self._paused is None or self._paused[0] != fingerprint:
+            self._paused = (fingerprint, obs.now)
+        used = self._resumes.get(fingerprint, 0)
+        tasks = running_tasks(self.client, self.vault_service)
+        survey = self.peers.survey()
+        decision = decide(
+            replace(
+                obs,
+                vault_nodes=frozenset(t.node_id for t in tasks),
+                nodes=list_nodes(self.client),
+                reports=survey.reports,
+                failures=survey.failures,
+                paused_since=self._paused[1],
+                resumes_left=self.max_resumes - used,
+                resume_after=self.resume_after,
+            )
+        )
+        if decision.kind is Kind.RESUME:
+            self._resumes = {fingerprint: used + 1}
+            self._paused = None
+            # When every task already runs the current spec, Swarm starts no update and
+            # UpdateStatus stays absent: a short window, after which absent reads as done.
+            if resume_update(self.client, self.vault_service, fingerprint, observed=attrs):
+                self.metrics.resumes.inc()
+                self._posted = (fingerprint, obs.now, RESUME_START_WINDOW)
         return decision
 
 

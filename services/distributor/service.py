@@ -42,6 +42,7 @@ _RELOAD_STATUS = {
     Kind.NO_TASKS: Status.DEGRADED,
     Kind.LAGGING: Status.FAILING,
     Kind.FAILED: Status.FAILING,
+    Kind.RESUME: Status.DEGRADED,
 }
 
 
@@ -97,6 +98,8 @@ class Distributor:
                 clock_skew=settings.clock_skew,
                 update_timeout=settings.update_timeout,
                 metrics=self.metrics,
+                max_resumes=settings.update_resumes,
+                resume_after=settings.resume_after,
             )
         self.wake = threading.Event()
         self.state = _State()

@@ -37,6 +37,10 @@ class DistributorSettings(CertPairSettings):
     clock_skew: float = Field(30.0, alias="DISTRIBUTOR_CLOCK_SKEW", ge=0, le=3600)
     update_timeout: float = Field(900.0, alias="DISTRIBUTOR_UPDATE_TIMEOUT", gt=0, le=86400)
     keep: int = Field(2, alias="DISTRIBUTOR_KEEP", ge=2, le=100)
+    # A Vault update that Swarm paused (a node went down mid-update) is resumed this many times
+    # per certificate once every Vault node is up with the pair; 0 leaves it to the operator.
+    update_resumes: int = Field(3, alias="DISTRIBUTOR_UPDATE_RESUMES", ge=0, le=100)
+    resume_after: float = Field(30.0, alias="DISTRIBUTOR_RESUME_AFTER", ge=0, le=86400)
 
     @field_validator("file_uid", "file_gid", "peer_port", mode="before")
     @classmethod

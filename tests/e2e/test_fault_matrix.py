@@ -14,6 +14,7 @@ The table of the last run is written to ``$CERTFLOW_FAULT_MATRIX_OUT`` (default
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -77,9 +78,12 @@ def bed() -> Iterator[Bed]:
         images=[project, vault],
     )
     flow = LabFlow(lab=lab, stack="iklimco", image=project, vault_image=vault)
-    watcher: PairWatcher | None = None
-    bed: Bed | None = None
-    try:
+    with contextlib.ExitStack() as cleanup:
+        # Every teardown step runs even when an earlier one fails (LIFO order).
+        cleanup.callback(remove_image, project)
+        cleanup.callback(remove_image, vault)
+        cleanup.callback(lab.down)
+        cleanup.callback(flow.stop_acme)
         lab.up()
         started = time.monotonic()
         flow.bring_up()
@@ -87,16 +91,9 @@ def bed() -> Iterator[Bed]:
         watcher = PairWatcher({n.name: lab.ssl_dir(n) for n in lab.nodes}, flow.storagebox)
         watcher.start()
         bed = Bed(lab, flow, watcher)
+        cleanup.callback(_write_matrix, bed)
+        cleanup.callback(watcher.stop)
         yield bed
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        flow.stop_acme()
-        if bed is not None:
-            _write_matrix(bed)
-        lab.down()
-        remove_image(vault)
-        remove_image(project)
 
 
 # -- the common frame of every scenario ---------------------------------------------------------

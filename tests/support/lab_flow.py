@@ -120,10 +120,11 @@ class LabFlow:
 
     def _acme(self) -> Certbot:
         if self._certbot is None:
-            pebble = Pebble(self.lab.workdir / "pebble").start()
-            self._pebble = pebble
-            append_pebble_root(pebble, self.lab.ca_dir / "roots.pem")
-            self._certbot = Certbot(pebble, self.swag)
+            # One pebble per bed: a retry after a failed setup reuses it instead of leaking it.
+            if self._pebble is None:
+                self._pebble = Pebble(self.lab.workdir / "pebble").start()
+            append_pebble_root(self._pebble, self.lab.ca_dir / "roots.pem")
+            self._certbot = Certbot(self._pebble, self.swag)
         return self._certbot
 
     def renew(self) -> Renewal:
@@ -334,15 +335,16 @@ class PairWatcher(threading.Thread):
         self.nodes, self.box, self.every = nodes, box, every
         self.violations: list[str] = []
         self.samples = 0
-        self._stop = threading.Event()
+        # Not ``_stop``: Thread.join() calls its own private ``_stop()`` method.
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             for node, directory in self.nodes.items():
                 self._node(node, directory)
             self._box()
             self.samples += 1
-            self._stop.wait(self.every)
+            self._halt.wait(self.every)
 
     def _node(self, node: str, directory: Path) -> None:
         try:
@@ -369,7 +371,7 @@ class PairWatcher(threading.Thread):
                 self.violations.append(f"storage box generation: {problem}")
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
 

@@ -76,7 +76,9 @@ class StandIns:
         self.services: list[Any] = []
         self.containers: list[Any] = []
 
-    def service(self, prefix: str = "vault", replicas: int = 1) -> tuple[str, Path]:
+    def service(
+        self, prefix: str = "vault", replicas: int = 1, *, monitor: float = 0.5
+    ) -> tuple[str, Path]:
         name = unique(prefix)
         hup_dir = self.tmp / name
         hup_dir.mkdir()
@@ -87,7 +89,7 @@ class StandIns:
             mode=docker.types.ServiceMode("replicated", replicas=replicas),
             mounts=[docker.types.Mount(target="/hup", source=str(hup_dir), type="bind")],
             update_config=docker.types.UpdateConfig(
-                parallelism=1, delay=0, monitor=int(0.5e9), failure_action="pause"
+                parallelism=1, delay=0, monitor=int(monitor * 1e9), failure_action="pause"
             ),
             stop_grace_period=int(2e9),
             labels={"certflow.test": "distributor"},
@@ -151,6 +153,7 @@ class Fleet:
         box: str = "box",
         lag_timeout: float = 60.0,
         clock_skew: float = 30.0,
+        resume_after: float = 30.0,
     ) -> tuple[Distributor, str]:
         env = {
             "DISTRIBUTOR_SOURCE_DIR": str(self.tmp / box),
@@ -159,6 +162,7 @@ class Fleet:
             "DISTRIBUTOR_VAULT_SERVICE": vault_service,
             "DISTRIBUTOR_LAG_TIMEOUT": str(lag_timeout),
             "DISTRIBUTOR_CLOCK_SKEW": str(clock_skew),
+            "DISTRIBUTOR_RESUME_AFTER": str(resume_after),
         }
         settings = load_settings(DistributorSettings, env)
         node = local_node(self.client).node_id

@@ -13,7 +13,7 @@ from typing import Any
 from services.distributor.coordinator import FINGERPRINT_LABEL, Kind
 from services.distributor.docker_ops import force_update_once, wait_for_update
 from services.distributor.service import Distributor
-from shared.swarm import service_attrs, service_state
+from shared.swarm import running_tasks, service_attrs, service_state
 from tests.support.pki import CA
 from tests.unit.distributor.boxes import make_pair, publish
 
@@ -202,6 +202,39 @@ def test_paused_update_is_failing_with_swarm_message_and_not_retried(
         dist.sync_pass()
         dist.reload_pass()
     assert service_state(client, vault).force_update == before + 1
+
+
+def test_paused_update_resumes_once_its_cause_is_gone_without_a_second_restart(
+    standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
+) -> None:
+    # A monitor window longer than the stand-in's failing start: the first replaced task's exit
+    # pauses the update before the second replica is touched.
+    vault, hup_dir = standins.service(replicas=2, monitor=10)
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist, _ = fleet.distributor(vault, resume_after=1.0)
+    before = service_state(client, vault).force_update
+    (hup_dir / "fail").touch()  # the first replaced task exits 1: Swarm pauses the update
+
+    def decision() -> str | None:
+        dist.sync_pass()
+        dist.reload_pass()
+        check = dist.health.check("reload")
+        return None if check is None else check.details.get("decision")
+
+    wait_for("update paused", lambda: decision() == Kind.FAILED.value, 120)
+    assert service_state(client, vault).update_state == "paused"
+    # While the failing replica cannot run, the pause is reported and not resumed.
+    for _ in range(3):
+        assert decision() == Kind.FAILED.value
+    (hup_dir / "fail").unlink()  # the cause goes away; the restart policy brings the task up
+    wait_for("coordinator done", lambda: decision() == Kind.DONE.value, 180)
+    state = service_state(client, vault)
+    assert state.update_state in {"completed", None}, state.update_message
+    assert state.force_update == before + 1  # resumed, not forced again
+    assert dist.metrics.resumes._value.get() == 1
+    wait_for("both replicas running", lambda: len(running_tasks(client, vault)) == 2)
+    # 2 original starts + the replaced slot once it could start + the resumed slot: nothing else.
+    assert len(list(hup_dir.glob("started-*"))) == 4
 
 
 def test_node_lagging_past_timeout_is_failing_and_vault_is_not_restarted(

@@ -194,3 +194,57 @@ def test_unknown_install_or_start_time_is_restarted() -> None:
     assert decide(observed(reports=installed_reports(), vault_started=partial)).kind is (
         Kind.RESTART
     )
+
+
+PAUSED = "update paused due to failure or early termination of task t9"
+
+
+def paused(**overrides: object) -> Observed:
+    base: dict[str, object] = {
+        "label": NEW,
+        "update_state": "paused",
+        "update_message": PAUSED,
+        "paused_since": 900.0,
+        "resumes_left": 3,
+        "resume_after": 30.0,
+    }
+    base.update(overrides)
+    return observed(**base)
+
+
+def test_paused_update_is_resumed_once_every_vault_node_is_up_with_the_pair() -> None:
+    decision = decide(paused())
+    assert decision.kind is Kind.RESUME
+    assert PAUSED in decision.message
+
+
+def test_paused_update_is_not_resumed_before_the_pause_settles() -> None:
+    decision = decide(paused(paused_since=990.0))
+    assert decision.kind is Kind.FAILED
+    assert "resuming in 20s" in decision.message
+
+
+def test_paused_update_waits_while_a_vault_node_is_down() -> None:
+    decision = decide(paused(nodes={**NODES, "n3": node("n3", "down")}))
+    assert decision.kind is Kind.FAILED
+    assert decision.nodes == ("host-n3 (n3)",)
+    assert "down or lagging" in decision.message
+
+
+def test_paused_update_waits_while_a_vault_node_lacks_the_pair() -> None:
+    reports = {**{n: report(n, NEW) for n in NODES}, "n2": report("n2", OLD)}
+    decision = decide(paused(reports=reports))
+    assert decision.kind is Kind.FAILED
+    assert decision.nodes == ("host-n2 (n2)",)
+
+
+def test_paused_update_without_resume_budget_is_left_to_the_operator() -> None:
+    decision = decide(paused(resumes_left=0))
+    assert decision.kind is Kind.FAILED
+    assert "no automatic resume left" in decision.message
+
+
+def test_paused_update_with_no_running_vault_task_is_not_resumed() -> None:
+    decision = decide(paused(vault_nodes=frozenset()))
+    assert decision.kind is Kind.FAILED
+    assert "no running vault task" in decision.message

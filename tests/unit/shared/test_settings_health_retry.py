@@ -91,6 +91,9 @@ def test_health_app_status_codes_over_asgi() -> None:
     response = asyncio.run(get("/health"))
     assert response.status_code == 503
     assert response.json()["checks"]["storage"]["message"] == "gone"
+    # Liveness (Docker's HEALTHCHECK) stays 200: a failing check is not a reason to be killed.
+    livez = asyncio.run(get("/livez"))
+    assert (livez.status_code, livez.json()["status"]) == (200, "alive")
     assert asyncio.run(get("/metrics")).status_code == 200
 
 
