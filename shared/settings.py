@@ -73,11 +73,31 @@ class ServiceSettings(BaseSettings):
         frozen=True,
     )
 
-    log_format: Literal["json", "text"] = Field("json", alias="LOG_FORMAT")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
-    health_host: str = Field("0.0.0.0", alias="HEALTH_HOST")  # noqa: S104 - a container service
-    health_port: int = Field(8080, alias="HEALTH_PORT", ge=0, le=65535)
-    node_name: str = Field(default_factory=socket.gethostname, alias="CERTFLOW_NODE_NAME")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        alias="LOG_FORMAT",
+        description="Log output: json (one object per line) or text (for people)",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", alias="LOG_LEVEL", description="Lowest level logged: debug, info, warning or error"
+    )
+    health_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - a container service
+        alias="HEALTH_HOST",
+        description="Address the /health, /livez and /metrics HTTP server listens on",
+    )
+    health_port: int = Field(
+        8080,
+        alias="HEALTH_PORT",
+        ge=0,
+        le=65535,
+        description="Port of the /health, /livez and /metrics HTTP server (0: any free port)",
+    )
+    node_name: str = Field(
+        default_factory=socket.gethostname,
+        alias="CERTFLOW_NODE_NAME",
+        description="Node name shown in logs, /health and the manifest (default: the hostname)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -167,10 +187,29 @@ class CertPairSettings(ServiceSettings):
     (``RELOADER_KEY_MODE``, ``DISTRIBUTOR_KEY_MODE`` ...); the rules for them live here once.
     """
 
-    domain: str = Field("iklim.co", alias="CERTFLOW_DOMAIN", min_length=1)
-    cert_name: str = Field("STAR.iklim.co.full.crt", alias="CERTFLOW_CERT_NAME", min_length=1)
-    key_name: str = Field("STAR.iklim.co_key.pem", alias="CERTFLOW_KEY_NAME", min_length=1)
-    required_names_raw: str = Field("", alias="CERTFLOW_REQUIRED_NAMES")
+    domain: str = Field(
+        "iklim.co",
+        alias="CERTFLOW_DOMAIN",
+        min_length=1,
+        description="Domain the certificate must cover, together with its wildcard `*.<domain>`",
+    )
+    cert_name: str = Field(
+        "STAR.iklim.co.full.crt",
+        alias="CERTFLOW_CERT_NAME",
+        min_length=1,
+        description="Certificate (full chain) file name on the Storage Box and on each Vault node",
+    )
+    key_name: str = Field(
+        "STAR.iklim.co_key.pem",
+        alias="CERTFLOW_KEY_NAME",
+        min_length=1,
+        description="Private key file name on the Storage Box and on each Vault node",
+    )
+    required_names_raw: str = Field(
+        "",
+        alias="CERTFLOW_REQUIRED_NAMES",
+        description="Comma-separated names the certificate must cover; empty: domain and wildcard",
+    )
 
     @field_validator("key_mode", "cert_mode", mode="before", check_fields=False)
     @classmethod

@@ -13,34 +13,134 @@ ReloadMode = Literal["restart", "signal", "none"]
 
 
 class DistributorSettings(CertPairSettings):
-    source_dir: Path = Field(Path("/mnt/storagebox/ssl"), alias="DISTRIBUTOR_SOURCE_DIR")
-    target_dir: Path = Field(Path("/opt/iklimco/ssl"), alias="DISTRIBUTOR_TARGET_DIR")
-    reload_mode: ReloadMode = Field("restart", alias="DISTRIBUTOR_RELOAD_MODE")
-    vault_service: str = Field("iklimco_vault", alias="DISTRIBUTOR_VAULT_SERVICE", min_length=1)
+    source_dir: Path = Field(
+        Path("/mnt/storagebox/ssl"),
+        alias="DISTRIBUTOR_SOURCE_DIR",
+        description="Storage Box directory the published pair and manifest are read from",
+    )
+    target_dir: Path = Field(
+        Path("/opt/iklimco/ssl"),
+        alias="DISTRIBUTOR_TARGET_DIR",
+        description="Where this node's pair is installed (what Vault mounts as /vault/certs)",
+    )
+    reload_mode: ReloadMode = Field(
+        "restart",
+        alias="DISTRIBUTOR_RELOAD_MODE",
+        description="How Vault loads a new pair: restart (rolling update), signal (SIGHUP), none",
+    )
+    vault_service: str = Field(
+        "iklimco_vault",
+        alias="DISTRIBUTOR_VAULT_SERVICE",
+        min_length=1,
+        description="Swarm service of Vault that is restarted or signalled",
+    )
     service_name: str = Field(
-        "iklimco_cert-distributor", alias="DISTRIBUTOR_SERVICE_NAME", min_length=1
+        "iklimco_cert-distributor",
+        alias="DISTRIBUTOR_SERVICE_NAME",
+        min_length=1,
+        description="Own Swarm service name; the leader finds the peer distributors through it",
     )
     # Swarm can template it: DISTRIBUTOR_NODE_ID={{.Node.ID}}; otherwise asked from the engine.
-    node_id: str = Field("", alias="DISTRIBUTOR_NODE_ID")
-    poll_interval: float = Field(5.0, alias="DISTRIBUTOR_POLL_INTERVAL", gt=0, le=3600)
+    node_id: str = Field(
+        "",
+        alias="DISTRIBUTOR_NODE_ID",
+        description="This node's Swarm node ID; empty: asked from the Docker engine",
+    )
+    poll_interval: float = Field(
+        5.0,
+        alias="DISTRIBUTOR_POLL_INTERVAL",
+        gt=0,
+        le=3600,
+        description="Seconds between Storage Box checks (file events can wake it sooner)",
+    )
     # Polling is the source of truth; watchdog events only wake the loop early where they arrive.
-    poll_only: bool = Field(False, alias="DISTRIBUTOR_POLL_ONLY")
-    key_mode: int = Field(0o600, alias="DISTRIBUTOR_KEY_MODE")
-    cert_mode: int = Field(0o644, alias="DISTRIBUTOR_CERT_MODE")
-    file_uid: int | None = Field(None, alias="DISTRIBUTOR_FILE_UID", ge=0)
-    file_gid: int | None = Field(None, alias="DISTRIBUTOR_FILE_GID", ge=0)
-    peer_port: int | None = Field(None, alias="DISTRIBUTOR_PEER_PORT", ge=1, le=65535)
-    peer_timeout: float = Field(3.0, alias="DISTRIBUTOR_PEER_TIMEOUT", gt=0, le=60)
-    lag_timeout: float = Field(300.0, alias="DISTRIBUTOR_LAG_TIMEOUT", gt=0, le=86400)
+    poll_only: bool = Field(
+        False,
+        alias="DISTRIBUTOR_POLL_ONLY",
+        description="Use no file watch at all: notice new pairs only by polling",
+    )
+    key_mode: int = Field(
+        0o600,
+        alias="DISTRIBUTOR_KEY_MODE",
+        description="Octal file mode of the installed key (owner must read, nothing for others)",
+    )
+    cert_mode: int = Field(
+        0o644,
+        alias="DISTRIBUTOR_CERT_MODE",
+        description="Octal file mode of the installed certificate",
+    )
+    file_uid: int | None = Field(
+        None,
+        alias="DISTRIBUTOR_FILE_UID",
+        ge=0,
+        description="Owner uid of the installed files (Vault's user); unset: the distributor's",
+    )
+    file_gid: int | None = Field(
+        None,
+        alias="DISTRIBUTOR_FILE_GID",
+        ge=0,
+        description="Owner gid of the installed files (Vault's group); unset: the distributor's",
+    )
+    peer_port: int | None = Field(
+        None,
+        alias="DISTRIBUTOR_PEER_PORT",
+        ge=1,
+        le=65535,
+        description="Port of the peer distributors' /health the leader asks; unset: HEALTH_PORT",
+    )
+    peer_timeout: float = Field(
+        3.0,
+        alias="DISTRIBUTOR_PEER_TIMEOUT",
+        gt=0,
+        le=60,
+        description="Seconds to wait for each peer distributor's /health answer",
+    )
+    lag_timeout: float = Field(
+        300.0,
+        alias="DISTRIBUTOR_LAG_TIMEOUT",
+        gt=0,
+        le=86400,
+        description="Seconds the leader waits for Vault nodes to install a pair before failing",
+    )
     # Allowance for clocks differing between nodes when judging "this Vault task started after
     # the pair was installed on its node" (then the label is recorded without a restart).
-    clock_skew: float = Field(30.0, alias="DISTRIBUTOR_CLOCK_SKEW", ge=0, le=3600)
-    update_timeout: float = Field(900.0, alias="DISTRIBUTOR_UPDATE_TIMEOUT", gt=0, le=86400)
-    keep: int = Field(2, alias="DISTRIBUTOR_KEEP", ge=2, le=100)
+    clock_skew: float = Field(
+        30.0,
+        alias="DISTRIBUTOR_CLOCK_SKEW",
+        ge=0,
+        le=3600,
+        description="Allowed clock skew between nodes (seconds) when comparing task start times",
+    )
+    update_timeout: float = Field(
+        900.0,
+        alias="DISTRIBUTOR_UPDATE_TIMEOUT",
+        gt=0,
+        le=86400,
+        description="Seconds a posted Vault restart may lack UpdateStatus before counting as done",
+    )
+    keep: int = Field(
+        2,
+        alias="DISTRIBUTOR_KEEP",
+        ge=2,
+        le=100,
+        description="Installed generations kept on disk, the current one included (at least 2)",
+    )
     # A Vault update that Swarm paused (a node went down mid-update) is resumed this many times
     # per certificate once every Vault node is up with the pair; 0 leaves it to the operator.
-    update_resumes: int = Field(3, alias="DISTRIBUTOR_UPDATE_RESUMES", ge=0, le=100)
-    resume_after: float = Field(30.0, alias="DISTRIBUTOR_RESUME_AFTER", ge=0, le=86400)
+    update_resumes: int = Field(
+        3,
+        alias="DISTRIBUTOR_UPDATE_RESUMES",
+        ge=0,
+        le=100,
+        description="Resumes of a paused Vault update per certificate; 0: left to the operator",
+    )
+    resume_after: float = Field(
+        30.0,
+        alias="DISTRIBUTOR_RESUME_AFTER",
+        ge=0,
+        le=86400,
+        description="Seconds a Vault update must have been paused before it is resumed",
+    )
 
     @field_validator("file_uid", "file_gid", "peer_port", mode="before")
     @classmethod

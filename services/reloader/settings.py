@@ -11,23 +11,87 @@ from shared.settings import CertPairSettings
 
 class ReloaderSettings(CertPairSettings):
     source_dir: Path = Field(
-        Path("/swag-config/etc/letsencrypt/live/iklim.co"), alias="RELOADER_SOURCE_DIR"
+        Path("/swag-config/etc/letsencrypt/live/iklim.co"),
+        alias="RELOADER_SOURCE_DIR",
+        description="certbot's live directory holding fullchain.pem and privkey.pem (read only)",
     )
     # Symlinks in the live dir may only lead inside this directory. Empty: the letsencrypt
     # directory two levels above the source dir (``<root>/live/<domain>``), as certbot lays it out.
-    source_root: Path | None = Field(None, alias="RELOADER_SOURCE_ROOT")
-    target_dir: Path = Field(Path("/mnt/storagebox/ssl"), alias="RELOADER_TARGET_DIR")
-    check_interval: float = Field(60.0, alias="RELOADER_CHECK_INTERVAL", gt=0, le=86400)
-    debounce: float = Field(0.5, alias="RELOADER_DEBOUNCE", ge=0, le=60)
-    allow_downgrade: bool = Field(False, alias="RELOADER_ALLOW_DOWNGRADE")
-    poll_only: bool = Field(False, alias="RELOADER_POLL_ONLY")
-    key_mode: int = Field(0o600, alias="RELOADER_KEY_MODE")
-    cert_mode: int = Field(0o644, alias="RELOADER_CERT_MODE")
-    file_uid: int | None = Field(None, alias="RELOADER_FILE_UID", ge=0)
-    file_gid: int | None = Field(None, alias="RELOADER_FILE_GID", ge=0)
-    invalid_grace: float = Field(600.0, alias="RELOADER_INVALID_GRACE", ge=0)
-    warn_days: float = Field(14.0, alias="RELOADER_WARN_DAYS", ge=0)
-    retry_max: float = Field(60.0, alias="RELOADER_RETRY_MAX", gt=0, le=3600)
+    source_root: Path | None = Field(
+        None,
+        alias="RELOADER_SOURCE_ROOT",
+        description="Directory the live symlinks must resolve inside; empty: the letsencrypt dir",
+    )
+    target_dir: Path = Field(
+        Path("/mnt/storagebox/ssl"),
+        alias="RELOADER_TARGET_DIR",
+        description="Storage Box directory the pair and certflow-manifest.json are published to",
+    )
+    check_interval: float = Field(
+        60.0,
+        alias="RELOADER_CHECK_INTERVAL",
+        gt=0,
+        le=86400,
+        description="Seconds between periodic source checks (inotify events wake it sooner)",
+    )
+    debounce: float = Field(
+        0.5,
+        alias="RELOADER_DEBOUNCE",
+        ge=0,
+        le=60,
+        description="Seconds without file changes before a check runs (one renewal, one publish)",
+    )
+    allow_downgrade: bool = Field(
+        False,
+        alias="RELOADER_ALLOW_DOWNGRADE",
+        description="Publish a certificate that expires before the one already published",
+    )
+    poll_only: bool = Field(
+        False,
+        alias="RELOADER_POLL_ONLY",
+        description="Use no inotify watch: notice changes only at the periodic check",
+    )
+    key_mode: int = Field(
+        0o600,
+        alias="RELOADER_KEY_MODE",
+        description="Octal file mode of the published key (owner must read, nothing for others)",
+    )
+    cert_mode: int = Field(
+        0o644,
+        alias="RELOADER_CERT_MODE",
+        description="Octal file mode of the published certificate",
+    )
+    file_uid: int | None = Field(
+        None,
+        alias="RELOADER_FILE_UID",
+        ge=0,
+        description="Owner uid of the published files; unset: the uid the reloader runs as",
+    )
+    file_gid: int | None = Field(
+        None,
+        alias="RELOADER_FILE_GID",
+        ge=0,
+        description="Owner gid of the published files; unset: the gid the reloader runs as",
+    )
+    invalid_grace: float = Field(
+        600.0,
+        alias="RELOADER_INVALID_GRACE",
+        ge=0,
+        description="Seconds a refused source pair reports degraded before /health fails",
+    )
+    warn_days: float = Field(
+        14.0,
+        alias="RELOADER_WARN_DAYS",
+        ge=0,
+        description="Days left on the published certificate below which /health is degraded",
+    )
+    retry_max: float = Field(
+        60.0,
+        alias="RELOADER_RETRY_MAX",
+        gt=0,
+        le=3600,
+        description="Longest wait in seconds between retries while source or Storage Box fail",
+    )
 
     @field_validator("source_root", "file_uid", "file_gid", mode="before")
     @classmethod
