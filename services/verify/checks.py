@@ -105,9 +105,38 @@ def check_service(facts: ServiceFacts, *, deploy_hint: str) -> Result:
 # -- reloader logs ------------------------------------------------------------------------------
 
 
+# A later event of these names shows the problem behind earlier errors is over: a publish means the
+# whole pipeline worked again; the others end their own family of errors.
+_RESOLVED_BY: dict[str, frozenset[str]] = {
+    "cert.published": frozenset({"*"}),
+    "source.valid_again": frozenset({"cert.rejected", "source.unreadable"}),
+    "storage.available": frozenset({"storage.unavailable"}),
+}
+
+
 def error_events(lines: Iterable[str]) -> list[str]:
     """Log lines that report an error: JSON events at error level, or a Python traceback."""
-    found: list[str] = []
+    return [text for _, text in _errors(lines)]
+
+
+def unresolved_error_events(lines: Iterable[str]) -> tuple[list[str], int]:
+    """Error events not followed by an event that ends them; and how many were so resolved."""
+    open_errors: list[tuple[str, str]] = []
+    resolved = 0
+    for name, text in _errors(lines, with_recoveries=True):
+        ends = _RESOLVED_BY.get(name)
+        if ends is None:
+            open_errors.append((name, text))
+            continue
+        keep = [(n, t) for n, t in open_errors if "*" not in ends and n not in ends]
+        resolved += len(open_errors) - len(keep)
+        open_errors = keep
+    return [text for _, text in open_errors], resolved
+
+
+def _errors(lines: Iterable[str], *, with_recoveries: bool = False) -> list[tuple[str, str]]:
+    """(event name, description) of error lines, and of recovery events when asked, in order."""
+    found: list[tuple[str, str]] = []
     for line in lines:
         text = line.strip()
         if not text:
@@ -117,10 +146,15 @@ def error_events(lines: Iterable[str]) -> list[str]:
                 event = json.loads(text)
             except ValueError:
                 continue
-            if isinstance(event, dict) and str(event.get("level", "")).lower() in _ERROR_LEVELS:
-                found.append(f"{event.get('event', '?')}: {event.get('error', '')}".rstrip(": "))
+            if not isinstance(event, dict):
+                continue
+            name = str(event.get("event", "?"))
+            if str(event.get("level", "")).lower() in _ERROR_LEVELS:
+                found.append((name, f"{name}: {event.get('error', '')}".rstrip(": ")))
+            elif with_recoveries and name in _RESOLVED_BY:
+                found.append((name, name))
         elif text.startswith("Traceback (most recent call last)"):
-            found.append("traceback (the process crashed)")
+            found.append(("traceback", "traceback (the process crashed)"))
     return found
 
 
@@ -129,17 +163,23 @@ def check_reloader_logs(facts: LogFacts, *, tail: int) -> Result:
     cmd = f"docker service logs {facts.service} --tail {max(tail, 50)}"
     if facts.error:
         return _fail(check, f"cannot read the logs: {facts.error}", cmd)
-    errors = error_events(facts.lines)
+    errors, resolved = unresolved_error_events(facts.lines)
     if errors:
         shown = "; ".join(errors[:_SHOWN_ERRORS])
         more = f" (+{len(errors) - _SHOWN_ERRORS} more)" if len(errors) > _SHOWN_ERRORS else ""
         return _fail(
             check,
-            f"{len(errors)} error event(s) in the last {tail} lines: {shown}{more}",
+            f"{len(errors)} unresolved error event(s) in the last {tail} lines: {shown}{more}",
             f"{cmd}; then the reloader's /health (checks source, storage)",
             errors=errors,
         )
-    return _ok(check, f"no error in the last {len(facts.lines)} lines", lines=len(facts.lines))
+    earlier = f" ({resolved} earlier error(s) resolved by a later success)" if resolved else ""
+    return _ok(
+        check,
+        f"no unresolved error in the last {len(facts.lines)} lines{earlier}",
+        lines=len(facts.lines),
+        resolved=resolved,
+    )
 
 
 # -- certificate files --------------------------------------------------------------------------

@@ -76,6 +76,14 @@ until mountpoint -q /mnt/storagebox; do
   mountpoint -q /mnt/storagebox || sleep 1
 done
 while [ ! -e /run/lab-stop ]; do
+  # A daemon that dies leaves its overlay vxlan links (vx-*) in this namespace; the next one then
+  # fails every task on that network with "error creating vxlan interface: file exists" (a known
+  # moby bug, also seen on hosts). The links belong to the dead daemon: remove them first.
+  for link in $(ip -o link show type vxlan 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    case "$link" in
+      vx-*) ip link delete "$link" && echo "removed stale $link" >>/var/log/dockerd.log ;;
+    esac
+  done
   dockerd --cgroup-parent="/dind-$(hostname)" >>/var/log/dockerd.log 2>&1 &
   wait $!
   echo "dockerd exited $?" >>/var/log/dockerd.log

@@ -170,9 +170,32 @@ def test_reloader_errors_fail_the_log_check_with_the_events() -> None:
     lines = tuple(json.dumps({"level": "error", "event": f"e{i}"}) for i in range(5))
     result = check_reloader_logs(LogFacts("iklimco_cert-reloader", lines), tail=20)
     assert result.outcome is Outcome.FAIL
-    assert "5 error event(s)" in result.summary
+    assert "5 unresolved error event(s)" in result.summary
     assert "e0; e1; e2 (+2 more)" in result.summary
     assert "docker service logs iklimco_cert-reloader" in result.next_step
+
+
+def test_errors_followed_by_a_recovery_are_resolved() -> None:
+    def event(name: str, level: str = "info") -> str:
+        return json.dumps({"level": level, "event": name, "error": f"{name} happened"})
+
+    bad_renewals = [event("cert.rejected", "error"), event("cert.rejected", "error")]
+    lines = (*bad_renewals, event("source.valid_again"), event("cert.published"))
+    result = check_reloader_logs(LogFacts("r", lines), tail=20)
+    assert result.outcome is Outcome.OK
+    assert "2 earlier error(s) resolved" in result.summary
+    # A recovery of one family does not end another: the storage error is still open.
+    lines = (event("storage.unavailable", "error"), event("cert.rejected", "error"))
+    result = check_reloader_logs(LogFacts("r", (*lines, event("source.valid_again"))), tail=20)
+    assert result.outcome is Outcome.FAIL
+    assert "1 unresolved error event(s)" in result.summary
+    assert "storage.unavailable" in result.summary
+    # An error after the last success is open.
+    lines = (event("cert.published"), event("cert.rejected", "error"))
+    assert check_reloader_logs(LogFacts("r", lines), tail=20).outcome is Outcome.FAIL
+    # A publish resolves everything before it, a crash included.
+    lines = ("Traceback (most recent call last):", event("cert.published"))
+    assert check_reloader_logs(LogFacts("r", lines), tail=20).outcome is Outcome.OK
 
 
 def test_unreadable_logs_fail() -> None:
