@@ -81,12 +81,15 @@ def remove_stale_temporaries(directory: Path) -> list[str]:
         raise StorageError.from_oserror(f"listing {directory}", exc) from exc
     for entry in entries:
         if TEMP_MARKER in entry.name:
-            with contextlib.suppress(FileNotFoundError):
-                if entry.is_dir() and not entry.is_symlink():
-                    for child in entry.iterdir():
-                        child.unlink()
-                    entry.rmdir()
-                else:
-                    entry.unlink()
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_dir() and not entry.is_symlink():
+                        for child in entry.iterdir():
+                            child.unlink()
+                        entry.rmdir()
+                    else:
+                        entry.unlink()
+            except OSError as exc:  # EIO/ENOTCONN from a mount going away mid-cleanup
+                raise StorageError.from_oserror(f"removing {entry.name}", exc) from exc
             removed.append(entry.name)
     return removed

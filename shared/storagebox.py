@@ -7,6 +7,7 @@ memory); distributors use it to decide whether there is a new committed generati
 from __future__ import annotations
 
 import errno
+import stat
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -46,7 +47,15 @@ def _read(path: Path) -> bytes | None:
 
 def read_snapshot(directory: Path, *, cert_name: str, key_name: str) -> Snapshot:
     """What ``directory`` holds now. Raises StorageError when the directory cannot be read."""
-    if not directory.is_dir():
+    try:
+        # Not Path.is_dir(): it turns only "missing" errors into False and lets EIO/ENOTCONN from
+        # a network mount whose server is gone escape as a bare OSError.
+        is_dir = stat.S_ISDIR(directory.stat().st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as exc:
+        raise StorageError.from_oserror(f"reading {directory}", exc) from exc
+    if not is_dir:
         raise StorageError(
             f"{directory} is not a directory (mount missing?)",
             errno_name=errno.errorcode[errno.ENOENT],

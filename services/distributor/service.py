@@ -136,7 +136,11 @@ class Distributor:
             )
             self._publish_info(None)
             return None
-        except StorageError as exc:
+        except (StorageError, OSError) as exc:
+            # A bare OSError too: exiting would not help, and on a dead network mount Swarm
+            # could not even start our replacement (its bind mount hangs in "Preparing").
+            if not isinstance(exc, StorageError):
+                exc = StorageError.from_oserror("syncing", exc)
             self.metrics.sync_errors.inc()
             if self.state.last_error != str(exc):
                 _log.warning("sync.storage_error", error=str(exc), errno=exc.errno_name)

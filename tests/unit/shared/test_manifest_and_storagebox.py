@@ -135,3 +135,12 @@ def test_a_directory_in_place_of_a_file_is_a_storage_error(tmp_path: Path) -> No
     with pytest.raises(StorageError) as info:
         read_snapshot(tmp_path, cert_name=CERT, key_name=KEY)
     assert info.value.errno_name == "EISDIR"
+
+
+def test_an_unreadable_directory_is_a_storage_error_not_a_bare_oserror(tmp_path: Path) -> None:
+    # Path.is_dir() swallows only "missing" errors; any other (here ENAMETOOLONG, on a dead
+    # network mount EIO or ENOTCONN) must come out as a StorageError naming the errno, or the
+    # service loop that expects StorageError would crash.
+    with pytest.raises(StorageError) as info:
+        read_snapshot(tmp_path / ("x" * 300), cert_name=CERT, key_name=KEY)
+    assert info.value.errno_name == "ENAMETOOLONG"
