@@ -36,6 +36,7 @@ from tests.support.lab_flow import (
     Renewal,
     kill_on_temp,
     kill_service_process,
+    service_pids,
 )
 from tests.support.pki import CA, key_pem, new_key
 from tests.support.swarm_lab import Node, SwarmLab, wait_until
@@ -259,7 +260,7 @@ def test_05a_reloader_killed_while_publishing(bed: Bed) -> None:
 
     def fault(renewal: Renewal) -> tuple[float, str]:
         inside, waited = kill_on_temp(
-            flow.storagebox, lambda: kill_service_process(lab.nodes[0], "reloader")
+            flow.storagebox, lambda: service_pids(lab.nodes[0], "reloader")
         )
         landed.update(inside=inside, waited=waited)
         return time.monotonic(), f"kill -9 landed inside the publish window: {inside}"
@@ -272,7 +273,7 @@ def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
 
     def fault(renewal: Renewal) -> tuple[float, str]:
-        inside, _ = kill_on_temp(flow.storagebox, lab.kill_box_sessions)
+        inside, _ = kill_on_temp(flow.storagebox, lab.box_session_pids)
         seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 10)
         return time.monotonic(), f"sshd sessions killed mid-upload: {inside}; " + "; ".join(
             seen[:1]
@@ -286,9 +287,7 @@ def test_06_distributor_killed_while_installing(bed: Bed) -> None:
     victim = lab.nodes[1]
 
     def fault(renewal: Renewal) -> tuple[float, str]:
-        inside, _ = kill_on_temp(
-            lab.ssl_dir(victim), lambda: kill_service_process(victim, "distributor")
-        )
+        inside, _ = kill_on_temp(lab.ssl_dir(victim), lambda: service_pids(victim, "distributor"))
         return time.monotonic(), f"kill -9 landed inside the install: {inside}"
 
     _scenario(bed, "6", f"distributor on {victim.name} killed -9 while installing", fault)

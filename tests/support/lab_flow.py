@@ -395,34 +395,55 @@ def _host_pids(node: str, word: str) -> list[int]:
     return found
 
 
+def service_pids(node: Node, subcommand: str) -> list[int]:
+    """Host PIDs of the ``certflow <subcommand>`` processes inside ``node``."""
+    return _host_pids(node.name, subcommand)
+
+
 def kill_service_process(node: Node, subcommand: str) -> int:
     """kill -9 the ``certflow <subcommand>`` process in ``node``; returns how many were killed."""
-    pids = _host_pids(node.name, subcommand)
+    pids = service_pids(node, subcommand)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)
 
 
-def kill_on_temp(
-    directory: Path, kill: Callable[[], int], *, timeout: float = 60
-) -> tuple[bool, float]:
-    """Poll ``directory`` every ~1 ms; the moment a temp entry appears, ``kill()``.
+def _signal_all(pids: list[int], sig: signal.Signals) -> int:
+    hit = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+            hit += 1
+    return hit
 
-    Returns (whether the kill landed while a temp entry still existed, seconds waited).
+
+def _temp_present(directory: Path) -> bool:
+    try:
+        return any(TEMP_MARKER in name for name in os.listdir(directory))
+    except OSError:
+        return False
+
+
+def kill_on_temp(
+    directory: Path, pids: Callable[[], list[int]], *, timeout: float = 60
+) -> tuple[bool, float]:
+    """The moment a temp entry appears in ``directory``, kill -9 the processes ``pids()`` names.
+
+    The PIDs are looked up before the window opens (a /proc scan takes longer than an upload),
+    polling runs every ~1 ms, and the processes are first frozen (SIGSTOP), so whether the kill
+    landed inside the window is read from a state that cannot move any more. Returns (landed
+    inside the window, seconds waited).
     """
     start = time.monotonic()
+    targets, looked_up = pids(), time.monotonic()
     while time.monotonic() - start < timeout:
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            names = []
-        if any(TEMP_MARKER in name for name in names):
-            killed = kill()
-            try:
-                still = any(TEMP_MARKER in name for name in os.listdir(directory))
-            except OSError:
-                still = False
-            return killed > 0 and still, time.monotonic() - start
+        if time.monotonic() - looked_up > 1.0:  # a restarted process has a new PID
+            targets, looked_up = pids(), time.monotonic()
+        if _temp_present(directory):
+            frozen = _signal_all(targets, signal.SIGSTOP)
+            inside = frozen > 0 and _temp_present(directory)
+            _signal_all(targets, signal.SIGKILL)
+            return inside, time.monotonic() - start
         time.sleep(0.001)
     return False, time.monotonic() - start

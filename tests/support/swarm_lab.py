@@ -336,23 +336,33 @@ class SwarmLab:
             "iptables -D INPUT -i eth0 -j DROP; iptables -D OUTPUT -o eth0 -j DROP", check=False
         )
 
-    def kill_box_sessions(self) -> int:
-        """kill -9 every SSH session process on the Storage Box host (the listener stays)."""
+    def box_session_pids(self) -> list[int]:
+        """Host PIDs of every SSH session on the Storage Box host (sshd children, sftp-server)."""
         main = int(host_docker("inspect", "-f", "{{.State.Pid}}", self.box.name).strip())
-        killed = 0
+        parents: dict[int, int] = {}
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == main:
+            if not entry.name.isdigit():
                 continue
             try:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == main:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-                    killed += 1
-        return killed
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found: list[int] = []
+        frontier = {main}
+        while frontier:
+            children = {pid for pid, ppid in parents.items() if ppid in frontier}
+            found += sorted(children)
+            frontier = children
+        return found
+
+    def kill_box_sessions(self) -> int:
+        """kill -9 every SSH session process on the Storage Box host (the listener stays)."""
+        pids = self.box_session_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
 
     def restart_dockerd(self, node: Node) -> None:
         node.sh("pkill -x dockerd")

@@ -12,7 +12,8 @@ import pytest
 from services.cli import build_parser
 from tests.support.e2e_names import unique
 
-# A health server from shared.runtime inside the image; it turns failing when /tmp/fail appears.
+# A health server from shared.runtime inside the image: /health turns failing when /tmp/fail
+# appears, and the server stops answering altogether when /tmp/hang appears.
 _HEALTH_SCRIPT = """
 import os, pathlib, threading, time
 from prometheus_client import CollectorRegistry
@@ -25,7 +26,12 @@ server.start()
 while True:
     if pathlib.Path("/tmp/fail").exists():
         health.report("storage", Status.FAILING, "probe told to fail")
+    if pathlib.Path("/tmp/hang").exists():
+        server.stop()
+        break
     time.sleep(0.2)
+while True:
+    time.sleep(1)
 """
 
 
@@ -91,7 +97,50 @@ def _wait_health(container: str, wanted: str, timeout: float = 60) -> None:
     raise AssertionError(f"health stayed {state!r}, wanted {wanted!r}: {logs.stdout}{logs.stderr}")
 
 
-def test_healthcheck_follows_health_on_the_configured_port(probe_container: str) -> None:
+def _probes(container: str) -> list[dict[str, object]]:
+    out = _docker("inspect", "--format", "{{json .State.Health.Log}}", container).stdout
+    log: list[dict[str, object]] = json.loads(out or "[]") or []
+    return log
+
+
+def _started(probe: dict[str, object]) -> tuple[str, int]:
+    """A probe's Start as (seconds part, nanoseconds): Go trims trailing zeros of the fraction."""
+    stamp = str(probe["Start"])
+    head, _, rest = stamp.partition(".")
+    digits = "".join(ch for ch in rest.split("+")[0].split("Z")[0] if ch.isdigit())
+    return head, int(digits.ljust(9, "0")[:9] or 0)
+
+
+def _health_code(container: str) -> str:
+    script = (
+        "import urllib.request as u, urllib.error as e\n"
+        "try:\n print(u.urlopen('http://127.0.0.1:9137/health', timeout=3).status)\n"
+        "except e.HTTPError as x:\n print(x.code)"
+    )
+    return _docker("exec", container, "python3", "-c", script).stdout.strip()
+
+
+def test_healthcheck_is_liveness_on_the_configured_port(probe_container: str) -> None:
     _wait_health(probe_container, "healthy")
+    # A failing /health (a problem outside the process) must not get the task killed: the
+    # HEALTHCHECK keeps passing while /health answers 503.
     assert _docker("exec", probe_container, "touch", "/tmp/fail").returncode == 0
+    deadline = time.monotonic() + 30
+    while _health_code(probe_container) != "503":
+        assert time.monotonic() < deadline, "/health never turned 503"
+        time.sleep(0.2)
+    # Docker keeps the last 5 probes; wait for 3 that started after /health turned 503.
+    failing_since = _started(_probes(probe_container)[-1])
+    later: list[dict[str, object]] = []
+    while len(later) < 3:
+        assert time.monotonic() < deadline + 30, "Docker ran no new health probe"
+        time.sleep(0.5)
+        later = [p for p in _probes(probe_container) if _started(p) > failing_since]
+    assert [probe["ExitCode"] for probe in later] == [0] * len(later)
+    assert (
+        _docker("inspect", "--format", "{{.State.Health.Status}}", probe_container).stdout.strip()
+        == "healthy"
+    )
+    # A process that no longer answers is what the HEALTHCHECK is for.
+    assert _docker("exec", probe_container, "touch", "/tmp/hang").returncode == 0
     _wait_health(probe_container, "unhealthy")
