@@ -189,3 +189,16 @@ def _paused(obs: Observed, fp: str) -> Decision:
             Kind.FAILED, f"{failed}; resuming in {obs.resume_after - paused_for:.0f}s", fp
         )
     return Decision(Kind.RESUME, f"{failed}; every vault node is up with the pair: resuming", fp)
+
+
+def nodes_not_ready(nodes: Mapping[str, NodeInfo]) -> tuple[str, ...]:
+    """Swarm nodes that are not ``ready`` (down, disconnected, unknown), labelled for operators.
+
+    The coordinator leaves such nodes out of a restart, and their distributor cannot report, so
+    the leader's /health says it for them.
+    """
+    return tuple(
+        f"{_label(node_id, nodes)}: {info.state}"
+        for node_id, info in sorted(nodes.items(), key=lambda item: item[1].hostname)
+        if info.state != "ready"
+    )

@@ -13,10 +13,10 @@ from shared.atomic import write_file_atomic
 from shared.errors import CertificateInvalid, DockerError, StorageError
 from shared.health import HealthRegistry, StallWatch, Status
 from shared.logs import get_logger
-from shared.swarm import local_node
+from shared.swarm import list_nodes, local_node
 
 from .catchup import stale_replicas
-from .coordinator import Decision, Kind
+from .coordinator import Decision, Kind, nodes_not_ready
 from .docker_ops import local_replicas, open_client, signal_container, signal_local_containers
 from .install import Installed, PairInstaller, installed_at
 from .metrics import DistributorMetrics
@@ -169,6 +169,26 @@ class Distributor:
         self._publish_info(result)
         return result
 
+    def _report_swarm(self, decision: Decision) -> None:
+        """On the leader: a ``swarm`` check naming the nodes that are not ready."""
+        if decision.kind is Kind.SYNC_ONLY or self.client is None:
+            self.health.remove("swarm")
+            return
+        try:
+            not_ready = nodes_not_ready(list_nodes(self.client))
+        except DockerError as exc:
+            self.health.report("swarm", Status.DEGRADED, f"cannot list the nodes: {exc}")
+            return
+        if not_ready:
+            self.health.report(
+                "swarm",
+                Status.DEGRADED,
+                "node(s) not ready, left out of Vault restarts: " + "; ".join(not_ready),
+                nodes=list(not_ready),
+            )
+        else:
+            self.health.report("swarm", Status.OK, "every node ready")
+
     def reload_pass(self) -> Decision | None:
         mode = self.settings.reload_mode
         if mode == "none" or self.client is None:
@@ -198,6 +218,7 @@ class Distributor:
             nodes=list(decision.nodes),
             left_out=list(decision.left_out),
         )
+        self._report_swarm(decision)
         key = (decision.kind, decision.fingerprint, decision.nodes)
         if key != self._last_decision:
             # One line per change of state, not one per poll.

@@ -187,7 +187,7 @@ def test_01_vault_node_stopped_mid_rotation(bed: Bed) -> None:
         leader = lab.node(lab.leader() or lab.nodes[0].name)
         seen = _watch_health(bed, leader, "cert-distributor", 45)
         lab.start_node(victim)
-        return time.monotonic(), "; ".join(seen[:2]) or "(coordinator stayed ok)"
+        return time.monotonic(), _summary(seen, "not ready")
 
     _scenario(
         bed, "1", f"node {victim.name} (Vault replica) stopped mid-rotation, restarted", fault
@@ -249,7 +249,7 @@ def test_04_node_partitioned_and_rejoined(bed: Bed) -> None:
             seen = _watch_health(bed, leader, "cert-distributor", 40)
         finally:
             lab.heal_partition(victim)
-        return time.monotonic(), "; ".join(seen[:2]) or "(coordinator stayed ok)"
+        return time.monotonic(), _summary(seen, "not ready")
 
     _scenario(bed, "4", f"node {victim.name} partitioned from the others, rejoined", fault)
 

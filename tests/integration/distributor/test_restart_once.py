@@ -56,6 +56,9 @@ def test_one_forced_update_per_certificate(
     assert len(list(hup_dir.glob("started-*"))) == 2  # the task was really replaced
     assert state.force_update == before + 1
     assert state.labels[FINGERPRINT_LABEL] == first.manifest.fingerprint
+    swarm = dist.health.check("swarm")  # the coordinator watches the nodes for the operator
+    assert swarm is not None
+    assert (swarm.status.value, swarm.message) == ("ok", "every node ready")
     # More passes with the same certificate change nothing.
     for _ in range(3):
         dist.sync_pass()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.distributor.coordinator import Kind, Observed, decide
+from services.distributor.coordinator import Kind, Observed, decide, nodes_not_ready
 from services.distributor.peers import DistributorInfo
 from shared.swarm import NodeInfo
 
@@ -248,3 +248,9 @@ def test_paused_update_with_no_running_vault_task_is_not_resumed() -> None:
     decision = decide(paused(vault_nodes=frozenset()))
     assert decision.kind is Kind.FAILED
     assert "no running vault task" in decision.message
+
+
+def test_nodes_not_ready_names_each_with_its_state() -> None:
+    assert nodes_not_ready(NODES) == ()
+    nodes = {**NODES, "n2": node("n2", "down"), "n3": node("n3", "disconnected")}
+    assert nodes_not_ready(nodes) == ("host-n2 (n2): down", "host-n3 (n3): disconnected")
