@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +92,47 @@ def _post_update(client: Any, service_id: str, version: int, spec: dict[str, Any
         raise DockerError(f"updating service {service_id} failed: {exc}") from exc
 
 
+def _cas_update(
+    client: Any,
+    service: str,
+    *,
+    what: str,
+    observed: dict[str, Any] | None,
+    attempts: int,
+    spec_for: Callable[[dict[str, Any], ServiceState], dict[str, Any] | None],
+) -> RestartOutcome:
+    """Post ``spec_for(attrs, state)`` against the version it was built from; compare-and-swap.
+
+    The first try uses ``observed`` (what the decision was made on), every retry a fresh inspect.
+    On "update out of sequence" the spec is rebuilt from the new state; ``spec_for`` returning
+    None means the precondition no longer holds (someone else acted) and nothing is posted.
+    """
+    state: dict[str, Any] = {"attrs": observed, "attempts": 0, "conflicts": 0}
+
+    def attempt() -> RestartOutcome:
+        attrs = state["attrs"] if state["attrs"] is not None else service_attrs(client, service)
+        state["attrs"] = None  # every retry starts from a fresh inspect
+        state["attempts"] += 1
+        current = service_state_from_dict(attrs)
+        spec = spec_for(attrs, current)
+        if spec is None:
+            return RestartOutcome(False, current.version, state["attempts"], state["conflicts"])
+        try:
+            _post_update(client, current.service_id, current.version, spec)
+        except UpdateOutOfSequence:
+            state["conflicts"] += 1
+            _log.info("vault.update_conflict", service=service, version=current.version)
+            raise
+        return RestartOutcome(True, current.version, state["attempts"], state["conflicts"])
+
+    for retry in retrying(
+        f"{what} of {service}", on=(UpdateOutOfSequence,), attempts=attempts, timeout=60
+    ):
+        with retry:
+            outcome = attempt()
+    return outcome
+
+
 def force_update_once(
     client: Any,
     service: str,
@@ -102,39 +144,20 @@ def force_update_once(
 ) -> RestartOutcome:
     """One forced rolling update that also records ``fingerprint`` in the service label.
 
-    The update is posted against the version the decision was made on (``observed``, else a fresh
-    inspect), so it is a compare-and-swap: if anything wrote the service meanwhile, Swarm answers
-    "update out of sequence", we inspect again, and if the label now holds the fingerprint a
+    Compare-and-swap (:func:`_cas_update`): if the label already holds the fingerprint, a
     concurrent coordinator did the restart and we do nothing. ``force=False`` only records the
     label (a service-level label change does not replace tasks).
     """
-    state: dict[str, Any] = {"attrs": observed, "attempts": 0, "conflicts": 0}
 
-    def attempt() -> RestartOutcome:
-        attrs = state["attrs"] if state["attrs"] is not None else service_attrs(client, service)
-        state["attrs"] = None  # every retry starts from a fresh inspect
-        state["attempts"] += 1
-        current = service_state_from_dict(attrs)
+    def spec_for(attrs: dict[str, Any], current: ServiceState) -> dict[str, Any] | None:
         if current.labels.get(FINGERPRINT_LABEL) == fingerprint:
-            return RestartOutcome(False, current.version, state["attempts"], state["conflicts"])
-        try:
-            _post_update(
-                client,
-                current.service_id,
-                current.version,
-                _spec_with(attrs, fingerprint, force=force),
-            )
-        except UpdateOutOfSequence:
-            state["conflicts"] += 1
-            _log.info("vault.update_conflict", service=service, version=current.version)
-            raise
-        return RestartOutcome(True, current.version, state["attempts"], state["conflicts"])
+            return None
+        return _spec_with(attrs, fingerprint, force=force)
 
-    for retry in retrying(
-        f"force update of {service}", on=(UpdateOutOfSequence,), attempts=attempts, timeout=60
-    ):
-        with retry:
-            outcome = attempt()
+    outcome = _cas_update(
+        client, service, what="force update", observed=observed, attempts=attempts,
+        spec_for=spec_for,
+    )  # fmt: skip
     if outcome.restarted:
         _log.info(
             "vault.restart_requested" if force else "vault.label_recorded",
@@ -153,30 +176,22 @@ def resume_update(
 
     Swarm resets UpdateStatus on every spec write and then replaces only the tasks whose spec is
     out of date, so the replicas already restarted for ``fingerprint`` are left alone and
-    ForceUpdate is not touched. Compare-and-swap like :func:`force_update_once`: False when the
-    service no longer carries our label or is no longer paused (someone else acted).
+    ForceUpdate is not touched. Compare-and-swap: False when the service no longer carries our
+    label or is no longer paused (someone else acted).
     """
-    state: dict[str, Any] = {"attrs": observed}
 
-    def attempt() -> bool:
-        attrs = state["attrs"] if state["attrs"] is not None else service_attrs(client, service)
-        state["attrs"] = None
-        current = service_state_from_dict(attrs)
+    def spec_for(attrs: dict[str, Any], current: ServiceState) -> dict[str, Any] | None:
         if current.labels.get(FINGERPRINT_LABEL) != fingerprint or current.update_state != "paused":
-            return False
-        spec = _spec_with(attrs, fingerprint, force=False)
-        _post_update(client, current.service_id, current.version, spec)
-        return True
+            return None
+        return _spec_with(attrs, fingerprint, force=False)
 
-    resumed = False
-    for retry in retrying(
-        f"resume update of {service}", on=(UpdateOutOfSequence,), attempts=attempts, timeout=60
-    ):
-        with retry:
-            resumed = attempt()
-    if resumed:
+    outcome = _cas_update(
+        client, service, what="resume update", observed=observed, attempts=attempts,
+        spec_for=spec_for,
+    )  # fmt: skip
+    if outcome.restarted:
         _log.info("vault.update_resumed", service=service, fingerprint=fingerprint)
-    return resumed
+    return outcome.restarted
 
 
 @dataclass(frozen=True, slots=True)
