@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from services.distributor.peers import DistributorInfo, PeerAnswer, fan_out, health_url
+from services.distributor.facts import DistributorInfo
+from services.distributor.peers import PeerAnswer, fan_out, health_url
 
 
 def body_for(index: int) -> bytes:

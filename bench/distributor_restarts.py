@@ -18,8 +18,7 @@ from pathlib import Path
 from services.distributor.coordinator import Kind
 from services.distributor.service import Distributor
 from shared.logs import configure_logging
-from shared.swarm import service_state
-from tests.integration.distributor.conftest import Fleet, StandIns
+from tests.integration.distributor.conftest import Fleet, StandIns, service_state
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
 from tests.support.pki import CA

@@ -1,4 +1,4 @@
-"""Image benchmark: build time and size of the project image (and the Vault double's, if present).
+"""Image benchmark: build time and size of the project image and of the OpenBao image.
 
     .venv/bin/python -m bench.e2e_image
 
@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import time
 
-from tests.support.e2e_images import (
-    ROOT,
-    build_project_image,
-    build_vaultsim_image,
-    image_size,
-    remove_image,
-)
+from tests.support.e2e_images import build_project_image, image_size, remove_image
 from tests.support.e2e_names import unique
 from tests.support.images import ensure_base_image
+from tests.support.openbao_image import build_openbao_image
 
 
 def main() -> None:
@@ -33,13 +28,14 @@ def main() -> None:
             f"project image size: {size / 1e6:.1f} MB (base {base_size / 1e6:.1f} MB, "
             f"certflow layers {(size - base_size) / 1e6:.1f} MB)"
         )
-        if (ROOT / "tests" / "vaultsim").is_dir():
-            sim = f"certflow-bench-vault:{unique('img')}"
-            build_vaultsim_image(sim, project_image=tag)
-            try:
-                print(f"vault double image size: {image_size(sim) / 1e6:.1f} MB")
-            finally:
-                remove_image(sim)
+        bao = f"certflow-bench-vault:{unique('img')}"
+        started = time.monotonic()
+        build_openbao_image(bao, base=base)
+        print(f"openbao image build: {time.monotonic() - started:.1f} s")
+        try:
+            print(f"openbao image size: {image_size(bao) / 1e6:.1f} MB")
+        finally:
+            remove_image(bao)
     finally:
         remove_image(tag)
 

@@ -1,12 +1,13 @@
-"""End-to-end rotation benchmark on the local single-node Swarm (issue 5's closing numbers).
+"""End-to-end rotation benchmark on the local single-node Swarm: from a renewal until every
+Vault replica serves the new certificate.
 
     .venv/bin/python -m bench.e2e_rotation [--rotations 5]
 
-Brings both stacks up (Vault double, 2 replicas), then runs real certbot renewals against pebble:
-``--rotations`` in restart mode, then as many in signal mode. Prints, per mode, the time from the
-renewal until every replica serves the new certificate unsealed (p50/p95/max, from a sampler on the
-Vault network), the seconds per rotation without any unsealed replica, the RSS of each service's
-process and the image size. Everything it creates is removed at the end.
+Brings both stacks up (real OpenBao, a raft cluster of 3), then runs real certbot renewals
+against pebble: ``--rotations`` in restart mode, then as many in signal mode. Prints, per mode, the
+time from the renewal until every replica serves the new certificate unsealed (p50/p95/max, from a
+sampler on the Vault network), the seconds per rotation without any unsealed replica, the RSS of
+each service's process and the image size. Everything it creates is removed at the end.
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ from pathlib import Path
 
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_flow import LocalFlow, Rotation, bring_up, rotate, wait_for
-from tests.support.e2e_images import (
-    build_project_image,
-    build_vaultsim_image,
-    image_size,
-    remove_image,
-)
+from tests.support.e2e_images import build_project_image, image_size, remove_image
 from tests.support.e2e_names import unique
+from tests.support.openbao_image import build_openbao_image
 
 
 def _quantiles(values: list[float]) -> str:
@@ -98,14 +95,13 @@ def main() -> None:
     ensure_engine()
     suffix = unique("")
     project = build_project_image(f"certflow-bench:{suffix}")
-    vault = build_vaultsim_image(f"certflow-bench-vault:{suffix}", project_image=project)
+    vault = build_openbao_image(f"certflow-bench-vault:{suffix}")
     with tempfile.TemporaryDirectory(prefix="certflow-bench-") as tmp:
         flow = LocalFlow(
             stack=f"bench{suffix}",
             workdir=Path(tmp) / "flow",
             image=project,
             vault_image=vault,
-            update_delay="6s",
         )
         try:
             started = time.monotonic()

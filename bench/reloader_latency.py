@@ -3,7 +3,8 @@
 For each mode (inotify, polling only) a real ``certflow reloader`` process watches a SWAG volume
 that Debian's certbot renews against pebble, ``--renewals`` times. Per renewal it records:
 
-* from certbot's exit to the manifest being committed on the Storage Box (the issue's measure;
+* from certbot's exit to the manifest being committed on the Storage Box (the latency
+  operators care about;
   can be negative when the reloader publishes before certbot has finished its own bookkeeping),
 * from the live symlinks being swapped (the renewal landing) to the commit.
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from shared import __version__
+from shared.cli_help import HelpFormatter
 from shared.errors import ConfigError
 
 
@@ -71,7 +72,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
         command = _load(module)
         if command is None:
             continue
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         command.configure(command_parser)
         loaded[name] = command
     return parser, loaded

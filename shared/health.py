@@ -11,23 +11,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from shared.logs import get_logger
+from shared.manifest_auth import MacKeys
+from shared.status import Status, iso
 
-class Status(StrEnum):
-    OK = "ok"
-    DEGRADED = "degraded"
-    FAILING = "failing"
+_log = get_logger(__name__)
 
-    @property
-    def rank(self) -> int:
-        return {Status.OK: 0, Status.DEGRADED: 1, Status.FAILING: 2}[self]
+__all__ = ["Check", "HealthRegistry", "StallWatch", "Status", "build_app"]
 
 
 @dataclass
@@ -37,10 +35,6 @@ class Check:
     since: float
     updated: float
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _jsonable(value: Any) -> Any:
@@ -121,15 +115,15 @@ class HealthRegistry:
                 "version": self.version,
                 "node": self.node,
                 "status": self._overall.value,
-                "since": _iso(self._overall_since),
+                "since": iso(self._overall_since),
                 "problems": problems,
                 "info": dict(self._info),
                 "checks": {
                     name: {
                         "status": c.status.value,
                         "message": c.message,
-                        "since": _iso(c.since),
-                        "updated": _iso(c.updated),
+                        "since": iso(c.since),
+                        "updated": iso(c.updated),
                         **c.details,
                     }
                     for name, c in sorted(self._checks.items())
@@ -222,3 +216,29 @@ class StallWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
+
+
+def report_manifest_auth(
+    health: HealthRegistry,
+    enabled: Gauge,
+    keys: MacKeys | None,
+    *,
+    message: str,
+    **details: Any,
+) -> None:
+    """The ``manifest_auth`` check and gauge, the same for the reloader and the distributors.
+
+    Running with no key is allowed (a lab, the integration tier) but never silent: anyone who
+    can write the Storage Box could then publish a pair the distributors would install.
+    """
+    enabled.set(1 if keys is not None else 0)
+    if keys is None:
+        _log.warning("manifest.not_authenticated", setting="CERTFLOW_MANIFEST_KEY_FILES")
+        health.report(
+            "manifest_auth",
+            Status.OK,
+            "manifest not authenticated: CERTFLOW_MANIFEST_KEY_FILES is unset",
+            enabled=False,
+        )
+        return
+    health.report("manifest_auth", Status.OK, message, enabled=True, **details)

@@ -99,7 +99,3 @@ class Manifest:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ManifestInvalid(f"manifest does not parse: {type(exc).__name__}: {exc}") from None
-
-
-def next_generation(current: Manifest | None) -> int:
-    return 1 if current is None else current.generation + 1

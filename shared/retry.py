@@ -7,6 +7,7 @@ Tests call :func:`disable_waits` so retries happen at once, without patching the
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from typing import TypeVar
@@ -26,14 +27,31 @@ def disable_waits(disabled: bool = True) -> None:
     _waits_enabled = not disabled
 
 
-def waits_enabled() -> bool:
-    return _waits_enabled
+class Backoff(tenacity.wait.wait_base):
+    """The project's wait: exponential from ``initial``, capped at ``maximum``, plus up to 20 %
+    jitter so that many replicas do not retry in step. Zero while waits are disabled (tests)."""
+
+    def __init__(self, *, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1 = the first failure)."""
+        if not _waits_enabled:
+            return 0.0
+        base = min(self.maximum, self.initial * (2 ** max(0, attempt - 1)))
+        return float(min(self.maximum, base + self._rng.uniform(0.0, 0.2 * base)))
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.delay(retry_state.attempt_number)
 
 
-def _log_retry(what: str) -> Callable[[tenacity.RetryCallState], None]:
+def _log_retry(what: str, level: int) -> Callable[[tenacity.RetryCallState], None]:
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        _log.warning(
+        _log.log(
+            level,
             "retry.scheduled",
             what=what,
             attempt=state.attempt_number,
@@ -53,18 +71,18 @@ def retrying(
     timeout: float = 30.0,
     initial: float = 0.1,
     maximum: float = 5.0,
+    level: int = logging.WARNING,
 ) -> tenacity.Retrying:
-    """A ``tenacity.Retrying`` for ``with``/``for`` use: ``for attempt in retrying(...): ...``."""
-    wait: tenacity.wait.wait_base = (
-        tenacity.wait_exponential_jitter(initial=initial, max=maximum)
-        if _waits_enabled
-        else tenacity.wait_none()
-    )
+    """A ``tenacity.Retrying`` for ``with``/``for`` use: ``for attempt in retrying(...): ...``.
+
+    When the attempts or the time run out, the last error is raised as it was. ``level`` is the
+    log level of ``retry.scheduled`` (lower it for retries that are part of normal operation).
+    """
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(timeout),
-        wait=wait,
+        wait=Backoff(initial=initial, maximum=maximum),
         retry=tenacity.retry_if_exception_type(on),
-        before_sleep=_log_retry(what),
+        before_sleep=_log_retry(what, level),
         reraise=True,
     )
 
@@ -92,13 +110,9 @@ def backoff_delay(
     maximum: float,
     rng: random.Random | None = None,
 ) -> float:
-    """Delay before the next attempt of a long-running loop after ``failures`` failures in a row.
+    """Delay before the next pass of a long-running loop after ``failures`` failures in a row.
 
-    Exponential from ``initial`` up to ``maximum``, with up to 20 % jitter so that many replicas
-    do not retry in step. Zero failures means the normal cadence (``initial``).
+    The same computation as :class:`Backoff` (for loops that never give up, so no attempt or time
+    bound). Zero failures means the normal cadence (``initial``).
     """
-    if not _waits_enabled:
-        return 0.0
-    base = min(maximum, initial * (2 ** max(0, failures - 1))) if failures else initial
-    jitter = (rng or random).uniform(0.0, 0.2 * base)  # jitter, not crypto
-    return float(min(maximum, base + jitter))
+    return Backoff(initial=initial, maximum=maximum, rng=rng).delay(max(1, failures))

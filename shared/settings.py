@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -24,6 +33,8 @@ from pydantic_settings import (
 
 from shared.certs import required_names
 from shared.errors import ConfigError
+from shared.manifest_auth import MacKeys, parse_key_files
+from shared.trust import TrustBundle, load_bundle
 
 _FILE_SUFFIX = "_FILE"
 
@@ -33,17 +44,23 @@ def env_name(field: FieldInfo, field_name: str) -> str:
     return alias or field_name.upper()
 
 
-class _FileEnvSource(PydanticBaseSettingsSource):
-    """Values from ``<NAME>_FILE``: read the file, strip one trailing newline."""
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """Values from an environment mapping, by exact (case-sensitive) variable name.
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
+    ``<NAME>`` wins; otherwise ``<NAME>_FILE`` names a file whose text (one trailing newline
+    stripped) is the value.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
         super().__init__(settings_cls)
         self._environ = environ
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         name = env_name(field, field_name)
+        if name in self._environ:
+            return self._environ[name], name, False
         path = self._environ.get(name + _FILE_SUFFIX)
-        if path is None or name in self._environ:
+        if path is None:
             return None, name, False
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -60,6 +77,54 @@ class _FileEnvSource(PydanticBaseSettingsSource):
             if value is not None:
                 values[key] = value
         return values
+
+
+def empty_is_none(value: object) -> object:
+    """An empty variable means "not set" for optional settings (``FOO=`` in a stack file)."""
+    return None if value == "" else value
+
+
+# Optional settings where an empty value means unset.
+OptionalInt = Annotated[int | None, BeforeValidator(empty_is_none)]
+OptionalPath = Annotated[Path | None, BeforeValidator(empty_is_none)]
+
+
+def _trust_bundle(value: object) -> TrustBundle | None:
+    """A CA bundle path -> the parsed bundle, read once at start (unreadable/not PEM: refused)."""
+    value = empty_is_none(value)
+    if value is None or isinstance(value, TrustBundle):
+        return value
+    if not isinstance(value, str | Path):
+        raise ValueError("must be the path of a PEM CA bundle")
+    return load_bundle(Path(value))
+
+
+def _dns_name(value: object) -> str | None:
+    value = empty_is_none(value)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a DNS name")
+    name = value.strip().lower().rstrip(".")
+    if not name or "*" in name or "/" in name or " " in name or ":" in name:
+        raise ValueError("must be a DNS name a client dials, such as vault.iklim.co (no wildcard)")
+    return name
+
+
+# Settings whose value is loaded and checked when the settings are built, so a bad file stops the
+# service at start (naming the variable) and the rest of the code receives the parsed object.
+TrustBundleSetting = Annotated[
+    TrustBundle | None,
+    PlainValidator(_trust_bundle),
+    PlainSerializer(lambda b: b.source if b is not None else None),
+]
+TrustNameSetting = Annotated[str | None, PlainValidator(_dns_name)]
+ManifestKeysSetting = Annotated[
+    MacKeys | None,
+    PlainValidator(parse_key_files),
+    # Never the key bytes: a dump of the settings shows the key ids only.
+    PlainSerializer(lambda k: list(k.ids) if k is not None else None),
+]
 
 
 class ServiceSettings(BaseSettings):
@@ -108,66 +173,27 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        environ = _ENVIRON_OVERRIDE if _ENVIRON_OVERRIDE is not None else dict(os.environ)
-        return (
-            init_settings,
-            _DictEnvSource(settings_cls, environ),
-            _FileEnvSource(settings_cls, environ),
-        )
+        # Only what load_settings() passes in: it reads the environment through EnvironmentSource.
+        return (init_settings,)
 
-
-class _DictEnvSource(PydanticBaseSettingsSource):
-    """Values from an environment mapping, by exact (case-sensitive) variable name."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
-        super().__init__(settings_cls)
-        self._environ = environ
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        name = env_name(field, field_name)
-        return self._environ.get(name), name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for field_name, field in self.settings_cls.model_fields.items():
-            value, key, _ = self.get_field_value(field, field_name)
-            if value is not None:
-                values[key] = value
-        return values
-
-
-_ENVIRON_OVERRIDE: dict[str, str] | None = None
 
 S = TypeVar("S", bound=ServiceSettings)
 
 
-def load_settings(cls: type[S], environ: dict[str, str] | None = None) -> S:
+def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
     """Build and validate ``cls`` from ``environ`` (default: the process environment).
 
     Raises :class:`ConfigError` with one line per bad variable, never including the value.
     """
-    global _ENVIRON_OVERRIDE  # noqa: PLW0603 - pydantic-settings builds sources from a classmethod
-    _ENVIRON_OVERRIDE = environ
+    values = EnvironmentSource(cls, os.environ if environ is None else environ)()
     try:
-        return cls()
+        return cls(**values)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             loc = ".".join(str(part) for part in err["loc"]) or "settings"
             problems.append(f"{loc}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-    finally:
-        _ENVIRON_OVERRIDE = None
-
-
-def parse_bool_env(value: str) -> bool:
-    """Strict boolean for operator-facing flags: true/false/1/0/yes/no (any case)."""
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"expected true or false, got a value of length {len(value)}")
 
 
 def parse_octal_mode(value: object) -> object:
@@ -209,6 +235,13 @@ class CertPairSettings(ServiceSettings):
         "",
         alias="CERTFLOW_REQUIRED_NAMES",
         description="Comma-separated names the certificate must cover; empty: domain and wildcard",
+    )
+    manifest_keys: ManifestKeysSetting = Field(
+        None,
+        alias="CERTFLOW_MANIFEST_KEY_FILES",
+        description="Comma-separated HMAC key files (32+ bytes, mode 0400/0600) authenticating "
+        "the manifest: the reloader signs with the first, distributors accept any; "
+        "unset: manifests are not authenticated (reported on /health and in metrics)",
     )
 
     @field_validator("key_mode", "cert_mode", mode="before", check_fields=False)

@@ -8,32 +8,14 @@ from __future__ import annotations
 
 import errno
 import stat
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-from shared.errors import ManifestInvalid, StorageError
+from shared.errors import ManifestInvalid, ManifestUnauthenticated, StorageError
 from shared.manifest import MANIFEST_NAME, Manifest
+from shared.manifest_auth import MacKeys, authenticate_manifest
+from shared.snapshot import Snapshot, State
 
-
-class State(StrEnum):
-    EMPTY = "empty"  # no manifest yet: nothing was ever published here
-    COMMITTED = "committed"  # manifest and both files agree
-    INCONSISTENT = "inconsistent"  # files do not match the manifest (upload in progress, damage)
-    CORRUPT = "corrupt"  # the manifest itself does not parse
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    state: State
-    manifest: Manifest | None = None
-    cert: bytes | None = None
-    key: bytes | None = None
-    detail: str = ""
-
-    @property
-    def committed(self) -> bool:
-        return self.state is State.COMMITTED
+__all__ = ["Snapshot", "State", "read_snapshot"]
 
 
 def _read(path: Path) -> bytes | None:
@@ -45,8 +27,14 @@ def _read(path: Path) -> bytes | None:
         raise StorageError.from_oserror(f"reading {path.name}", exc) from exc
 
 
-def read_snapshot(directory: Path, *, cert_name: str, key_name: str) -> Snapshot:
-    """What ``directory`` holds now. Raises StorageError when the directory cannot be read."""
+def read_snapshot(
+    directory: Path, *, cert_name: str, key_name: str, keys: MacKeys | None = None
+) -> Snapshot:
+    """What ``directory`` holds now. Raises StorageError when the directory cannot be read.
+
+    With ``keys``, the manifest is authenticated first: one whose MAC does not verify is reported
+    as UNAUTHENTICATED and nothing it names is read or trusted.
+    """
     try:
         # Not Path.is_dir(): it turns only "missing" errors into False and lets EIO/ENOTCONN from
         # a network mount whose server is gone escape as a bare OSError.
@@ -63,15 +51,22 @@ def read_snapshot(directory: Path, *, cert_name: str, key_name: str) -> Snapshot
     raw = _read(directory / MANIFEST_NAME)
     if raw is None:
         return Snapshot(State.EMPTY, detail="no manifest")
+    signer = None
     try:
+        if keys is not None:
+            signer = authenticate_manifest(keys, raw)
         manifest = Manifest.from_json(raw)
+    except ManifestUnauthenticated as exc:
+        return Snapshot(State.UNAUTHENTICATED, detail=str(exc), auth_error=exc)
     except ManifestInvalid as exc:
         return Snapshot(State.CORRUPT, detail=str(exc))
     cert = _read(directory / cert_name)
     key = _read(directory / key_name)
     if cert is None or key is None:
         missing = [n for n, d in ((cert_name, cert), (key_name, key)) if d is None]
-        return Snapshot(State.INCONSISTENT, manifest, detail=f"missing {', '.join(missing)}")
+        return Snapshot(
+            State.INCONSISTENT, manifest, detail=f"missing {', '.join(missing)}", signer=signer
+        )
     if not manifest.matches(cert, key):
         bad = [
             n
@@ -82,6 +77,9 @@ def read_snapshot(directory: Path, *, cert_name: str, key_name: str) -> Snapshot
             if not entry.matches(data)
         ]
         return Snapshot(
-            State.INCONSISTENT, manifest, detail=f"{', '.join(bad)} differ from the manifest"
+            State.INCONSISTENT,
+            manifest,
+            detail=f"{', '.join(bad)} differ from the manifest",
+            signer=signer,
         )
-    return Snapshot(State.COMMITTED, manifest, cert, key)
+    return Snapshot(State.COMMITTED, manifest, cert, key, signer=signer)

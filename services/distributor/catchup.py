@@ -5,20 +5,14 @@ that restart creates (container label ``certflow.fingerprint``). A replica that 
 whose distributor has not installed that pair yet (the node was rebooting, cut off, or its mount
 lagged) loaded the previous files, and no further restart will come for it. The node's
 distributor sends it one SIGHUP once the pair is in place: Vault re-reads its listener
-certificate without sealing (reference A5).
+certificate without sealing (a SIGHUP reloads Vault's TLS listener; it never seals).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class LocalReplica:
-    container_id: str
-    fingerprint: str | None  # the certflow.fingerprint container label, if the restart set one
-    started_at: float  # epoch seconds, the engine's clock (the same node as the install)
+from .facts import LocalReplica
 
 
 def stale_replicas(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shared.cli_help import epilog_for
 from shared.logs import configure_logging, get_logger
 from shared.runtime import run_service
 from shared.settings import load_settings
@@ -21,17 +22,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="one sync pass, no Vault reload; exit 0 when the pair is installed or already "
         "current, 1 otherwise",
     )
-    parser.epilog = (
-        "Settings (environment): DISTRIBUTOR_SOURCE_DIR, DISTRIBUTOR_TARGET_DIR, "
-        "DISTRIBUTOR_RELOAD_MODE=restart|signal|none, DISTRIBUTOR_VAULT_SERVICE, "
-        "DISTRIBUTOR_SERVICE_NAME, DISTRIBUTOR_POLL_INTERVAL, DISTRIBUTOR_POLL_ONLY, "
-        "DISTRIBUTOR_KEY_MODE, "
-        "DISTRIBUTOR_CERT_MODE, DISTRIBUTOR_FILE_UID, DISTRIBUTOR_FILE_GID, DISTRIBUTOR_KEEP, "
-        "DISTRIBUTOR_PEER_PORT, DISTRIBUTOR_PEER_TIMEOUT, DISTRIBUTOR_LAG_TIMEOUT, "
-        "DISTRIBUTOR_NODE_ID, DISTRIBUTOR_UPDATE_TIMEOUT, DISTRIBUTOR_CLOCK_SKEW, "
-        "CERTFLOW_CERT_NAME, CERTFLOW_KEY_NAME, "
-        "CERTFLOW_DOMAIN, "
-        "HEALTH_PORT, DOCKER_HOST."
+    parser.epilog = epilog_for(
+        DistributorSettings,
+        intro="Installs the pair committed on the Storage Box (DISTRIBUTOR_SOURCE_DIR) into "
+        "DISTRIBUTOR_TARGET_DIR and reloads Vault once per certificate the configured way. "
+        "The Docker engine is reached through DOCKER_HOST (default: the local socket).",
+        exit_codes="0 ok (--once: the pair is installed or already current), 1 --once not "
+        "installed, 2 bad setting.",
     )
 
 

@@ -183,16 +183,6 @@ class PairInstaller:
         self._prune()
         return Installed(manifest=manifest, directory=final)
 
-    def rollback(self) -> Installed | None:
-        """Point ``..data`` back at the newest kept generation before the current one."""
-        current = self.current_dir()
-        for name in self.generations():
-            if name != current:
-                self._point(DATA_LINK, name)
-                fsync_dir(self.target)
-                return self.installed()
-        return None
-
     def _write(self, path: Path, data: bytes, mode: int) -> None:
         # Created with no group/other bits; the final mode is set after the owner is.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o600)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from shared.errors import Reason
+from shared.errors import AuthReason, Reason
 
 
 class DistributorMetrics:
@@ -66,6 +66,16 @@ class DistributorMetrics:
             "Paused Vault updates resumed by posting the same spec again (no extra restart)",
             registry=self.registry,
         )
+        self.advances = Counter(
+            "certflow_distributor_update_advances_total",
+            "Gated Vault rolling updates moved on after the restarted member was proven back",
+            registry=self.registry,
+        )
+        self.rollout_halted = Gauge(
+            "certflow_distributor_rollout_halted",
+            "1 while a Vault rolling update is halted on a member that is not back",
+            registry=self.registry,
+        )
         self.update_conflicts = Counter(
             "certflow_distributor_update_conflicts_total",
             "'update out of sequence' answers retried",
@@ -74,6 +84,16 @@ class DistributorMetrics:
         self.signals = Counter(
             "certflow_distributor_vault_signals_total",
             "SIGHUPs sent to local Vault containers",
+            registry=self.registry,
+        )
+        self.canary_failures = Counter(
+            "certflow_distributor_canary_failures_total",
+            "signal mode: rollouts halted because the canary did not serve the new pair in time",
+            registry=self.registry,
+        )
+        self.member_probes = Counter(
+            "certflow_distributor_member_probes_total",
+            "Probes of local Vault members (each runs the Vault CLI twice in the container)",
             registry=self.registry,
         )
         self.lagging_nodes = Gauge(
@@ -87,5 +107,18 @@ class DistributorMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.manifest_refused = Counter(
+            "certflow_distributor_manifest_refused_total",
+            "Storage Box manifests refused because they did not authenticate, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.auth_enabled = Gauge(
+            "certflow_manifest_auth_enabled",
+            "1 when manifests are authenticated (CERTFLOW_MANIFEST_KEY_FILES set), else 0",
+            registry=self.registry,
+        )
         for reason in Reason:
             self.refused.labels(reason=reason.value)
+        for auth_reason in AuthReason:
+            self.manifest_refused.labels(reason=auth_reason.value)

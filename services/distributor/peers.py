@@ -1,8 +1,9 @@
 """What each distributor reports in ``/health`` (``info``), and the coordinator's fan-out to it.
 
-:class:`DistributorInfo` is the one definition both sides use: a distributor publishes it with
-``HealthRegistry.set_info(**info.model_dump(mode="json"))`` and the coordinator parses peers'
-``/health`` back into it. The HTTP client takes an injectable transport (tests, benchmarks).
+:class:`DistributorInfo` (in ``facts``) is the one definition both sides use: a distributor
+publishes it with ``HealthRegistry.set_info(**info.model_dump(mode="json"))`` and the coordinator
+parses peers' ``/health`` back into it. The HTTP client takes an injectable transport (tests,
+benchmarks).
 """
 
 from __future__ import annotations
@@ -14,23 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from shared.docker_engine import DockerEngine
 from shared.errors import DockerError
-from shared.swarm import running_tasks
 
-
-class DistributorInfo(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    node_id: str = ""
-    hostname: str = ""
-    fingerprint: str | None = None  # installed leaf fingerprint
-    generation: int | None = None  # installed generation
-    storagebox_generation: int | None = None  # newest committed generation seen on the Storage Box
-    installed_at: str | None = None  # ISO time the installed generation was put in place
-    last_sync: str | None = None  # ISO time of the last complete pass
-    last_error: str | None = None
+from .facts import DistributorInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +92,10 @@ def health_url(address: str, port: int) -> str:
 # -- discovery ---------------------------------------------------------------------------------
 
 
-def urls_from_tasks(client: object, service: str, port: int) -> dict[str, str]:
+def urls_from_tasks(engine: DockerEngine, service: str, port: int) -> dict[str, str]:
     """node ID -> /health URL of each running task of our own service (needs a manager)."""
     urls: dict[str, str] = {}
-    for task in running_tasks(client, service):
+    for task in engine.tasks(service):
         addresses = [
             ip for network, ips in task.addresses.items() if network != "ingress" for ip in ips
         ]
@@ -136,14 +126,14 @@ class PeerDirectory:
     def __init__(
         self,
         *,
-        docker_client: object | None,
+        engine: DockerEngine | None,
         service: str,
         port: int,
         timeout: float = 3.0,
         transport: httpx.AsyncBaseTransport | None = None,
         static: Mapping[str, str] | None = None,
     ) -> None:
-        self.docker_client = docker_client
+        self.engine = engine
         self.service = service
         self.port = port
         self.timeout = timeout
@@ -155,9 +145,9 @@ class PeerDirectory:
         by_node: dict[str, str] = {}
         if self.static is not None:
             by_node = dict(self.static)
-        elif self.docker_client is not None:
+        elif self.engine is not None:
             try:
-                by_node = urls_from_tasks(self.docker_client, self.service, self.port)
+                by_node = urls_from_tasks(self.engine, self.service, self.port)
             except DockerError:
                 by_node = {}
         if by_node:

@@ -8,16 +8,25 @@ A restarted or second coordinator therefore picks up exactly where the first one
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
 
+from shared.docker_engine import DockerEngine
 from shared.logs import get_logger
-from shared.swarm import TaskInfo, is_leader, list_nodes, running_tasks, service_attrs
-from shared.swarm import service_state_from_dict as _state
+from shared.swarm import NodeInfo, TaskInfo
 
-from .coordinator import FINGERPRINT_LABEL, Decision, Kind, Observed, decide
-from .docker_ops import RestartOutcome, force_update_once, resume_update
+from .coordinator import (
+    Decision,
+    Kind,
+    Limits,
+    Member,
+    Memory,
+    Observed,
+    decide,
+    step,
+)
+from .docker_ops import advance_update, force_update_once, resume_update
+from .facts import FINGERPRINT_LABEL, RESUMES_LABEL, DistributorInfo, resumes_from_label
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 
@@ -29,9 +38,15 @@ RESUME_START_WINDOW = 15.0
 
 
 class RestartCoordinator:
+    """The shell around :func:`coordinator.step`: observe Docker and the peers, decide, act.
+
+    The decision's memory lives in ``self._memory`` between steps; the part that must survive a
+    leader change (the resume count) is written into the Vault service's labels with the resume.
+    """
+
     def __init__(
         self,
-        client: Any,
+        engine: DockerEngine,
         *,
         vault_service: str,
         peers: PeerDirectory,
@@ -43,122 +58,97 @@ class RestartCoordinator:
         leader: Callable[[], bool] | None = None,
         max_resumes: int = 3,
         resume_after: float = 30.0,
+        member_bound: float = 120.0,
+        voter_wait: float = 12.0,
     ) -> None:
-        self.client = client
+        self.engine = engine
         self.vault_service = vault_service
         self.peers = peers
-        self.lag_timeout = lag_timeout
         self.metrics = metrics or DistributorMetrics()
         self.clock = clock
-        self._leader = leader or (lambda: is_leader(client))
-        self._pending: tuple[str, float] | None = None
-        # fingerprint, when we posted its update, how long "no UpdateStatus yet" means "not started"
-        self._posted: tuple[str, float, float] | None = None
-        self.update_timeout = update_timeout
+        self._leader = leader or engine.is_leader
         self.clock_skew = clock_skew
-        self.last_outcome: RestartOutcome | None = None
-        self.max_resumes = max_resumes
-        self.resume_after = resume_after
-        self._paused: tuple[str, float] | None = None  # fingerprint, first seen paused
-        self._resumes: dict[str, int] = {}  # fingerprint -> resumes posted by this coordinator
+        self.limits = Limits(
+            lag_timeout=lag_timeout,
+            update_timeout=update_timeout,
+            resume_window=RESUME_START_WINDOW,
+            max_resumes=max_resumes,
+            resume_after=resume_after,
+            member_bound=member_bound,
+            voter_wait=voter_wait,
+        )
+        self._memory = Memory()
 
     def step(self, fingerprint: str | None) -> Decision:
         """One observe-decide-act pass. Raises DockerError when the engine fails."""
         now = self.clock()
         if not self._leader():
             return decide(_empty(now, fingerprint, leader=False))
-        attrs = service_attrs(self.client, self.vault_service)
-        state = _state(attrs)
+        state = self.engine.service(self.vault_service)
         label = state.labels.get(FINGERPRINT_LABEL)
-        if fingerprint is None or label == fingerprint:
-            self._pending = None
-            self.metrics.lagging_nodes.set(0)
-            posted = (
-                self._posted is not None
-                and self._posted[0] == fingerprint
-                and state.update_state is None
-                and now - self._posted[1] < self._posted[2]
-            )
-            if not posted:
-                self._posted = None
-            obs = replace(
-                _empty(now, fingerprint, leader=True, label=label),
-                update_state=state.update_state,
-                update_message=state.update_message,
-                posted=posted,
-            )
-            if fingerprint is not None and state.update_state == "paused":
-                return self._paused_step(fingerprint, obs, attrs)
-            self._paused = None
-            return decide(obs)
-        if self._pending is None or self._pending[0] != fingerprint:
-            self._pending = (fingerprint, now)
-        tasks = running_tasks(self.client, self.vault_service)
-        nodes = list_nodes(self.client)
-        survey = self.peers.survey()
-        self.metrics.fanout_seconds.observe(survey.seconds)
-        decision = decide(
-            Observed(
-                now=now,
-                is_leader=True,
-                fingerprint=fingerprint,
-                label=label,
-                update_state=state.update_state,
-                update_message=state.update_message,
-                vault_nodes=frozenset(t.node_id for t in tasks),
-                nodes=nodes,
-                reports=survey.reports,
-                failures=survey.failures,
-                pending_since=self._pending[1],
-                lag_timeout=self.lag_timeout,
-                vault_started=_oldest_start(tasks),
-                clock_skew=self.clock_skew,
-            )
+        # Every task Swarm wants running, running or not: a sealed member stays "starting".
+        all_tasks = self.engine.tasks(self.vault_service, running_only=False)
+        nodes = self.engine.nodes()
+        running = [t for t in all_tasks if t.state == "running"]
+        memory = self._memory
+        if memory.fingerprint != fingerprint:
+            memory = Memory(fingerprint=fingerprint)
+        recorded = resumes_from_label(state.labels.get(RESUMES_LABEL), fingerprint)
+        memory = replace(memory, resumes=max(memory.resumes, recorded))
+        # The peers report what they installed and how their Vault members answer (the gate).
+        survey = None
+        if fingerprint is not None:
+            survey = self.peers.survey()
+            self.metrics.fanout_seconds.observe(survey.seconds)
+        observed = Observed(
+            now=now,
+            is_leader=True,
+            fingerprint=fingerprint,
+            label=label,
+            update_state=state.update_state,
+            update_message=state.update_message,
+            vault_nodes=frozenset(t.node_id for t in running),
+            nodes=nodes,
+            reports=survey.reports if survey else {},
+            failures=survey.failures if survey else {},
+            vault_started=_oldest_start(running),
+            clock_skew=self.clock_skew,
+            not_back=_not_back(all_tasks, nodes),
+            members=_members(all_tasks, nodes, survey.reports if survey else {}),
         )
-        self.metrics.lagging_nodes.set(len(decision.nodes))
-        if decision.kind not in {Kind.RESTART, Kind.ADOPT}:
-            return decision
-        force = decision.kind is Kind.RESTART
-        outcome = force_update_once(
-            self.client, self.vault_service, fingerprint, observed=attrs, force=force
-        )
-        self.last_outcome = outcome
-        self.metrics.update_conflicts.inc(outcome.conflicts)
-        if outcome.restarted and force:
-            self.metrics.restarts.inc()
-            self._posted = (fingerprint, now, self.update_timeout)
-        elif outcome.restarted:
-            self.metrics.adoptions.inc()
-        self._pending = None
-        return decision
-
-    def _paused_step(self, fingerprint: str, obs: Observed, attrs: dict[str, Any]) -> Decision:
-        """Our update is paused: look at the Vault nodes and maybe resume it (coordinator.py)."""
-        if self._paused is None or self._paused[0] != fingerprint:
-            self._paused = (fingerprint, obs.now)
-        used = self._resumes.get(fingerprint, 0)
-        tasks = running_tasks(self.client, self.vault_service)
-        survey = self.peers.survey()
-        decision = decide(
-            replace(
-                obs,
-                vault_nodes=frozenset(t.node_id for t in tasks),
-                nodes=list_nodes(self.client),
-                reports=survey.reports,
-                failures=survey.failures,
-                paused_since=self._paused[1],
-                resumes_left=self.max_resumes - used,
-                resume_after=self.resume_after,
+        decision, self._memory = step(observed, memory, self.limits)
+        waiting = fingerprint is not None and label != fingerprint
+        self.metrics.lagging_nodes.set(len(decision.nodes) if waiting else 0)
+        if decision.kind in {Kind.RESTART, Kind.ADOPT} and fingerprint is not None:
+            force = decision.kind is Kind.RESTART
+            outcome = force_update_once(
+                self.engine, self.vault_service, fingerprint, observed=state, force=force
             )
-        )
-        if decision.kind is Kind.RESUME:
-            self._resumes = {fingerprint: used + 1}
-            self._paused = None
+            self.metrics.update_conflicts.inc(outcome.conflicts)
+            if outcome.posted and force:
+                self.metrics.restarts.inc()
+            elif outcome.posted:
+                self.metrics.adoptions.inc()
+            else:  # someone else acted first: nothing of ours to wait for
+                self._memory = replace(self._memory, posted_at=None, post_window=0.0)
+        elif decision.kind is Kind.ADVANCE and self._memory.gate_task is not None:
+            if advance_update(
+                self.engine, self.vault_service, self._memory.gate_task, observed=state
+            ):
+                self.metrics.advances.inc()
+        elif decision.kind is Kind.RESUME and fingerprint is not None:
             # When every task already runs the current spec, Swarm starts no update and
             # UpdateStatus stays absent: a short window, after which absent reads as done.
-            if resume_update(self.client, self.vault_service, fingerprint, observed=attrs):
+            if resume_update(
+                self.engine,
+                self.vault_service,
+                fingerprint,
+                observed=state,
+                resumes=self._memory.resumes,
+            ):
                 self.metrics.resumes.inc()
-                self._posted = (fingerprint, obs.now, RESUME_START_WINDOW)
+            else:
+                self._memory = replace(self._memory, posted_at=None, post_window=0.0)
         return decision
 
 
@@ -176,6 +166,46 @@ def _empty(
         nodes={},
         reports={},
     )
+
+
+def _members(
+    tasks: list[TaskInfo], nodes: dict[str, NodeInfo], reports: Mapping[str, DistributorInfo]
+) -> tuple[Member, ...]:
+    """Every Vault task Swarm wants running, with what its node's distributor probed of it."""
+    probes = {p.task_id: p for info in reports.values() for p in info.members if p.task_id}
+    out = []
+    for task in tasks:
+        info = nodes.get(task.node_id)
+        host = info.hostname if info and info.hostname else (task.node_id or "no node")
+        where = f"slot {task.slot} on {host}" if task.slot is not None else f"task on {host}"
+        probe = probes.get(task.task_id)
+        out.append(
+            Member(
+                task_id=task.task_id,
+                where=where,
+                running=task.state == "running",
+                started_at=task.started_at.timestamp() if task.started_at else None,
+                sealed=probe.sealed if probe else None,
+                proven=probe.proven if probe and probe.sealed is not None else None,
+                fingerprint=probe.fingerprint if probe else None,
+                detail=probe.detail if probe else "",
+            )
+        )
+    return tuple(out)
+
+
+def _not_back(tasks: list[TaskInfo], nodes: dict[str, NodeInfo]) -> tuple[str, ...]:
+    """Vault tasks that should run but are not running (healthy), labelled for operators."""
+    out = []
+    for task in sorted(tasks, key=lambda t: (t.slot or 0, t.task_id)):
+        if task.state == "running":
+            continue
+        info = nodes.get(task.node_id)
+        where = info.hostname if info and info.hostname else (task.node_id or "no node")
+        slot = f"slot {task.slot}" if task.slot is not None else f"task {task.task_id[:12]}"
+        detail = f" ({task.error})" if task.error else ""
+        out.append(f"{slot} on {where}: {task.state}{detail}")
+    return tuple(out)
 
 
 def _oldest_start(tasks: list[TaskInfo]) -> dict[str, float]:

@@ -6,31 +6,34 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from shared import __version__
 from shared.atomic import write_file_atomic
-from shared.errors import CertificateInvalid, DockerError, StorageError
-from shared.health import HealthRegistry, StallWatch, Status
+from shared.docker_engine import DockerEngine, open_engine
+from shared.errors import CertificateInvalid, DockerError, ManifestUnauthenticated, StorageError
+from shared.health import HealthRegistry, StallWatch, Status, report_manifest_auth
 from shared.logs import get_logger
-from shared.swarm import list_nodes, local_node
+from shared.status import iso
+from shared.watch import ChangeWatcher, Wake
 
 from .catchup import stale_replicas
 from .coordinator import Decision, Kind, nodes_not_ready
-from .docker_ops import local_replicas, open_client, signal_container, signal_local_containers
+from .docker_ops import local_replicas
+from .facts import DistributorInfo, MemberProbe
 from .install import Installed, PairInstaller, installed_at
+from .local_members import LocalMemberProber
 from .metrics import DistributorMetrics
-from .peers import DistributorInfo, PeerDirectory
+from .peers import PeerDirectory
 from .reload import RestartCoordinator
 from .settings import DistributorSettings
-from .sync import ChangeWatcher, Step, Syncer, SyncResult
+from .signal_canary import Member, Plan, View, plan, read_marker, render_marker, serves
+from .signal_canary import Step as CanaryStep
+from .sync import Step, Syncer, SyncResult
 
 _log = get_logger(__name__)
 SIGNALLED_MARKER = ".certflow-signalled"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+# Quiet period after a Storage Box event before the pass reads the files.
+_SETTLE = 0.05
 
 
 _RELOAD_STATUS = {
@@ -43,6 +46,11 @@ _RELOAD_STATUS = {
     Kind.LAGGING: Status.FAILING,
     Kind.FAILED: Status.FAILING,
     Kind.RESUME: Status.DEGRADED,
+    Kind.HELD: Status.DEGRADED,
+    Kind.NOT_BACK: Status.DEGRADED,
+    Kind.GATE: Status.OK,
+    Kind.HALTED: Status.FAILING,
+    Kind.ADVANCE: Status.OK,
 }
 
 
@@ -59,7 +67,7 @@ class Distributor:
         self,
         settings: DistributorSettings,
         *,
-        docker_client: Any | None = None,
+        engine: DockerEngine | None = None,
         health: HealthRegistry | None = None,
         metrics: DistributorMetrics | None = None,
         peers: PeerDirectory | None = None,
@@ -79,44 +87,73 @@ class Distributor:
             gid=settings.file_gid,
             keep=settings.keep,
         )
-        self.syncer = Syncer(settings.source_dir, self.installer, names=settings.names)
-        self.client = docker_client
+        self.syncer = Syncer(
+            settings.source_dir,
+            self.installer,
+            names=settings.names,
+            keys=settings.manifest_keys,
+            trust=settings.trust_bundle,
+            trust_name=settings.trust_name,
+        )
+        self.engine = engine
         self.node_id = settings.node_id
         self.coordinator: RestartCoordinator | None = None
-        if self.client is not None and settings.reload_mode == "restart":
+        self.peers = peers or PeerDirectory(
+            engine=self.engine,
+            service=settings.service_name,
+            port=settings.effective_peer_port,
+            timeout=settings.peer_timeout,
+        )
+        self.prober: LocalMemberProber | None = None
+        # Probed in every mode, "none" included: the reports tell the leader (and operators)
+        # what each Vault member serves, whoever reloads it.
+        if self.engine is not None:
+            self.prober = LocalMemberProber(
+                self.engine, service=settings.vault_service, interval=settings.probe_interval
+            )
+        if self.engine is not None and settings.reload_mode == "restart":
             self.coordinator = RestartCoordinator(
-                self.client,
+                self.engine,
                 vault_service=settings.vault_service,
-                peers=peers
-                or PeerDirectory(
-                    docker_client=self.client,
-                    service=settings.service_name,
-                    port=settings.effective_peer_port,
-                    timeout=settings.peer_timeout,
-                ),
+                peers=self.peers,
                 lag_timeout=settings.lag_timeout,
                 clock_skew=settings.clock_skew,
                 update_timeout=settings.update_timeout,
                 metrics=self.metrics,
                 max_resumes=settings.update_resumes,
                 resume_after=settings.resume_after,
+                member_bound=settings.member_bound,
+                voter_wait=settings.voter_wait,
             )
-        self.wake = threading.Event()
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
         self._caught_up: set[str] = set()  # local Vault containers already sent a catch-up SIGHUP
+        self.members: list[MemberProbe] = []  # this node's Vault members, as last probed
+        self._canary_wait: tuple[str, float] | None = None  # fingerprint, waiting since
+        self._canary_logged: set[tuple[str, str, str]] = set()  # (fingerprint, event, container)
+        self._report_auth()
         self._publish_info(None)
+
+    def _report_auth(self) -> None:
+        keys = self.settings.manifest_keys
+        report_manifest_auth(
+            self.health,
+            self.metrics.auth_enabled,
+            keys,
+            message=f"manifests accepted from key id(s) {', '.join(keys.ids)}" if keys else "",
+            accepted_keys=list(keys.ids) if keys else [],
+        )
 
     @classmethod
     def from_settings(cls, settings: DistributorSettings) -> Distributor:
-        client = None
+        engine = None
         if settings.reload_mode != "none":
             try:
-                client = open_client()
+                engine = open_engine()
             except DockerError as exc:
                 # Without a Docker socket (or on a worker) a distributor only syncs.
                 _log.warning("docker.unavailable", error=str(exc))
-        return cls(settings, docker_client=client)
+        return cls(settings, engine=engine)
 
     # -- one pass ------------------------------------------------------------------------------
 
@@ -125,6 +162,25 @@ class Distributor:
         self.metrics.sync_passes.inc()
         try:
             result = self.syncer.sync_once(now)
+        except ManifestUnauthenticated as exc:
+            signer = exc.key_id or "unsigned"
+            if self.state.refused != str(exc):
+                # Counted and logged once per refused manifest, not once per poll.
+                self.metrics.manifest_refused.labels(reason=exc.reason.value).inc()
+                _log.error(
+                    "manifest.refused", reason=exc.reason.value, key_id=signer, error=str(exc)
+                )
+            self.state.refused = self.state.last_error = str(exc)
+            self.health.report(
+                "sync",
+                Status.FAILING,
+                f"Storage Box manifest refused (key id {signer}), keeping the installed pair: "
+                f"{exc}",
+                reason=exc.reason.value,
+                key_id=signer,
+            )
+            self._publish_info(None)
+            return None
         except CertificateInvalid as exc:
             if self.state.refused != str(exc):
                 # Counted and logged once per refused pair, not once per poll.
@@ -171,11 +227,11 @@ class Distributor:
 
     def _report_swarm(self, decision: Decision) -> None:
         """On the leader: a ``swarm`` check naming the nodes that are not ready."""
-        if decision.kind is Kind.SYNC_ONLY or self.client is None:
+        if decision.kind is Kind.SYNC_ONLY or self.engine is None:
             self.health.remove("swarm")
             return
         try:
-            not_ready = nodes_not_ready(list_nodes(self.client))
+            not_ready = nodes_not_ready(self.engine.nodes())
         except DockerError as exc:
             self.health.report("swarm", Status.DEGRADED, f"cannot list the nodes: {exc}")
             return
@@ -183,7 +239,8 @@ class Distributor:
             self.health.report(
                 "swarm",
                 Status.DEGRADED,
-                "node(s) not ready, left out of Vault restarts: " + "; ".join(not_ready),
+                "node(s) not ready (a Vault node down holds Vault restarts): "
+                + "; ".join(not_ready),
                 nodes=list(not_ready),
             )
         else:
@@ -191,7 +248,7 @@ class Distributor:
 
     def reload_pass(self) -> Decision | None:
         mode = self.settings.reload_mode
-        if mode == "none" or self.client is None:
+        if self.engine is None:
             return None
         try:
             installed = self.installer.installed()
@@ -200,10 +257,13 @@ class Distributor:
             return None
         fingerprint = installed.manifest.fingerprint if installed else None
         try:
-            if mode == "signal":
-                self._signal_if_owed(fingerprint)
+            self._probe_members(fingerprint)
+            if mode == "none":
                 return None
-            self._catch_up(installed)
+            if mode == "signal":
+                self._signal_canary(self.engine, fingerprint)
+                return None
+            self._catch_up(self.engine, installed)
             if self.coordinator is None:
                 return None
             decision = self.coordinator.step(fingerprint)
@@ -218,28 +278,33 @@ class Distributor:
             nodes=list(decision.nodes),
             left_out=list(decision.left_out),
         )
+        self.metrics.rollout_halted.set(1 if decision.kind is Kind.HALTED else 0)
         self._report_swarm(decision)
         key = (decision.kind, decision.fingerprint, decision.nodes)
         if key != self._last_decision:
             # One line per change of state, not one per poll.
             self._last_decision = key
-            log = _log.error if decision.kind in {Kind.LAGGING, Kind.FAILED} else _log.info
+            log = (
+                _log.error
+                if decision.kind in {Kind.LAGGING, Kind.FAILED, Kind.HALTED}
+                else _log.info
+            )
             log("vault.reload", decision=decision.kind.value, message=decision.message)
         return decision
 
-    def _catch_up(self, installed: Installed | None) -> None:
+    def _catch_up(self, engine: DockerEngine, installed: Installed | None) -> None:
         """SIGHUP a local Vault replica created for this pair but started before it was here."""
         if installed is None:
             return
         at = installed_at(installed.directory)
         stale = stale_replicas(
-            local_replicas(self.client, self.settings.vault_service, self._node_id()),
+            local_replicas(engine, self.settings.vault_service, self._node_id()),
             installed=installed.manifest.fingerprint,
             installed_at=at.timestamp() if at else None,
             signalled=frozenset(self._caught_up),
         )
         for container_id in stale:
-            if signal_container(self.client, container_id):
+            if engine.signal_container(container_id):
                 self.metrics.signals.inc()
                 _log.warning(
                     "vault.catch_up",
@@ -248,33 +313,137 @@ class Distributor:
                 )
             self._caught_up.add(container_id)
 
-    def _signal_if_owed(self, fingerprint: str | None) -> None:
-        """SIGHUP local Vault containers once per installed fingerprint.
+    def _probe_members(self, fingerprint: str | None) -> None:
+        """Probe the local Vault members (due ones only) and publish them in /health."""
+        if self.prober is None:
+            return
+        before = self.prober.probes
+        self.members = self.prober.probe(self._node_id(), fingerprint)
+        self.metrics.member_probes.inc(self.prober.probes - before)
+        self._publish_info(None)
 
-        The fingerprint last signalled is kept in a file beside the pair, so a distributor killed
-        between installing and signalling still sends the SIGHUP after it restarts.
-        """
+    def _signalled_for(self, fingerprint: str) -> frozenset[str]:
+        """Containers already sent a SIGHUP for ``fingerprint`` (kept beside the pair, so a
+        distributor killed between installing and signalling still knows after it restarts)."""
         marker = self.settings.target_dir / SIGNALLED_MARKER
         try:
-            done = marker.read_text().strip() if marker.exists() else None
+            text = marker.read_text() if marker.exists() else ""
         except OSError:
-            done = None
-        if fingerprint is None or done == fingerprint:
-            return
-        sent = signal_local_containers(self.client, self.settings.vault_service, self._node_id())
-        self.metrics.signals.inc(len(sent))
+            text = ""
+        done, containers = read_marker(text)
+        if done != fingerprint:
+            return frozenset()
+        if containers is None:  # an older distributor signalled every local container then
+            return frozenset(m.container_id for m in self.members)
+        return containers
+
+    def _remember_signalled(self, fingerprint: str, containers: frozenset[str]) -> None:
+        marker = self.settings.target_dir / SIGNALLED_MARKER
         try:
-            write_file_atomic(marker, f"{fingerprint}\n".encode())
+            write_file_atomic(marker, render_marker(fingerprint, containers).encode())
         except StorageError as exc:
             _log.warning("signal.marker_failed", error=str(exc))
+
+    def _remote_members(self) -> list[Member]:
+        survey = self.peers.survey()
+        me = self._node_id()
+        return [
+            Member(node, report.hostname, report.fingerprint, probe)
+            for node, report in sorted(survey.reports.items())
+            if me not in (node, report.node_id)
+            for probe in report.members
+        ]
+
+    def _signal_canary(self, engine: DockerEngine, fingerprint: str | None) -> None:
+        """Signal mode: the canary member first, the others once it serves the new pair."""
+        now = time.time()
+        signalled = self._signalled_for(fingerprint) if fingerprint else frozenset()
+        # Peers are asked only while a local member still lacks the pair.
+        behind = fingerprint is not None and any(not serves(m, fingerprint) for m in self.members)
+        remote = self._remote_members() if behind else []
+        wait = self._canary_wait
+        decided = plan(
+            View(
+                now=now,
+                fingerprint=fingerprint,
+                node_id=self._node_id(),
+                node_name=self.settings.node_name,
+                local=self.members,
+                remote=remote,
+                signalled=signalled,
+                waiting_since=wait[1] if wait and wait[0] == fingerprint else None,
+                timeout=self.settings.canary_timeout,
+            )
+        )
+        if decided.waiting and fingerprint is not None:
+            if wait is None or wait[0] != fingerprint:
+                self._canary_wait = (fingerprint, now)
+        else:
+            self._canary_wait = None
+        if fingerprint is not None:
+            self._log_canary(fingerprint, decided)
+            self._send(engine, fingerprint, decided, signalled)
         self.health.report(
-            "reload", Status.OK, f"SIGHUP sent to {len(sent)} local vault container(s)"
+            "reload",
+            decided.status,
+            decided.message,
+            step=decided.step.value,
+            canary=decided.canary.label if decided.canary else None,
         )
 
+    def _send(
+        self, engine: DockerEngine, fingerprint: str, decided: Plan, signalled: frozenset[str]
+    ) -> None:
+        slots = {m.container_id: m.slot for m in self.members}
+        canary = decided.canary.probe.container_id if decided.canary else None
+        for container_id in decided.signal:
+            # Recorded before the signal: a crash in between costs a SIGHUP, never a second one.
+            signalled = signalled | {container_id}
+            self._remember_signalled(fingerprint, signalled)
+            if engine.signal_container(container_id):
+                self.metrics.signals.inc()
+                _log.info(
+                    "vault.signalled",
+                    container=container_id[:12],
+                    slot=slots.get(container_id),
+                    canary=container_id == canary,
+                    fingerprint=fingerprint,
+                )
+            if self.prober is not None:
+                self.prober.forget(container_id)
+
+    def _log_canary(self, fingerprint: str, decided: Plan) -> None:
+        """One line per canary outcome and fingerprint, not one per pass."""
+        if decided.canary is None:
+            return
+        container = decided.canary.probe.container_id
+        if decided.step is CanaryStep.HALTED:
+            key = (fingerprint, "failed", container)
+            if key not in self._canary_logged:
+                self._canary_logged.add(key)
+                self.metrics.canary_failures.inc()
+                _log.error(
+                    "vault.canary_failed",
+                    canary=decided.canary.label,
+                    slot=decided.canary.probe.slot,
+                    detail=decided.canary.probe.detail,
+                    message=decided.message,
+                )
+        elif decided.step in {CanaryStep.ROLL, CanaryStep.WAIT, CanaryStep.DONE}:
+            key = (fingerprint, "proven", container)
+            if key not in self._canary_logged:
+                self._canary_logged.add(key)
+                _log.info(
+                    "vault.canary_proven",
+                    canary=decided.canary.label,
+                    slot=decided.canary.probe.slot,
+                    fingerprint=fingerprint,
+                )
+
     def _node_id(self) -> str:
-        if not self.node_id and self.client is not None:
+        if not self.node_id and self.engine is not None:
             try:
-                self.node_id = local_node(self.client).node_id
+                self.node_id = self.engine.local_node().node_id
             except DockerError:
                 return ""
         return self.node_id
@@ -291,10 +460,11 @@ class Distributor:
             hostname=self.settings.node_name,
             fingerprint=installed.manifest.fingerprint if installed else None,
             generation=installed.manifest.generation if installed else None,
-            installed_at=_iso(installed_at(installed.directory)) if installed else None,
+            installed_at=iso(installed_at(installed.directory)) if installed else None,
             storagebox_generation=self.state.seen_generation,
-            last_sync=self.state.last_sync.isoformat() if self.state.last_sync else None,
+            last_sync=iso(self.state.last_sync),
             last_error=self.state.last_error,
+            members=self.members,
         )
         self.health.set_info(**info.model_dump(mode="json"))
 
@@ -305,15 +475,20 @@ class Distributor:
             self.installer.clean_start()
         except StorageError as exc:
             _log.error("install.clean_failed", error=str(exc))
-        watcher = ChangeWatcher(self.settings.source_dir, self.wake)
-        if not self.settings.poll_only:
-            watcher.start()
+        # Flat directory, so not recursive; the short debounce lets a burst of writes (files, then
+        # the manifest) settle before the pass reads them.
+        watcher = ChangeWatcher(
+            self.settings.source_dir,
+            debounce=_SETTLE,
+            use_inotify=not self.settings.poll_only,
+            recursive=False,
+        )
         _log.info(
             "distributor.started",
             source=str(self.settings.source_dir),
             target=str(self.settings.target_dir),
             reload_mode=self.settings.reload_mode,
-            docker=self.client is not None,
+            docker=self.engine is not None,
         )
         # A pass normally takes milliseconds; one blocked on a dead mount shows as failing.
         stall = StallWatch(
@@ -325,9 +500,7 @@ class Distributor:
         stall.start()
         try:
             while not stop.is_set():
-                self.wake.clear()
-                if not self.settings.poll_only and not watcher.watching:
-                    watcher.start(quiet=True)  # the mount may have appeared since the start
+                watcher.ensure_started()  # the mount may have appeared since the start
                 stall.begin()
                 try:
                     self.sync_pass()
@@ -336,19 +509,9 @@ class Distributor:
                 if stop.is_set():
                     break
                 self.reload_pass()
-                self._sleep(stop)
+                if watcher.wait(stop, self.settings.poll_interval) is Wake.STOP:
+                    break
         finally:
             stall.stop()
             watcher.stop()
         return 0
-
-    def _sleep(self, stop: threading.Event) -> None:
-        deadline = time.monotonic() + self.settings.poll_interval
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self.wake.wait(min(remaining, 0.25)):
-                # Let a burst of writes (files, then the manifest) settle before reading.
-                stop.wait(0.05)
-                return

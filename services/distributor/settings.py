@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from shared.settings import CertPairSettings
+from shared.settings import (
+    CertPairSettings,
+    OptionalInt,
+    TrustBundleSetting,
+    TrustNameSetting,
+)
 
 ReloadMode = Literal["restart", "signal", "none"]
 
@@ -69,19 +74,19 @@ class DistributorSettings(CertPairSettings):
         alias="DISTRIBUTOR_CERT_MODE",
         description="Octal file mode of the installed certificate",
     )
-    file_uid: int | None = Field(
+    file_uid: OptionalInt = Field(
         None,
         alias="DISTRIBUTOR_FILE_UID",
         ge=0,
         description="Owner uid of the installed files (Vault's user); unset: the distributor's",
     )
-    file_gid: int | None = Field(
+    file_gid: OptionalInt = Field(
         None,
         alias="DISTRIBUTOR_FILE_GID",
         ge=0,
         description="Owner gid of the installed files (Vault's group); unset: the distributor's",
     )
-    peer_port: int | None = Field(
+    peer_port: OptionalInt = Field(
         None,
         alias="DISTRIBUTOR_PEER_PORT",
         ge=1,
@@ -141,11 +146,55 @@ class DistributorSettings(CertPairSettings):
         le=86400,
         description="Seconds a Vault update must have been paused before it is resumed",
     )
+    member_bound: float = Field(
+        120.0,
+        alias="DISTRIBUTOR_MEMBER_BOUND",
+        gt=0,
+        le=86400,
+        description="restart mode: seconds a restarted Vault member may take to be back "
+        "(unsealed, serving the installed pair, trusted) before the rollout is reported halted",
+    )
+    voter_wait: float = Field(
+        12.0,
+        alias="DISTRIBUTOR_VOTER_WAIT",
+        ge=0,
+        le=3600,
+        description="restart mode: seconds a restarted member must be back before the next one "
+        "stops (raft makes a rejoined member a voter after autopilot's stabilization time, 10 s)",
+    )
 
-    @field_validator("file_uid", "file_gid", "peer_port", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
+    # Each probe runs the member's Vault CLI twice inside its container (a Go program start).
+    probe_interval: float = Field(
+        60.0,
+        alias="DISTRIBUTOR_PROBE_INTERVAL",
+        ge=5,
+        le=3600,
+        description="Seconds between probes of a local Vault member proven to serve the "
+        "installed pair (others: every pass)",
+    )
+    canary_timeout: float = Field(
+        60.0,
+        alias="DISTRIBUTOR_CANARY_TIMEOUT",
+        gt=0,
+        le=86400,
+        description="signal mode: seconds the canary member may take to serve a new pair "
+        "before the rollout halts",
+    )
+
+    # The trust check: the chain must verify, for the name Vault's clients dial, against the CA
+    # bundle they use. Unset: not checked (the pair is still validated on its own).
+    trust_bundle: TrustBundleSetting = Field(
+        None,
+        alias="DISTRIBUTOR_TRUST_BUNDLE",
+        description="PEM CA bundle of Vault's clients; set: a chain that does not verify against "
+        "it is refused before installing",
+    )
+    trust_name: TrustNameSetting = Field(
+        None,
+        alias="DISTRIBUTOR_TRUST_NAME",
+        description="DNS name the chain must verify for (Vault's TLS name, e.g. vault.iklim.co); "
+        "unset: the leaf's first name, a wildcard's * replaced by certflow-check",
+    )
 
     @model_validator(mode="after")
     def _distinct_dirs(self) -> DistributorSettings:

@@ -9,29 +9,25 @@ import sys
 from services.reloader.metrics import ReloaderMetrics
 from services.reloader.service import Reloader, run_loop
 from services.reloader.settings import ReloaderSettings
-from services.reloader.watch import ChangeWatcher
 from shared import __version__
+from shared.cli_help import epilog_for
 from shared.health import HealthRegistry
 from shared.logs import configure_logging, get_logger
 from shared.runtime import run_service
 from shared.settings import load_settings
+from shared.watch import ChangeWatcher
 
 _log = get_logger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "Reads certbot's fullchain.pem/privkey.pem from RELOADER_SOURCE_DIR (default "
-        "/swag-config/etc/letsencrypt/live/iklim.co), validates them and publishes them to "
-        "RELOADER_TARGET_DIR (default /mnt/storagebox/ssl) as CERTFLOW_CERT_NAME and "
-        "CERTFLOW_KEY_NAME, with certflow-manifest.json written last. Other settings: "
-        "CERTFLOW_DOMAIN, CERTFLOW_REQUIRED_NAMES, HEALTH_PORT (8080), RELOADER_CHECK_INTERVAL "
-        "(60 s), RELOADER_DEBOUNCE (0.5 s), RELOADER_ALLOW_DOWNGRADE, RELOADER_POLL_ONLY, "
-        "RELOADER_KEY_MODE (0600), RELOADER_CERT_MODE (0644), RELOADER_FILE_UID, "
-        "RELOADER_FILE_GID, RELOADER_INVALID_GRACE (600 s), RELOADER_WARN_DAYS (14), "
-        "RELOADER_RETRY_MAX (60 s), RELOADER_SOURCE_ROOT, LOG_FORMAT, LOG_LEVEL. "
-        "Exit status: 0 ok (--once: published or already current), 1 --once refused or "
-        "failed, 2 bad setting."
+    parser.epilog = epilog_for(
+        ReloaderSettings,
+        intro="Reads certbot's fullchain.pem and privkey.pem from RELOADER_SOURCE_DIR, validates "
+        "them and publishes them to RELOADER_TARGET_DIR as CERTFLOW_CERT_NAME and "
+        "CERTFLOW_KEY_NAME, with certflow-manifest.json written last.",
+        exit_codes="0 ok (--once: published or already current), 1 --once refused or failed, "
+        "2 bad setting.",
     )
     parser.add_argument(
         "--once",

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.health import Status
-from shared.storagebox import Snapshot, State
+from shared.snapshot import Snapshot, State
+from shared.status import Status
 
 
 class Action(StrEnum):
     CURRENT = "current"  # the Storage Box holds exactly the source pair, committed
     PUBLISH = "publish"  # a different (or no) pair is committed: publish the source pair
     REPAIR = "repair"  # the Storage Box is inconsistent or its manifest corrupt: republish
+    RESIGN = "resign"  # the right pair, signed with a key that is no longer the signing key
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +29,21 @@ class Decision:
     why: str
 
 
-def decide(cert: bytes, key: bytes, snapshot: Snapshot, *, highest_seen: int = 0) -> Decision:
+def decide(
+    cert: bytes,
+    key: bytes,
+    snapshot: Snapshot,
+    *,
+    highest_seen: int = 0,
+    signing_key: str | None = None,
+) -> Decision:
     """Compare the source pair with what the Storage Box actually holds.
 
     ``highest_seen`` is the highest generation this process has seen or written: after a corrupt
-    manifest (whose generation cannot be read) the next one still only grows.
+    manifest (whose generation cannot be read) the next one still only grows. ``signing_key`` is
+    the id of the key manifests are signed with (None: not authenticated): a committed manifest
+    signed with another (still accepted) key is signed again, so that the old key can be dropped
+    everywhere without any distributor refusing the current pair.
     """
     manifest = snapshot.manifest
     committed_generation = manifest.generation if manifest is not None else 0
@@ -40,6 +51,14 @@ def decide(cert: bytes, key: bytes, snapshot: Snapshot, *, highest_seen: int = 0
     previous = manifest.leaf.not_after if manifest is not None else None
     if snapshot.state is State.COMMITTED and manifest is not None:
         if manifest.matches(cert, key):
+            if signing_key is not None and snapshot.signer != signing_key:
+                return Decision(
+                    Action.RESIGN,
+                    manifest.generation,
+                    previous,
+                    f"generation {manifest.generation} is signed with key id {snapshot.signer}, "
+                    f"the signing key is {signing_key}",
+                )
             return Decision(Action.CURRENT, manifest.generation, previous, "already published")
         return Decision(
             Action.PUBLISH,
@@ -49,7 +68,8 @@ def decide(cert: bytes, key: bytes, snapshot: Snapshot, *, highest_seen: int = 0
         )
     if snapshot.state is State.EMPTY:
         return Decision(Action.PUBLISH, generation, None, "nothing published yet")
-    # INCONSISTENT (damaged file, interrupted publish) or CORRUPT (manifest unreadable).
+    # INCONSISTENT (damaged file, interrupted publish), CORRUPT (manifest unreadable) or
+    # UNAUTHENTICATED (not written by a holder of a key: nothing in it is believed).
     return Decision(
         Action.REPAIR, generation, previous, f"storage {snapshot.state}: {snapshot.detail}"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shared.errors import Reason
+from shared.errors import AuthReason, Reason
 
 
 class ReloaderMetrics:
@@ -41,6 +41,24 @@ class ReloaderMetrics:
             "Generation of the pair committed on the Storage Box",
             registry=self.registry,
         )
+        self.manifest_refused = Counter(
+            "certflow_reloader_manifest_refused_total",
+            "Storage Box manifests that did not authenticate (then republished), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.resigns = Counter(
+            "certflow_reloader_manifest_resigns_total",
+            "Committed manifests signed again because the signing key changed (key rotation)",
+            registry=self.registry,
+        )
+        self.auth_enabled = Gauge(
+            "certflow_manifest_auth_enabled",
+            "1 when manifests are authenticated (CERTFLOW_MANIFEST_KEY_FILES set), else 0",
+            registry=self.registry,
+        )
+        for auth_reason in AuthReason:
+            self.manifest_refused.labels(reason=auth_reason.value)
         for reason in Reason:
             # Every reason appears at 0 so rate() and alerts work before the first refusal.
             self.validation_failures.labels(reason=reason.value)

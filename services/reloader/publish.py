@@ -16,6 +16,7 @@ from pathlib import Path
 from shared.atomic import write_file_atomic
 from shared.certs import ValidPair
 from shared.manifest import MANIFEST_NAME, FileEntry, Manifest
+from shared.manifest_auth import MacKeys, sign_manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +60,13 @@ def publish(
     now: datetime,
     publisher: str,
     after_step: Callable[[str], None] | None = None,
+    keys: MacKeys | None = None,
 ) -> Manifest:
     """Write ``cert`` and ``key`` under their final names, then the manifest. Returns the manifest.
 
     ``after_step(name)`` runs after each file is in place (``cert``, ``key``, ``manifest``); the
-    crash-point tests use it to stop the publish at every step. Raises StorageError.
+    crash-point tests use it to stop the publish at every step. With ``keys`` the manifest carries
+    a MAC by the signing key. Raises StorageError.
     """
     manifest = build_manifest(
         target, cert, key, pair, generation=generation, now=now, publisher=publisher
@@ -79,9 +82,23 @@ def publish(
     )
     if after_step:
         after_step("key")
-    write_file_atomic(
-        d / MANIFEST_NAME, manifest.to_json(), mode=0o644, uid=target.uid, gid=target.gid
-    )
+    write_manifest(target, manifest, keys)
     if after_step:
         after_step("manifest")
     return manifest
+
+
+def manifest_bytes(manifest: Manifest, keys: MacKeys | None) -> bytes:
+    raw = manifest.to_json()
+    return sign_manifest(keys, raw) if keys is not None else raw
+
+
+def write_manifest(target: Target, manifest: Manifest, keys: MacKeys | None) -> None:
+    """Write (or rewrite, signed with the current signing key) the manifest: the commit point."""
+    write_file_atomic(
+        target.directory / MANIFEST_NAME,
+        manifest_bytes(manifest, keys),
+        mode=0o644,
+        uid=target.uid,
+        gid=target.gid,
+    )

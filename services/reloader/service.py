@@ -8,6 +8,7 @@ events, duplicates and restarts cost nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,22 +26,29 @@ from services.reloader.decide import (
     invalid_source_status,
 )
 from services.reloader.metrics import ReloaderMetrics
-from services.reloader.publish import Target, publish
+from services.reloader.publish import Target, publish, write_manifest
 from services.reloader.settings import ReloaderSettings
 from services.reloader.source import SourcePair, read_source
-from services.reloader.watch import ChangeWatcher, Wake
 from shared.atomic import remove_stale_temporaries
 from shared.certs import ValidPair, validate_pair
 from shared.digests import Digests
 from shared.errors import CertificateInvalid, StorageError
-from shared.health import HealthRegistry, StallWatch, Status
+from shared.health import HealthRegistry, StallWatch, Status, report_manifest_auth
 from shared.logs import get_logger
 from shared.manifest import Manifest
-from shared.retry import backoff_delay
-from shared.storagebox import Snapshot, State, read_snapshot
+from shared.retry import backoff_delay, retrying
+from shared.snapshot import Snapshot, State
+from shared.storagebox import read_snapshot
+from shared.trust import check_pair_trust
+from shared.watch import ChangeWatcher, Wake
 
 _log = get_logger(__name__)
 _RACE_RETRIES = 2
+_RACE_TIMEOUT = 10.0
+
+
+class _SourceMoved(Exception):
+    """The source changed under a refusal (certbot mid-swap): read it again."""
 
 
 class Outcome(StrEnum):
@@ -62,11 +70,10 @@ class Result:
     generation: int | None = None
 
 
-def _md5s(cert: bytes | None, key: bytes | None) -> dict[str, str | None]:
-    return {
-        "cert_md5": Digests.of(cert).md5 if cert is not None else None,
-        "key_md5": Digests.of(key).md5 if key is not None else None,
-    }
+def _cert_md5(cert: bytes | None) -> dict[str, str | None]:
+    """The certificate file's digest, for comparing with ``md5sum`` on a node. Nothing about the
+    key is published: /health is unauthenticated and the logs are collected centrally."""
+    return {"cert_md5": Digests.of(cert).md5 if cert is not None else None}
 
 
 class Reloader:
@@ -103,19 +110,47 @@ class Reloader:
         self._last_seen: tuple[str, str] | None = None
         self.health.report("last_publish", Status.OK, "nothing published by this process yet")
         self.health.report("last_error", Status.OK, "no error yet")
+        self._unauthenticated_seen: str | None = None
+        self._report_auth()
+
+    def _report_auth(self) -> None:
+        keys = self.settings.manifest_keys
+        report_manifest_auth(
+            self.health,
+            self.metrics.auth_enabled,
+            keys,
+            message=f"manifests signed with key id {keys.signing.key_id}" if keys else "",
+            signing_key=keys.signing.key_id if keys else None,
+            accepted_keys=list(keys.ids) if keys else [],
+        )
 
     # -- the step ------------------------------------------------------------------------------
 
     def reconcile(self) -> Result:
-        for attempt in range(_RACE_RETRIES + 1):
-            result = self._reconcile_once(last_attempt=attempt == _RACE_RETRIES)
-            if result is not None:
-                return result
-            # certbot repoints fullchain.pem and privkey.pem one after the other: a read between
-            # the two sees a mismatched pair. The source has changed since, so look again
-            # instead of reporting (and logging) a refusal of a state that no longer exists.
-            _log.debug("source.changed_during_check", attempt=attempt + 1)
-        raise AssertionError("unreachable: the last attempt always returns a result")
+        # certbot repoints fullchain.pem and privkey.pem one after the other: a read between the
+        # two sees a mismatched pair. When the source has changed since, it is read again instead
+        # of reporting (and logging) a refusal of a state that no longer exists.
+        try:
+            for attempt in retrying(
+                "reading the source again after it changed during the check",
+                on=(_SourceMoved,),
+                attempts=_RACE_RETRIES,
+                timeout=_RACE_TIMEOUT,
+                initial=0.0,  # _source_moved() has waited for the swap to settle already
+                maximum=0.0,
+                level=logging.DEBUG,
+            ):
+                with attempt:
+                    result = self._reconcile_once(last_attempt=False)
+                    if result is None:
+                        raise _SourceMoved
+                    return result
+        except _SourceMoved:
+            pass
+        # Still moving: report what is there now.
+        final = self._reconcile_once(last_attempt=True)
+        assert final is not None  # the last attempt always returns a result
+        return final
 
     def _source_moved(self) -> bool:
         """After a refusal: has the source changed since it was read (a swap in progress)?"""
@@ -137,6 +172,7 @@ class Reloader:
                 self.settings.target_dir,
                 cert_name=self.settings.cert_name,
                 key_name=self.settings.key_name,
+                keys=self.settings.manifest_keys,
             )
         except StorageError as exc:
             self._report_source_only(now, now_ts)
@@ -156,7 +192,14 @@ class Reloader:
             return self._finish(self._source_failed(exc, now_ts), now_ts)
 
         self._last_seen = (source.cert_digests.sha256, source.key_digests.sha256)
-        decision = decide(source.cert, source.key, snapshot, highest_seen=self.highest_generation)
+        keys = self.settings.manifest_keys
+        decision = decide(
+            source.cert,
+            source.key,
+            snapshot,
+            highest_seen=self.highest_generation,
+            signing_key=keys.signing.key_id if keys is not None else None,
+        )
         try:
             pair = validate_pair(
                 source.cert,
@@ -169,6 +212,7 @@ class Reloader:
                 ),
                 allow_downgrade=self.settings.allow_downgrade,
             )
+            self._check_trust(source.cert, now)
         except CertificateInvalid as exc:
             if not last_attempt and self._source_moved():
                 return None
@@ -179,6 +223,8 @@ class Reloader:
             return self._finish(
                 Result(Outcome.CURRENT, "already published", decision.generation), now_ts
             )
+        if decision.action is Action.RESIGN and snapshot.manifest is not None:
+            return self._finish(self._resign(snapshot.manifest, decision.why, now_ts), now_ts)
         if decision.action is Action.REPAIR:
             _log.warning("storage.repairing", why=decision.why, generation=decision.generation)
         try:
@@ -191,11 +237,33 @@ class Reloader:
                 now=now,
                 publisher=self.settings.node_name,
                 after_step=self._after_step,
+                keys=keys,
             )
         except StorageError as exc:
             self.clean_temporaries()
             return self._finish(self._storage_failed(exc, now_ts), now_ts)
         return self._finish(self._published(manifest, decision.action, now_ts, now), now_ts)
+
+    def _check_trust(self, cert: bytes, now: datetime) -> None:
+        """Raises ChainUntrusted when a trust bundle is set and the chain does not verify."""
+        check_pair_trust(cert, self.settings.trust_bundle, name=self.settings.trust_name, now=now)
+
+    def _resign(self, manifest: Manifest, why: str, now_ts: float) -> Result:
+        """Rewrite the committed manifest (same generation, same pair) with the signing key."""
+        try:
+            write_manifest(self.target, manifest, self.settings.manifest_keys)
+        except StorageError as exc:
+            self.clean_temporaries()
+            return self._storage_failed(exc, now_ts)
+        keys = self.settings.manifest_keys
+        signer = keys.signing.key_id if keys is not None else None
+        self.metrics.resigns.inc()
+        _log.info("manifest.resigned", generation=manifest.generation, key_id=signer, why=why)
+        now = datetime.fromtimestamp(now_ts, UTC)
+        self._report_committed(manifest, now, signer=signer)
+        return Result(
+            Outcome.CURRENT, f"generation {manifest.generation} signed again", manifest.generation
+        )
 
     def clean_temporaries(self) -> None:
         """Remove temporaries an interrupted publish left behind (best effort)."""
@@ -250,7 +318,6 @@ class Reloader:
             serial=manifest.leaf.serial,
             fingerprint=manifest.fingerprint,
             cert_md5=manifest.cert.md5,
-            key_md5=manifest.key.md5,
         )
         self.health.report(
             "last_publish",
@@ -259,7 +326,8 @@ class Reloader:
             at=datetime.fromtimestamp(now_ts, UTC),
             generation=manifest.generation,
         )
-        self._report_committed(manifest, now)
+        keys = self.settings.manifest_keys
+        self._report_committed(manifest, now, signer=keys.signing.key_id if keys else None)
         return Result(Outcome.PUBLISHED, f"generation {manifest.generation}", manifest.generation)
 
     def _rejected(
@@ -274,7 +342,7 @@ class Reloader:
         )
         details: dict[str, Any] = {"reason": exc.reason.value, "invalid_since": self._invalid_since}
         if source is not None:
-            details.update(_md5s(source.cert, source.key))
+            details.update(_cert_md5(source.cert))
         if key != self._last_rejection:
             # Once per distinct source content: a broken renewal is not re-logged every check.
             self._last_rejection = key
@@ -308,7 +376,8 @@ class Reloader:
             "source",
             Status.OK,
             f"valid {pair.key_type} pair, leaf expires {pair.leaf.not_after.isoformat()}",
-            **_md5s(source.cert, source.key),
+            **_cert_md5(source.cert),
+            fingerprint=pair.leaf.fingerprint_sha256,
             not_after=pair.leaf.not_after,
             serial=pair.leaf.serial,
             cert_file=str(source.cert_path),
@@ -354,11 +423,14 @@ class Reloader:
         with contextlib.suppress(CertificateInvalid, StorageError):
             source = read_source(self.settings.source_dir, self.settings.volume_root)
             pair = validate_pair(source.cert, source.key, names=self.settings.names, now=now)
+            self._check_trust(source.cert, now)
             self._source_valid(source, pair)
 
     # -- storage health ------------------------------------------------------------------------
 
-    def _report_committed(self, manifest: Manifest, now: datetime) -> None:
+    def _report_committed(
+        self, manifest: Manifest, now: datetime, *, signer: str | None = None
+    ) -> None:
         status, message = expiry_status(
             manifest.leaf.not_after, now, warn_days=self.settings.warn_days
         )
@@ -371,20 +443,37 @@ class Reloader:
             state=State.COMMITTED.value,
             generation=manifest.generation,
             cert_md5=manifest.cert.md5,
-            key_md5=manifest.key.md5,
+            fingerprint=manifest.fingerprint,
             not_after=manifest.leaf.not_after,
             days_left=round(days_left(manifest.leaf.not_after, now), 2),
             target_dir=str(self.settings.target_dir),
+            signed_by=signer,
         )
 
     def _report_storage(self, snapshot: Snapshot, now: datetime) -> None:
         if snapshot.state is State.COMMITTED and snapshot.manifest is not None:
-            self._report_committed(snapshot.manifest, now)
+            self._report_committed(snapshot.manifest, now, signer=snapshot.signer)
             return
+        if snapshot.state is State.UNAUTHENTICATED and snapshot.auth_error is not None:
+            error = snapshot.auth_error
+            if snapshot.detail != self._unauthenticated_seen:
+                # Once per distinct refusal: someone wrote a manifest without our key.
+                self._unauthenticated_seen = snapshot.detail
+                self.metrics.manifest_refused.labels(reason=error.reason.value).inc()
+                _log.error(
+                    "manifest.refused",
+                    reason=error.reason.value,
+                    key_id=error.key_id or "unsigned",
+                    error=str(error),
+                    target_dir=str(self.settings.target_dir),
+                )
+        else:
+            self._unauthenticated_seen = None
         message = {
             State.EMPTY: "nothing published yet",
             State.INCONSISTENT: f"files do not match the manifest ({snapshot.detail}); repairing",
             State.CORRUPT: f"manifest unreadable ({snapshot.detail}); repairing",
+            State.UNAUTHENTICATED: f"manifest refused ({snapshot.detail}); republishing",
         }.get(snapshot.state, snapshot.detail)
         self.health.report(
             "storage",

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from shared.settings import CertPairSettings
+from shared.settings import (
+    CertPairSettings,
+    OptionalInt,
+    OptionalPath,
+    TrustBundleSetting,
+    TrustNameSetting,
+)
 
 
 class ReloaderSettings(CertPairSettings):
@@ -17,7 +23,7 @@ class ReloaderSettings(CertPairSettings):
     )
     # Symlinks in the live dir may only lead inside this directory. Empty: the letsencrypt
     # directory two levels above the source dir (``<root>/live/<domain>``), as certbot lays it out.
-    source_root: Path | None = Field(
+    source_root: OptionalPath = Field(
         None,
         alias="RELOADER_SOURCE_ROOT",
         description="Directory the live symlinks must resolve inside; empty: the letsencrypt dir",
@@ -61,13 +67,13 @@ class ReloaderSettings(CertPairSettings):
         alias="RELOADER_CERT_MODE",
         description="Octal file mode of the published certificate",
     )
-    file_uid: int | None = Field(
+    file_uid: OptionalInt = Field(
         None,
         alias="RELOADER_FILE_UID",
         ge=0,
         description="Owner uid of the published files; unset: the uid the reloader runs as",
     )
-    file_gid: int | None = Field(
+    file_gid: OptionalInt = Field(
         None,
         alias="RELOADER_FILE_GID",
         ge=0,
@@ -85,6 +91,20 @@ class ReloaderSettings(CertPairSettings):
         ge=0,
         description="Days left on the published certificate below which /health is degraded",
     )
+    # The trust check: the chain must verify, for the name Vault's clients dial, against the CA
+    # bundle they use. Unset: not checked (the pair is still validated on its own).
+    trust_bundle: TrustBundleSetting = Field(
+        None,
+        alias="RELOADER_TRUST_BUNDLE",
+        description="PEM CA bundle of Vault's clients; set: a chain that does not verify against "
+        "it is refused before publishing",
+    )
+    trust_name: TrustNameSetting = Field(
+        None,
+        alias="RELOADER_TRUST_NAME",
+        description="DNS name the chain must verify for (Vault's TLS name, e.g. vault.iklim.co); "
+        "unset: the leaf's first name, a wildcard's * replaced by certflow-check",
+    )
     retry_max: float = Field(
         60.0,
         alias="RELOADER_RETRY_MAX",
@@ -92,11 +112,6 @@ class ReloaderSettings(CertPairSettings):
         le=3600,
         description="Longest wait in seconds between retries while source or Storage Box fail",
     )
-
-    @field_validator("source_root", "file_uid", "file_gid", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @property
     def volume_root(self) -> Path:

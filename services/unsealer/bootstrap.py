@@ -18,23 +18,24 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import docker.errors
-import requests
-
+from services.unsealer.bootstrap_cluster import await_cluster, survey
+from services.unsealer.cluster import judge
+from services.unsealer.status import Role
 from services.unsealer.vault_client import VaultClient
-from shared.errors import DockerError, UpdateOutOfSequence, VaultError
+from shared.atomic import fsync_dir
+from shared.docker_engine import DockerEngine
+from shared.errors import DockerError, DockerNotFound, VaultError
 from shared.logs import get_logger
-from shared.retry import call_with_retry
+from shared.swarm import FAILED_UPDATE_STATES, SecretInfo, SecretRef, ServiceState, SpecEdit
 
 _log = get_logger(__name__)
 LABEL = "certflow.secret"
-_FAILED_UPDATE_STATES = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
 
 
 class BootstrapError(DockerError):
@@ -83,31 +84,59 @@ def versioned_name(base: str, now: datetime) -> str:
 
 
 def repoint_secrets(
-    refs: list[dict[str, Any]], *, target: str, old_names: set[str], new_id: str, new_name: str
-) -> tuple[list[dict[str, Any]], bool]:
+    refs: tuple[SecretRef, ...], *, target: str, old_names: set[str], new: SecretInfo
+) -> tuple[tuple[SecretRef, ...], bool]:
     """Swap references to the old secret (by target name or old secret name) for the new one."""
     changed = False
-    out: list[dict[str, Any]] = []
+    out: list[SecretRef] = []
     for ref in refs:
-        file_spec = ref.get("File") or {}
-        if file_spec.get("Name") == target or ref.get("SecretName") in old_names:
-            if ref.get("SecretID") != new_id:
-                changed = True
-            updated = dict(ref)
-            updated["SecretID"], updated["SecretName"] = new_id, new_name
-            out.append(updated)
+        if ref.target == target or ref.secret_name in old_names:
+            changed = changed or ref.secret_id != new.secret_id
+            out.append(replace(ref, secret_id=new.secret_id, secret_name=new.name))
         else:
             out.append(ref)
-    return out, changed
+    return tuple(out), changed
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def output_dir_problem(directory: Path) -> str:
+    """Why ``directory`` cannot take the bootstrap's files; checked before Vault is touched."""
+    if not directory.exists():
+        return f"{directory} does not exist"
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory} is not writable"
+    return ""
+
+
+def open_private(directory: Path, name: str) -> int:
+    """A new file ``name`` in ``directory``, mode 0600, for writing.
+
+    Never an existing entry: O_EXCL refuses a file (or a planted symlink) already there and
+    O_NOFOLLOW a symlink, so nothing is ever written through a link to somewhere else.
+    """
+    if not name or "/" in name or name in {".", ".."}:
+        raise ValueError(f"{name!r} is not a plain file name")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_CREAT
-        os.write(fd, data)
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    os.fchmod(fd, 0o600)  # whatever the umask
+    return fd
+
+
+def finish_private(fd: int, directory: Path, data: bytes) -> None:
+    """Write ``data`` to ``fd`` from :func:`open_private`, fsync it and its directory, close it."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
     finally:
         os.close(fd)
+    fsync_dir(directory)
 
 
 class Bootstrap:
@@ -115,39 +144,56 @@ class Bootstrap:
         self,
         *,
         vault: VaultClient,
-        docker_client: Any,
+        engine: DockerEngine,
+        members: Sequence[VaultClient] = (),
+        members_now: Callable[[], Sequence[VaultClient]] | None = None,
+        autopilot_dead_after: str = "10m",
+        autopilot_stabilization: str = "",
         secret_name: str,
         services: list[str],
         shares: int,
         threshold: int,
         out: TextIO,
-        root_token_file: Path | None = None,
-        rescue_dir: Path = Path(),
+        output_dir: Path,
+        root_token_file: str | None = None,
         converge_timeout: float = 300.0,
         poll: float = 0.5,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.vault = vault
-        self.docker = docker_client
+        # Every member of the cluster, the one to initialize first (it defaults to that one alone);
+        # ``members_now`` finds them again (after a member was replaced), else the list is fixed.
+        self.members = [vault, *(m for m in members if m.address != vault.address)]
+        self._members_now = members_now or (lambda: self.members)
+        self.autopilot_dead_after = autopilot_dead_after
+        self.autopilot_stabilization = autopilot_stabilization
+        self.engine = engine
         self.secret_name = secret_name
         self.services = services
         self.shares = shares
         self.threshold = threshold
         self.out = out
+        self.output_dir = output_dir
         self.root_token_file = root_token_file
-        self.rescue_dir = rescue_dir
         self.converge_timeout = converge_timeout
         self.poll = poll
         self.clock = clock
 
     def run(self) -> Outcome:
-        if self.vault.is_initialized():
+        found = survey(self.members)
+        if found.initialized:
             self._say(
-                f"Vault at {self.vault.address} is already initialized: nothing changed "
-                "(no secret created, no service updated)."
+                "Vault is already initialized: nothing changed (no secret created, no service "
+                f"updated; initialized: {', '.join(found.initialized)})."
             )
-            _log.info("bootstrap.already_initialized", vault=self.vault.address)
+            _log.info("bootstrap.already_initialized", vault=list(found.initialized))
             return Outcome(initialized_now=False)
+        if found.unreachable:
+            unseen = "; ".join(f"{a}: {why}" for a, why in found.unreachable.items())
+            raise BootstrapError(
+                f"cannot reach every member ({unseen}); a member that cannot be seen may already "
+                "hold a cluster, and an init now would start a second one; Vault untouched"
+            )
         self._preflight()
         token_fd = self._open_token_file()
         reply = self.vault.initialize(self.shares, self.threshold)
@@ -157,22 +203,53 @@ class Bootstrap:
             shares=self.shares,
             threshold=self.threshold,
         )
-        self._deliver_root_token(str(reply.get("root_token", "")), token_fd)
+        root_token = str(reply.get("root_token", ""))
+        self._deliver_root_token(root_token, token_fd)
         payload = secret_document(reply, self.shares, self.threshold)
         del reply
         outcome = Outcome(initialized_now=True)
         secret = self._create_secret(payload)
         outcome.secret_name = secret.name
         self.rotate_to(secret, outcome)
+        if len(self.members) > 1:
+            self._await_cluster(root_token, secret.name)
+        del root_token
         return outcome
+
+    def _await_cluster(self, root_token: str, secret_name: str) -> None:
+        """The unsealer now has the keys: wait for one active member and the others standbys."""
+        self._say(
+            f"Waiting for the cluster: {self.vault.address} is unsealed first, the other "
+            f"{len(self.members) - 1} member(s) join it and are unsealed."
+        )
+        member_roles = await_cluster(
+            self._members_now,
+            root_token=root_token,
+            dead_after=self.autopilot_dead_after,
+            stabilization=self.autopilot_stabilization,
+            timeout=self.converge_timeout,
+            say=self._say,
+        )
+        summary = ", ".join(f"{a}: {r.value}" for a, r in sorted(member_roles.items()))
+        whole = judge(member_roles).ok and all(
+            r in (Role.ACTIVE, Role.STANDBY) for r in member_roles.values()
+        )
+        if not whole:
+            raise BootstrapError(
+                f"Vault is initialized and its keys are in secret {secret_name}, but the cluster "
+                f"is not whole after {self.converge_timeout:.0f} s ({summary}); the unsealer's "
+                "/health says why"
+            )
+        self._say(f"Cluster formed: {summary}.")
+        _log.info("bootstrap.cluster_formed", members=len(member_roles))
 
     # -- steps -----------------------------------------------------------------------------
     def _preflight(self) -> None:
         try:
-            swarm = self.docker.info().get("Swarm") or {}
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+            me = self.engine.local_node()
+        except DockerError as exc:
             raise BootstrapError(f"Docker engine not reachable: {exc}; Vault untouched") from exc
-        if not swarm.get("ControlAvailable"):
+        if not me.is_manager:
             raise BootstrapError(
                 "this node is not a swarm manager (secrets need one); Vault untouched"
             )
@@ -181,39 +258,35 @@ class Bootstrap:
         if self.root_token_file is None:
             return None
         try:
-            fd = os.open(self.root_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)
-        except OSError as exc:
+            return open_private(self.output_dir, self.root_token_file)
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BootstrapError(
-                f"cannot write --root-token-file {self.root_token_file}: "
-                f"{exc.strerror or exc}; Vault untouched"
+                f"cannot create --root-token-file {self.root_token_file} in {self.output_dir}: "
+                f"{why} (it must not exist yet); Vault untouched"
             ) from None
-        return fd
 
     def _deliver_root_token(self, token: str, fd: int | None) -> None:
         if fd is not None:
-            try:
-                os.write(fd, (token + "\n").encode())
-            finally:
-                os.close(fd)
-            self._say(f"Root token written to {self.root_token_file} (mode 0600).")
+            finish_private(fd, self.output_dir, (token + "\n").encode())
+            where = self.output_dir / self.root_token_file if self.root_token_file else None
+            self._say(f"Root token written to {where} (mode 0600).")
             return
         # Once, to the terminal only: the log stream may be collected centrally.
         self._say(f"Root token (shown once, store it now): {token}")
 
-    def _create_secret(self, payload: bytes) -> Any:
+    def _create_secret(self, payload: bytes) -> SecretInfo:
         name = versioned_name(self.secret_name, self.clock())
         try:
-            existing = {s.name for s in self.docker.secrets.list(filters={"name": name})}
-            if name in existing:
+            if name in {s.name for s in self.engine.secrets(name=name)}:
                 name = f"{name}-{os.urandom(2).hex()}"
-            secret = self.docker.secrets.create(
-                name=name, data=payload, labels={LABEL: self.secret_name}
+            secret = self.engine.create_secret(name, payload, {LABEL: self.secret_name})
+        except DockerError as exc:
+            rescue_name = (
+                f"vault-unseal-keys-{self.clock():%Y%m%dT%H%M%SZ}-{os.urandom(2).hex()}.json"
             )
-            secret.reload()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            rescue = self.rescue_dir / f"vault-unseal-keys-{self.clock():%Y%m%dT%H%M%SZ}.json"
-            _write_private(rescue, payload)
+            finish_private(open_private(self.output_dir, rescue_name), self.output_dir, payload)
+            rescue = self.output_dir / rescue_name
             raise BootstrapError(
                 f"Vault is initialized but creating secret {name} failed ({exc}); the unseal keys "
                 f"are in {rescue} (0600): create the secret from it, then delete the file"
@@ -222,11 +295,11 @@ class Bootstrap:
         self._say(f"Created Docker secret {name} (label {LABEL}={self.secret_name}).")
         return secret
 
-    def rotate_to(self, secret: Any, outcome: Outcome) -> None:
+    def rotate_to(self, secret: SecretInfo, outcome: Outcome) -> None:
         """Repoint the services to ``secret``, wait for them, remove the previous versions."""
-        previous = self._previous_versions(secret.id)
+        previous = self._previous_versions(secret.secret_id)
         old_names = {s.name for s in previous} | {self.secret_name}
-        updated: list[Any] = []
+        updated: list[ServiceState] = []
         for name in self.services:
             service = self._get_service(name)
             if service is None:
@@ -238,11 +311,11 @@ class Bootstrap:
             else:
                 outcome.skipped.append(name)
         for service in updated:
-            self._wait_converged(service.id, secret.id)
+            self._wait_converged(service.service_id, secret.secret_id)
         for old in previous:
             try:
-                old.remove()
-            except docker.errors.APIError as exc:
+                self.engine.remove_secret(old.secret_id)
+            except DockerError as exc:
                 outcome.kept.append(old.name)
                 _log.warning("bootstrap.old_secret_kept", secret=old.name, error=str(exc))
                 continue
@@ -259,66 +332,44 @@ class Bootstrap:
             "so the stack refers to the current secret."
         )
 
-    def _previous_versions(self, new_id: str) -> list[Any]:
+    def _previous_versions(self, new_id: str) -> list[SecretInfo]:
         try:
-            labelled = self.docker.secrets.list(filters={"label": f"{LABEL}={self.secret_name}"})
-            plain = self.docker.secrets.list(filters={"name": self.secret_name})
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+            labelled = self.engine.secrets(label=f"{LABEL}={self.secret_name}")
+            plain = self.engine.secrets(name=self.secret_name)
+        except DockerError as exc:
             raise BootstrapError(f"listing secrets failed: {exc}") from exc
-        seen: dict[str, Any] = {}
+        seen: dict[str, SecretInfo] = {}
         for secret in [*labelled, *plain]:
             # the name filter matches prefixes: keep exact names and our own labelled versions
             exact = secret.name == self.secret_name
-            ours = (secret.attrs.get("Spec", {}).get("Labels") or {}).get(LABEL) == (
-                self.secret_name
-            )
-            if secret.id != new_id and (exact or ours):
-                seen[secret.id] = secret
+            ours = secret.labels.get(LABEL) == self.secret_name
+            if secret.secret_id != new_id and (exact or ours):
+                seen[secret.secret_id] = secret
         return list(seen.values())
 
-    def _get_service(self, name: str) -> Any:
+    def _get_service(self, name: str) -> ServiceState | None:
         try:
-            return self.docker.services.get(name)
-        except docker.errors.NotFound:
+            return self.engine.service(name)
+        except DockerNotFound:
             _log.warning("bootstrap.service_missing", service=name)
             self._say(f"Service {name} not found: skipped.")
             return None
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except DockerError as exc:
             raise BootstrapError(f"inspecting service {name} failed: {exc}") from exc
 
-    def _repoint(self, service: Any, secret: Any, old_names: set[str]) -> bool:
-        def attempt() -> bool:
-            service.reload()
-            spec = service.attrs["Spec"]
-            template = spec["TaskTemplate"]
-            refs = template.get("ContainerSpec", {}).get("Secrets") or []
-            new_refs, changed = repoint_secrets(
-                refs,
-                target=self.secret_name,
-                old_names=old_names,
-                new_id=secret.id,
-                new_name=secret.name,
+    def _repoint(self, service: ServiceState, secret: SecretInfo, old_names: set[str]) -> bool:
+        def edit_for(current: ServiceState) -> SpecEdit | None:
+            refs, changed = repoint_secrets(
+                current.secrets, target=self.secret_name, old_names=old_names, new=secret
             )
-            if not changed:
-                return False
-            template = dict(template)
-            template["ContainerSpec"] = dict(template["ContainerSpec"], Secrets=new_refs)
-            try:
-                self.docker.api.update_service(
-                    service.id,
-                    service.version,
-                    task_template=template,
-                    fetch_current_spec=True,
-                )
-            except docker.errors.APIError as exc:
-                if "update out of sequence" in str(exc):
-                    raise UpdateOutOfSequence(str(exc)) from exc
-                raise BootstrapError(f"updating service {spec['Name']} failed: {exc}") from exc
-            return True
+            return SpecEdit(secrets=refs) if changed else None
 
-        changed = call_with_retry(
-            "service.update", attempt, on=(UpdateOutOfSequence,), attempts=5, timeout=30
-        )
+        try:
+            changed = self.engine.update_service(
+                service.name, edit_for, what="repointing the secret", attempts=5
+            ).posted
+        except DockerError as exc:
+            raise BootstrapError(f"updating service {service.name} failed: {exc}") from exc
         if changed:
             _log.info("bootstrap.service_repointed", service=service.name, secret=secret.name)
         else:
@@ -330,24 +381,20 @@ class Bootstrap:
         deadline = time.monotonic() + self.converge_timeout
         while True:
             try:
-                service = self.docker.services.get(service_id)
-                state = (service.attrs.get("UpdateStatus") or {}).get("State")
-                tasks = service.tasks(filters={"desired-state": "running"})
-            except (docker.errors.DockerException, requests.RequestException) as exc:
+                service = self.engine.service(service_id)
+                tasks = self.engine.tasks(service_id, running_only=False)
+            except DockerError as exc:
                 raise BootstrapError(f"watching the update of {service_id} failed: {exc}") from exc
-            name = service.name
-            if state in _FAILED_UPDATE_STATES:
+            name, state = service.name, service.update_state
+            if state in FAILED_UPDATE_STATES:
                 raise BootstrapError(
                     f"update of {name} ended in {state}; previous secrets kept. "
-                    f"{(service.attrs.get('UpdateStatus') or {}).get('Message', '')}"
+                    f"{service.update_message}"
                 )
-            replicas = ((service.attrs["Spec"].get("Mode") or {}).get("Replicated") or {}).get(
-                "Replicas"
-            )
-            current = [t for t in tasks if secret_id in _secret_ids(t)]
-            stale = [t for t in tasks if secret_id not in _secret_ids(t)]
-            running = [t for t in current if (t.get("Status") or {}).get("State") == "running"]
-            expected = replicas if replicas is not None else max(1, len(current))
+            current = [t for t in tasks if secret_id in t.secret_ids]
+            stale = [t for t in tasks if secret_id not in t.secret_ids]
+            running = [t for t in current if t.state == "running"]
+            expected = service.replicas if service.replicas is not None else max(1, len(current))
             if not stale and len(running) >= expected and state in (None, "completed"):
                 _log.info("bootstrap.service_converged", service=name, tasks=len(running))
                 return
@@ -360,11 +407,6 @@ class Bootstrap:
 
     def _say(self, message: str) -> None:
         print(message, file=self.out, flush=True)
-
-
-def _secret_ids(task: dict[str, Any]) -> set[str]:
-    refs = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Secrets") or []
-    return {str(ref.get("SecretID")) for ref in refs}
 
 
 __all__ = ["Bootstrap", "BootstrapError", "Outcome", "VaultError", "secret_document"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from services.unsealer.keys import KeyFile
 from services.unsealer.metrics import UnsealerMetrics
 from services.unsealer.service import Unsealer
 from services.unsealer.settings import UnsealerSettings
 from shared import __version__
+from shared.cli_help import epilog_for
 from shared.health import HealthRegistry
 from shared.logs import configure_logging, get_logger
 from shared.runtime import run_service
@@ -20,22 +22,16 @@ _log = get_logger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "Finds the replicas of UNSEALER_VAULT_SERVICE (default iklimco_vault) through the Docker "
-        "API (addresses on UNSEALER_VAULT_NETWORK), else DNS (UNSEALER_VAULT_DNS, default "
-        "tasks.<service>), or uses the static "
-        "UNSEALER_VAULT_ADDRS (https://host:port,...), and unseals each sealed replica with the "
-        "keys in UNSEALER_KEY_FILE (default /run/secrets/vault_unseal_key: one key per line or "
-        "the JSON of `vault operator init -format=json`). TLS is verified against "
-        "UNSEALER_CA_FILE for the name UNSEALER_TLS_SERVER_NAME (default vault.iklim.co); "
-        "UNSEALER_SKIP_VERIFY=true turns that off (logged as a warning). Other settings: "
-        "UNSEALER_VAULT_PORT (8200), UNSEALER_FAST_INTERVAL (0.25 s), UNSEALER_SLOW_INTERVAL "
-        "(1 s), UNSEALER_STALL_TIMEOUT (30 s), UNSEALER_SEALED_ALERT (60 s), "
-        "UNSEALER_BACKOFF_INITIAL (1 s), UNSEALER_BACKOFF_MAX (60 s), UNSEALER_CONNECT_TIMEOUT "
-        "(1 s), UNSEALER_REQUEST_TIMEOUT (3 s), UNSEALER_DOCKER_DISCOVERY (true), HEALTH_PORT "
-        "(8080), LOG_FORMAT, LOG_LEVEL. It never initializes Vault. Exit status: 0 ok (--once: "
-        "every replica found is unsealed), 1 --once with a replica sealed, unreachable or "
-        "uninitialized, 2 bad setting or unusable key file."
+    parser.epilog = epilog_for(
+        UnsealerSettings,
+        intro="Finds the members of UNSEALER_VAULT_SERVICE through the Docker API (else DNS, or "
+        "the static UNSEALER_VAULT_ADDRS) and unseals each sealed member with the keys in "
+        "UNSEALER_KEY_FILE. A member that has not joined the raft cluster yet is waited for, "
+        "and a key that has not unsealed anything yet is tried on one joined member first. It "
+        "never initializes Vault.",
+        exit_codes="0 ok (--once: every member that answers is unsealed), 1 --once with a member "
+        "sealed, not joined or uninitialized after UNSEALER_ONCE_WAIT, 2 bad setting or unusable "
+        "key file.",
     )
     parser.add_argument(
         "--once",
@@ -78,8 +74,18 @@ def run(args: argparse.Namespace) -> int:
     unsealer = Unsealer(settings, health=health, metrics=metrics, key_file=key_file)
     try:
         if args.once:
+            # Members still joining need a few passes; bounded by UNSEALER_ONCE_WAIT.
+            deadline = time.monotonic() + settings.once_wait
             result = unsealer.cycle()
-            _log.info("unsealer.once_done", replicas=result.replicas, unsealed=result.unsealed)
+            while not result.all_unsealed and time.monotonic() < deadline:
+                time.sleep(settings.fast_interval)
+                result = unsealer.cycle()
+            _log.info(
+                "unsealer.once_done",
+                replicas=result.replicas,
+                reachable=result.reachable,
+                unsealed=result.unsealed,
+            )
             if result.all_unsealed:
                 return 0
             problems = "; ".join(health.snapshot()["problems"]) or "no replica found"

@@ -3,7 +3,7 @@
 Order: the static ``UNSEALER_VAULT_ADDRS`` when set; else the Docker Engine API (the service's
 running tasks and their addresses on the shared network) when a socket is there and this node is a
 manager; else DNS ``tasks.<service>``. The API also sees tasks that DNS hides (a task whose
-healthcheck has not passed yet is not in ``tasks.<service>``, reference B3).
+healthcheck has not passed yet is not in ``tasks.<service>``: Swarm's DNS lists healthy tasks only).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from shared.docker_engine import DockerEngine, open_engine
 from shared.errors import DockerError
 from shared.logs import get_logger
-from shared.swarm import TaskInfo, running_tasks
+from shared.swarm import TaskInfo
 
 _log = get_logger(__name__)
 _DOCKER_SOCKET = Path("/var/run/docker.sock")
@@ -36,7 +36,6 @@ class Found:
     replicas: list[Replica]
     source: str  # static | docker | dns
     problem: str = ""  # why a preferred source was not used, or why nothing was found
-    notes: list[str] = field(default_factory=list)
 
 
 def url_for(host: str, port: int) -> str:
@@ -72,10 +71,8 @@ def docker_available() -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or _DOCKER_SOCKET.exists()
 
 
-def _default_docker_client() -> Any:
-    import docker  # noqa: PLC0415 - imported only when discovery uses the API
-
-    return docker.from_env(use_context=False)
+def _open_engine() -> DockerEngine:
+    return open_engine(ping=False)
 
 
 class Discovery:
@@ -88,7 +85,7 @@ class Discovery:
         static: tuple[str, ...] = (),
         use_docker: bool = True,
         dns_name: str = "",
-        docker_client: Callable[[], Any] = _default_docker_client,
+        engine: Callable[[], DockerEngine] = _open_engine,
         resolve: Callable[[str, int], list[str]] | None = None,
     ) -> None:
         self.service = service
@@ -96,8 +93,8 @@ class Discovery:
         self.network = network
         self.static = static
         self.use_docker = use_docker and not static
-        self._docker_factory = docker_client
-        self._docker: Any = None
+        self._engine_factory = engine
+        self._engine: DockerEngine | None = None
         self._resolve = resolve or _resolve_tasks
         self.dns_name = dns_name or f"tasks.{service}"
 
@@ -107,17 +104,20 @@ class Discovery:
         problem = ""
         if self.use_docker and docker_available():
             try:
-                if self._docker is None:
-                    self._docker = self._docker_factory()
-                tasks = running_tasks(self._docker, self.service)
+                if self._engine is None:
+                    self._engine = self._engine_factory()
+                # Starting tasks too: a sealed member stays "starting" until it is unsealed
+                # (the stack's healthcheck), and it is exactly the one to reach.
+                tasks = [
+                    t
+                    for t in self._engine.tasks(self.service, running_only=False)
+                    if t.state in ("starting", "running")
+                ]
                 return Found(
                     replicas_from_tasks(tasks, network=self.network, port=self.port), "docker"
                 )
             except DockerError as exc:
                 problem = f"docker: {exc}"
-            except Exception as exc:
-                self._docker = None
-                problem = f"docker: {type(exc).__name__}: {exc}"
         name = self.dns_name
         try:
             ips = self._resolve(name, self.port)

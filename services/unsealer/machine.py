@@ -5,7 +5,13 @@ and :func:`after_reset` fold the outcome back into the replica's :class:`Memory`
 I/O or reads a clock, so every case is a unit test row.
 
 Rules (why):
-- Never initialize: that is an operator's decision (``certflow vault-bootstrap``).
+- Never initialize: that is an operator's decision (``certflow vault-bootstrap``). On a raft
+  cluster an uninitialized member whose cluster exists has not joined yet: it is waited for, never
+  given a key (a wrong key locks such a member until it is killed).
+- Give a key only where the cluster view allows it (``Context.withheld`` says why not): an unproven
+  key goes to one joined member first (see :mod:`services.unsealer.cluster`).
+- After the last share, a joining member may answer ``sealed, progress 0`` and become a standby
+  seconds later: wait ``settle`` seconds and re-poll instead of submitting again.
 - Never reset an attempt just because ``progress > 0``: another unsealer replica or an operator may
   be half-way. Vault ignores a byte-identical share, so joining someone's attempt with our keys is
   harmless and finishes it; several unsealers at once therefore never make an attempt fail.
@@ -21,34 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-
-@dataclass(frozen=True)
-class SealStatus:
-    """What ``/v1/sys/seal-status`` (or an unseal reply) said."""
-
-    initialized: bool
-    sealed: bool
-    t: int = 0
-    n: int = 0
-    progress: int = 0
-    nonce: str = ""
-    version: str = ""
-
-    @classmethod
-    def from_json(cls, doc: dict[str, object]) -> SealStatus:
-        def number(name: str) -> int:
-            value = doc.get(name, 0)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-        return cls(
-            initialized=bool(doc.get("initialized", False)),
-            sealed=bool(doc.get("sealed", True)),
-            t=number("t"),
-            n=number("n"),
-            progress=number("progress"),
-            nonce=str(doc.get("nonce") or ""),
-            version=str(doc.get("version") or ""),
-        )
+from services.unsealer.status import SealStatus
 
 
 @dataclass(frozen=True)
@@ -65,6 +44,8 @@ class Memory:
     rejected_fingerprint: str | None = None
     sealed_since: float | None = None  # first observation of the current sealed spell
     unseals: int = 0
+    seen_uninitialized: bool = False  # seen not joined: treat as joining until it unseals once
+    settling_until: float = 0.0  # gave the last share; wait for the member before giving more
 
 
 class Kind(StrEnum):
@@ -74,6 +55,7 @@ class Kind(StrEnum):
     BACK_OFF = "back_off"  # our key was rejected; wait until ``retry_at``
     WAIT = "wait"  # an attempt we cannot move is open; watching it for a stall
     UNINITIALIZED = "uninitialized"  # report; never initialize
+    NOT_JOINED = "not_joined"  # uninitialized while the cluster exists: wait for retry_join
 
 
 @dataclass(frozen=True)
@@ -91,6 +73,8 @@ class Context:
     key_count: int  # 0: keys unknown/unreadable (we only observe)
     fingerprint: str | None  # of the key file content, to notice a rotation
     stall_timeout: float
+    cluster_exists: bool = False  # some member is initialized: an uninitialized one is joining
+    withheld: str = ""  # non-empty: do not give this member a key now, and why
 
 
 def _sealed_since(memory: Memory, status: SealStatus, now: float) -> float | None:
@@ -103,14 +87,24 @@ def decide(status: SealStatus, memory: Memory, ctx: Context) -> Decision:
     now = ctx.now
     memory = replace(memory, sealed_since=_sealed_since(memory, status, now))
     if not status.initialized:
-        fresh = Memory(sealed_since=memory.sealed_since, unseals=memory.unseals)
+        fresh = Memory(
+            sealed_since=memory.sealed_since, unseals=memory.unseals, seen_uninitialized=True
+        )
+        if ctx.cluster_exists:
+            reason = "not joined yet (waiting for retry_join)"
+            return Decision(Kind.NOT_JOINED, fresh, reason=reason)
         return Decision(Kind.UNINITIALIZED, fresh, reason="not initialized")
     if not status.sealed:
-        # success clears the rejection history too: the key in use works
+        # success clears the rejection history too: the key in use works; and an unsealed member
+        # has joined, so a later sealed spell at this address is a restart, not a join
         return Decision(Kind.NOTHING, Memory(unseals=memory.unseals), reason="unsealed")
     rotated = ctx.fingerprint is not None and ctx.fingerprint != memory.rejected_fingerprint
     if memory.rejections and now < memory.retry_at and not rotated:
         return Decision(Kind.BACK_OFF, memory, reason="key rejected", retry_at=memory.retry_at)
+    if now < memory.settling_until and status.progress == 0:
+        return Decision(Kind.WAIT, memory, reason="key given; waiting for the member to unseal")
+    if ctx.withheld:
+        return Decision(Kind.WAIT, memory, reason=ctx.withheld)
     if ctx.key_count <= 0:
         return Decision(Kind.WAIT, memory, reason="no usable keys")
     if status.progress == 0:
@@ -140,13 +134,28 @@ def decide(status: SealStatus, memory: Memory, ctx: Context) -> Decision:
     return Decision(Kind.WAIT, memory, reason="attempt needs more keys than we hold")
 
 
-def after_submit(memory: Memory, index: int, reply: SealStatus) -> Memory:
-    """Fold an accepted share (a 200 reply) into memory."""
+def after_submit(
+    memory: Memory, index: int, reply: SealStatus, *, now: float = 0.0, settle: float = 0.0
+) -> Memory:
+    """Fold an accepted share (a 200 reply) into memory.
+
+    ``settle``: how long a member that took the last share and still says sealed (a raft member
+    finishing its join) is given before it is sent a key again.
+    """
     if reply.initialized and not reply.sealed:
         return Memory(unseals=memory.unseals + 1)
     if reply.progress == 0:
-        # Someone reset (or finished) the attempt under us; start over next time.
-        return replace(memory, attempt_nonce="", submitted=frozenset(), joined=False)
+        # Either the attempt reached its threshold and the member is still finishing (a joining
+        # raft member answers so) or someone reset it under us. Both: start over, but not before
+        # the member had time to finish.
+        last_share = reply.t <= 1 or len(memory.submitted | {index}) >= reply.t
+        return replace(
+            memory,
+            attempt_nonce="",
+            submitted=frozenset(),
+            joined=False,
+            settling_until=now + settle if last_share else 0.0,
+        )
     if reply.nonce != memory.attempt_nonce:
         # A new attempt began with this share; it was ours from the start if progress is 1.
         return replace(

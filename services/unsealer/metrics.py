@@ -6,6 +6,10 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from services.unsealer.status import Role
+
+ROLE_NAMES = tuple(role.value for role in Role)
+
 
 class UnsealerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -85,6 +89,18 @@ class UnsealerMetrics:
             "When the last pass over all replicas ended (Unix time)",
             registry=self.registry,
         )
+        self.role = Gauge(
+            "certflow_unsealer_member_role",
+            "1 for the member's current role (active, standby, sealed, not joined, "
+            "uninitialized, unreachable), 0 for the others",
+            ["replica", "role"],
+            registry=self.registry,
+        )
+        self.active_members = Gauge(
+            "certflow_unsealer_active_members",
+            "Members answering as active (exactly 1 is healthy)",
+            registry=self.registry,
+        )
         self._per_replica = [
             self.sealed,
             self.initialized,
@@ -104,3 +120,6 @@ class UnsealerMetrics:
         for metric in self._per_replica:
             with contextlib.suppress(KeyError):
                 metric.remove(replica)
+        for role in ROLE_NAMES:
+            with contextlib.suppress(KeyError):
+                self.role.remove(replica, role)

@@ -1,29 +1,32 @@
-"""The unsealer loop: discover replicas, observe each, let the machine decide, act, report.
+"""The unsealer loop: discover members, observe each, let the machine decide, act, report.
 
-One cycle visits every replica in parallel (a slow or dead replica must not delay the others).
-Inside a cycle a replica is driven to the end of its attempt at once (submit, read the reply,
-decide again), so a replica that answers sealed is unsealed within the same cycle. The key file
-is read at most once per cycle and only when some replica needs a key; the keys are dropped when
-the cycle ends.
+One cycle observes every member in parallel (a slow or dead member must not delay the others),
+builds the cluster view (roles, who may get the key: :mod:`services.unsealer.cluster`), then drives
+each member to the end of its attempt at once (submit, read the reply, re-poll, decide again), so a
+member that answers sealed is unsealed within the same cycle. A key is proven once it has unsealed
+a member in this process; until then it goes to one joined member only. The key file is read at
+most once per cycle and only when some member needs a key; the keys are dropped when the cycle
+ends. Every call is bounded by the client's timeouts.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from services.unsealer.cluster import KeyPlan, MemberView, cluster_exists, judge, plan_keys, roles
 from services.unsealer.discovery import Discovery, Replica
 from services.unsealer.keys import KeyFile, KeyFileError, UnsealKeys
 from services.unsealer.machine import (
     Context,
     Kind,
     Memory,
-    SealStatus,
     after_rejection,
     after_reset,
     after_submit,
@@ -32,6 +35,7 @@ from services.unsealer.machine import (
 )
 from services.unsealer.metrics import UnsealerMetrics
 from services.unsealer.settings import UnsealerSettings
+from services.unsealer.status import MemberHealth, Role, SealStatus
 from services.unsealer.vault_client import TlsConfig, VaultClient
 from shared.errors import KeyRejected, VaultError, VaultUnreachable
 from shared.health import HealthRegistry, Status
@@ -39,6 +43,10 @@ from shared.logs import get_logger
 from shared.retry import backoff_delay
 
 _log = get_logger(__name__)
+_SUSPECT = (
+    "key withheld: a member stopped answering when it was given this key, which is what a wrong "
+    "key does to a member still joining; replace the key file (or restart that member)"
+)
 ClientFactory = Callable[[str], VaultClient]
 
 
@@ -48,6 +56,8 @@ class ReplicaState:
     memory: Memory
     client: VaultClient | None = None
     status: SealStatus | None = None
+    health: MemberHealth | None = None
+    role: Role = Role.UNREACHABLE
     last_seen: float | None = None
     last_error: str = ""
     problem_since: float | None = None  # unreachable or uninitialized since
@@ -58,16 +68,22 @@ class ReplicaState:
     def unsealed(self) -> bool:
         return self.status is not None and self.status.initialized and not self.status.sealed
 
+    def view(self) -> MemberView:
+        health = None if self.status is None else self.health
+        return MemberView(self.replica.address, health, self.memory.seen_uninitialized)
+
 
 @dataclass(frozen=True)
 class CycleResult:
     replicas: int
     unsealed: int
     busy: bool  # something is sealed, changing or unreachable: poll fast
+    reachable: int = 0
 
     @property
     def all_unsealed(self) -> bool:
-        return self.replicas > 0 and self.unsealed == self.replicas
+        """Every member that answered is unsealed (and at least one answered)."""
+        return self.reachable > 0 and self.unsealed == self.reachable
 
 
 class _CycleKeys:
@@ -128,12 +144,15 @@ class Unsealer:
                 tls,
                 connect_timeout=settings.connect_timeout,
                 request_timeout=settings.request_timeout,
+                unseal_timeout=settings.unseal_timeout,
                 context=context,
             )
         )
         self._states: dict[str, ReplicaState] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="replica")
         self._last_fingerprint: str | None = None
+        self._proven_fingerprint: str | None = None  # unsealed a member in this process
+        self._suspect_fingerprint: str | None = None  # a member stopped answering when given it
         self._last_key_error = ""
         self._discovery_source = ""
 
@@ -166,18 +185,57 @@ class Unsealer:
                 source=found.source,
             )
         self._sync_replicas(found.replicas)
-        keys = _CycleKeys(self.key_file)
         states = list(self._states.values())
-        # copy_context: worker threads log with the service/node fields bound in the main thread
-        contexts = [contextvars.copy_context() for _ in states]
-        results = list(self._pool.map(lambda c, s: c.run(self._visit, s, keys), contexts, states))
+        self._parallel(self._observe, states)
+        keys = _CycleKeys(self.key_file)
+        exists = cluster_exists([state.view() for state in states])
+        busy = self._drive_all(states, keys, exists)
         self._report_keys(keys)
         now = self.clock()
+        member_roles = roles([state.view() for state in states])
+        for state in states:
+            state.role = member_roles[state.replica.address]
+            self._publish(state)
+        self._report_cluster(member_roles)
         self.metrics.replicas.set(len(states))
         self.metrics.last_cycle.set(now)
         unsealed = sum(1 for s in states if s.unsealed)
-        busy = any(results) or not states or unsealed < len(states)
-        return CycleResult(replicas=len(states), unsealed=unsealed, busy=busy)
+        reachable = sum(1 for s in states if s.status is not None)
+        busy = busy or not states or unsealed < len(states)
+        return CycleResult(
+            replicas=len(states),
+            unsealed=unsealed,
+            busy=busy,
+            reachable=reachable,
+        )
+
+    def _parallel(self, work: Callable[[ReplicaState], bool], states: list[ReplicaState]) -> bool:
+        """Run ``work`` on every state at once; True if any asked for fast polling."""
+        # copy_context: worker threads log with the service/node fields bound in the main thread
+        contexts = [contextvars.copy_context() for _ in states]
+        return any(list(self._pool.map(lambda c, s: c.run(work, s), contexts, states)))
+
+    def _drive_all(self, states: list[ReplicaState], keys: _CycleKeys, exists: bool) -> bool:
+        """Give keys where the plan allows; once a key is proven, a second round for the rest."""
+        sealed = [
+            s for s in states if s.status is not None and s.status.initialized and s.status.sealed
+        ]
+        loaded = keys.get() if sealed else None
+        fingerprint = loaded.fingerprint if loaded else None
+        busy = False
+        todo = [s for s in states if s.status is not None]
+        for _ in range(2):
+            proven = fingerprint is not None and fingerprint == self._proven_fingerprint
+            plan = plan_keys([s.view() for s in todo], key_proven=proven)
+            if fingerprint is not None and fingerprint == self._suspect_fingerprint:
+                plan = KeyPlan(frozenset(), {s.replica.address: _SUSPECT for s in sealed})
+            drive = functools.partial(self._drive, keys=keys, exists=exists, plan=plan)
+            busy = self._parallel(drive, todo) or busy
+            newly_proven = not proven and fingerprint == self._proven_fingerprint
+            todo = [s for s in todo if s.replica.address in plan.withheld]
+            if not (newly_proven and todo):
+                break
+        return busy
 
     def _sync_replicas(self, replicas: list[Replica]) -> None:
         wanted = {r.address: r for r in replicas}
@@ -229,25 +287,44 @@ class Unsealer:
         )
 
     # -- one replica -----------------------------------------------------------------------
-    def _visit(self, state: ReplicaState, keys: _CycleKeys) -> bool:
-        """Observe and drive one replica. Returns True when it needs fast polling."""
+    def _observe(self, state: ReplicaState) -> bool:
+        """One look at a member: ``sys/health`` always, ``seal-status`` when an attempt matters."""
         address = state.replica.address
-        busy = True
         try:
             if state.client is None:
                 state.client = self._client_factory(address)
-            status = state.client.seal_status()
-            self._seen(state, status)
-            busy = self._drive(state, status, keys)
+            health = state.client.health()
+            state.health = health
+            if health.initialized and health.sealed:
+                self._seen(state, state.client.seal_status())
+            else:
+                # Health has no shares/threshold: keep what the last seal status said.
+                known = state.status
+                status = health.seal_status()
+                if known is not None and known.initialized:
+                    status = replace(status, t=known.t, n=known.n)
+                self._seen(state, status)
         except VaultError as exc:
             self._failed(state, exc)
-        self._publish(state)
-        return busy
+        return True
 
-    def _drive(self, state: ReplicaState, status: SealStatus, keys: _CycleKeys) -> bool:
+    def _drive(self, state: ReplicaState, keys: _CycleKeys, exists: bool, plan: KeyPlan) -> bool:
+        """Drive one observed member. Returns True when it needs fast polling."""
+        try:
+            return self._drive_member(state, keys, exists, plan)
+        except VaultError as exc:
+            self._failed(state, exc)
+            return True
+
+    def _drive_member(
+        self, state: ReplicaState, keys: _CycleKeys, exists: bool, plan: KeyPlan
+    ) -> bool:
         assert state.client is not None
+        assert state.status is not None
         address = state.replica.address
+        status = state.status
         was_sealed = status.sealed
+        withheld = plan.withheld.get(address, "")
         # Enough steps for a full attempt, a reset and a fresh attempt; then wait for next cycle.
         for _ in range(2 * max(status.t, 1) + 6):
             loaded = keys.get() if status.initialized and status.sealed else None
@@ -256,6 +333,8 @@ class Unsealer:
                 key_count=len(loaded.keys) if loaded else 0,
                 fingerprint=loaded.fingerprint if loaded else None,
                 stall_timeout=self.settings.stall_timeout,
+                cluster_exists=exists,
+                withheld=withheld,
             )
             decision = decide(status, state.memory, ctx)
             state.memory = decision.memory
@@ -265,6 +344,13 @@ class Unsealer:
                     _log.info("unseal.joining", replica=address, progress=status.progress)
                 try:
                     reply = state.client.submit_key(loaded.keys[decision.index])
+                except VaultUnreachable:
+                    if ctx.fingerprint != self._proven_fingerprint:
+                        # A wrong key given to a member still joining never returns and locks it:
+                        # stop handing this key out until the file changes.
+                        self._suspect_fingerprint = ctx.fingerprint
+                        _log.error("unseal.member_stopped_answering", replica=address)
+                    raise
                 except KeyRejected as exc:
                     delay = backoff_delay(
                         state.memory.rejections + 1,
@@ -290,11 +376,21 @@ class Unsealer:
                     )
                     return True
                 self.metrics.submissions.labels(address).inc()
-                state.memory = after_submit(state.memory, decision.index, reply)
+                state.memory = after_submit(
+                    state.memory,
+                    decision.index,
+                    reply,
+                    now=self.clock(),
+                    settle=self.settings.join_settle,
+                )
+                if reply.initialized and not reply.sealed:
+                    # Trust the member, not its reply: look again before calling it unsealed.
+                    reply = state.client.seal_status()
+                    if reply.initialized and not reply.sealed:
+                        self.metrics.unseals.labels(address).inc()
+                        self._proven_fingerprint = ctx.fingerprint
                 status = reply
                 self._seen(state, status)
-                if not reply.sealed:
-                    self.metrics.unseals.labels(address).inc()
                 continue
             if decision.kind is Kind.RESET:
                 _log.warning(
@@ -311,6 +407,8 @@ class Unsealer:
             break
         if was_sealed and status.initialized and not status.sealed:
             state.last_error = ""
+            if state.health is not None:
+                state.health = replace(state.health, sealed=False)
             _log.info("unseal.succeeded", replica=address, task=state.replica.task_id or None)
         return not (status.initialized and not status.sealed)
 
@@ -324,11 +422,9 @@ class Unsealer:
         )
         if condition != state.reported:
             if condition == "uninitialized":
-                _log.warning(
-                    "replica.uninitialized",
-                    replica=state.replica.address,
-                    hint="run certflow vault-bootstrap; the unsealer never initializes",
-                )
+                # Not joined yet (the cluster exists) or a Vault nobody initialized: the cycle's
+                # cluster view tells which; the unsealer never initializes either.
+                _log.warning("replica.uninitialized", replica=state.replica.address)
             elif condition == "sealed":
                 _log.info(
                     "replica.sealed",
@@ -365,6 +461,7 @@ class Unsealer:
         alert = self.settings.sealed_alert
         details = {
             "address": address,
+            "role": state.role.value,
             "task": state.replica.task_id or None,
             "node": state.replica.node_id or None,
             "initialized": status.initialized if status else None,
@@ -383,11 +480,17 @@ class Unsealer:
         if status is None:
             level = Status.FAILING if long_problem else Status.DEGRADED
             message = f"unreachable: {state.last_error}"
+        elif state.role is Role.NOT_JOINED:
+            level = Status.FAILING if long_problem else Status.DEGRADED
+            message = (
+                "not joined yet: waiting for it to join the cluster (retry_join), then it is "
+                "unsealed; never initialized by certflow"
+            )
         elif not status.initialized:
             level = Status.FAILING if long_problem else Status.DEGRADED
             message = "not initialized (run certflow vault-bootstrap; never done automatically)"
         elif not status.sealed:
-            level, message = Status.OK, "unsealed"
+            level, message = Status.OK, f"unsealed, {state.role.value}"
         elif memory.rejections:
             level, message = Status.FAILING, "key rejected; backing off"
         elif sealed_too_long(memory, now, alert):
@@ -397,6 +500,8 @@ class Unsealer:
             level, message = Status.DEGRADED, f"sealed ({state.decision or 'unsealing'})"
         self.health.report(f"vault:{address}", level, message, **details)
         m = self.metrics
+        for role in Role:
+            m.role.labels(address, role.value).set(1 if role is state.role else 0)
         m.reachable.labels(address).set(0 if status is None else 1)
         if status is not None:
             m.sealed.labels(address).set(1 if status.sealed else 0)
@@ -406,6 +511,12 @@ class Unsealer:
             m.last_seen.labels(address).set(state.last_seen)
         sealed_for = now - memory.sealed_since if memory.sealed_since is not None else 0.0
         m.sealed_seconds.labels(address).set(sealed_for)
+
+    def _report_cluster(self, member_roles: dict[str, Role]) -> None:
+        verdict = judge(member_roles)
+        self.metrics.active_members.set(verdict.counts.get(Role.ACTIVE.value, 0))
+        level = Status.OK if verdict.ok else Status.FAILING
+        self.health.report("cluster", level, verdict.message, members=verdict.counts)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from shared.settings import ServiceSettings
+from shared.settings import OptionalPath, ServiceSettings
 
 
 class UnsealerSettings(ServiceSettings):
@@ -45,7 +45,7 @@ class UnsealerSettings(ServiceSettings):
         le=65535,
         description="Vault's listener port on each replica",
     )
-    ca_file: Path | None = Field(
+    ca_file: OptionalPath = Field(
         None,
         alias="UNSEALER_CA_FILE",
         description="CA bundle that Vault's certificate must chain to (default: system CAs)",
@@ -119,16 +119,35 @@ class UnsealerSettings(ServiceSettings):
         le=120,
         description="Whole-request timeout per replica call (seconds)",
     )
+    unseal_timeout: float = Field(
+        30.0,
+        alias="UNSEALER_UNSEAL_TIMEOUT",
+        gt=0,
+        le=300,
+        description="Timeout of one unseal call (seconds): a joining member answers it only "
+        "once its raft join is through, and a join cut off mid-way can leave it hanging",
+    )
+    join_settle: float = Field(
+        5.0,
+        alias="UNSEALER_JOIN_SETTLE",
+        ge=0,
+        le=600,
+        description="After the last key share a joining raft member may still say sealed: how "
+        "long it is given to finish before it is sent a key again (seconds)",
+    )
+    once_wait: float = Field(
+        30.0,
+        alias="UNSEALER_ONCE_WAIT",
+        ge=0,
+        le=3600,
+        description="--once: how long to keep passing over the members while some are sealed or "
+        "still joining (seconds)",
+    )
     docker_discovery: bool = Field(
         True,
         alias="UNSEALER_DOCKER_DISCOVERY",
         description="Ask the Docker API for tasks when a socket is there (needs a manager)",
     )
-
-    @field_validator("ca_file", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @field_validator("vault_addrs_raw")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from services.unsealer.machine import SealStatus
+from services.unsealer.status import MemberHealth, SealStatus
 from shared.errors import KeyRejected, VaultError, VaultUnreachable
 
 _REJECTED_MARKERS = (
@@ -55,10 +55,15 @@ class VaultClient:
         *,
         connect_timeout: float = 1.0,
         request_timeout: float = 3.0,
+        unseal_timeout: float = 30.0,
         context: ssl.SSLContext | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.address = address.rstrip("/")
+        # An unseal call is never abandoned early: a member that is joining raft answers it only
+        # once the join is through (seconds on a busy machine), and a join cut off mid-way was
+        # seen to leave the member hanging on every later call until it was killed.
+        self._unseal_timeout = httpx.Timeout(unseal_timeout, connect=connect_timeout)
         self._server_name = tls.server_name
         self._http = httpx.Client(
             base_url=self.address,
@@ -84,7 +89,34 @@ class VaultClient:
 
     def submit_key(self, key: str) -> SealStatus:
         return SealStatus.from_json(
-            self._json("PUT", "/v1/sys/unseal", {"key": key}, secret=key, unseal=True)
+            self._json(
+                "PUT",
+                "/v1/sys/unseal",
+                {"key": key},
+                secret=key,
+                unseal=True,
+                timeout=self._unseal_timeout,
+            )
+        )
+
+    def health(self) -> MemberHealth:
+        """``sys/health`` with every state answered 200, so one call gives role and seal state."""
+        return MemberHealth.from_json(
+            self._json(
+                "GET",
+                "/v1/sys/health?standbyok=true&perfstandbyok=true&sealedcode=200"
+                "&uninitcode=200&drsecondarycode=200&performancestandbycode=200",
+            )
+        )
+
+    def configure_autopilot(self, token: str, settings: dict[str, object]) -> None:
+        """Set raft autopilot (the token travels as a header and is never logged)."""
+        self._json(
+            "POST",
+            "/v1/sys/storage/raft/autopilot/configuration",
+            settings,
+            token=token,
+            expect_body=False,
         )
 
     def reset(self) -> SealStatus:
@@ -107,18 +139,27 @@ class VaultClient:
         *,
         secret: str | None = None,
         unseal: bool = False,
+        token: str | None = None,
+        expect_body: bool = True,
+        timeout: httpx.Timeout | None = None,
     ) -> dict[str, Any]:
         where = f"{self.address}{path}"
+        headers = {"X-Vault-Token": token} if token else None
         try:
             response = self._http.request(
-                method, path, json=body, extensions={"sni_hostname": self._server_name}
+                method,
+                path,
+                json=body,
+                headers=headers,
+                extensions={"sni_hostname": self._server_name},
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
             raise VaultUnreachable(f"{where}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise VaultUnreachable(f"{where}: {_transport_reason(exc)}") from exc
         if response.status_code >= 400:
-            message = _scrub(_error_text(response), secret)
+            message = _scrub(_scrub(_error_text(response), secret), token)
             detail = f"{method} {where}: HTTP {response.status_code}: {message}"
             lowered = message.lower()
             if (
@@ -128,6 +169,8 @@ class VaultClient:
             ):
                 raise KeyRejected(detail)
             raise VaultError(detail)
+        if not expect_body and (response.status_code == 204 or not response.content):
+            return {}
         try:
             document = response.json()
         except ValueError as exc:

@@ -20,9 +20,9 @@ from services.verify.facts import (
     ReplicaFacts,
     ServiceFacts,
 )
+from shared.swarm import FAILED_UPDATE_STATES
 
 _ERROR_LEVELS = frozenset({"error", "critical", "fatal", "exception"})
-_STUCK_UPDATES = frozenset({"paused", "rollback_started", "rollback_paused", "rollback_completed"})
 _SHOWN_ERRORS = 3
 
 
@@ -82,7 +82,7 @@ def check_service(facts: ServiceFacts, *, deploy_hint: str) -> Result:
         "desired": facts.desired,
         "update_state": facts.update_state,
     }
-    if facts.update_state in _STUCK_UPDATES:
+    if facts.update_state in FAILED_UPDATE_STATES:
         return _fail(
             check,
             f"update {facts.update_state}: {facts.update_message or 'no message'} ({counts})",
@@ -112,11 +112,6 @@ _RESOLVED_BY: dict[str, frozenset[str]] = {
     "source.valid_again": frozenset({"cert.rejected", "source.unreadable"}),
     "storage.available": frozenset({"storage.unavailable"}),
 }
-
-
-def error_events(lines: Iterable[str]) -> list[str]:
-    """Log lines that report an error: JSON events at error level, or a Python traceback."""
-    return [text for _, text in _errors(lines)]
 
 
 def unresolved_error_events(lines: Iterable[str]) -> tuple[list[str], int]:
@@ -237,7 +232,19 @@ def _task(replica: ReplicaFacts) -> str:
     return f"task {replica.task_id[:12] or '?'} on {replica.node or '?'}"
 
 
-def check_replica_seal(replica: ReplicaFacts, *, vault: str, unsealer: str) -> Result:
+def role_of(replica: ReplicaFacts) -> str:
+    if replica.error:
+        return "unreachable"
+    if replica.initialized is False:
+        return "not initialized"
+    if replica.sealed is not False:
+        return "sealed"
+    return "standby" if replica.standby else "active"
+
+
+def check_replica_seal(
+    replica: ReplicaFacts, *, vault: str, unsealer: str, cluster_exists: bool = False
+) -> Result:
     check = f"{_where(replica)} seal"
     if replica.error:
         hint = (
@@ -252,6 +259,13 @@ def check_replica_seal(replica: ReplicaFacts, *, vault: str, unsealer: str) -> R
             )
         return _fail(check, f"unreachable ({_task(replica)}): {replica.error}", hint)
     if replica.initialized is False:
+        if cluster_exists:
+            return _fail(
+                check,
+                f"not joined ({_task(replica)}): waiting to join the raft cluster",
+                f"docker service logs {vault} --tail 50 (retry_join); it is unsealed once it "
+                "has joined; never run vault-bootstrap against it",
+            )
         return _fail(
             check,
             f"not initialized ({_task(replica)})",
@@ -264,7 +278,31 @@ def check_replica_seal(replica: ReplicaFacts, *, vault: str, unsealer: str) -> R
             f"docker service logs {unsealer} --tail 50; the unsealer's /health "
             "(a rejected key means vault_unseal_key is not this Vault's key)",
         )
-    return _ok(check, f"unsealed ({_task(replica)})")
+    return _ok(check, f"unsealed, {role_of(replica)} ({_task(replica)})", role=role_of(replica))
+
+
+def check_cluster(replicas: tuple[ReplicaFacts, ...], *, vault: str, unsealer: str) -> Result:
+    """Exactly one member may answer as active; say what the others are."""
+    roles = [role_of(r) for r in replicas]
+    counts = {role: roles.count(role) for role in dict.fromkeys(roles)}
+    summary = ", ".join(f"{n} {role}" for role, n in counts.items())
+    active = [r.address for r in replicas if role_of(r) == "active"]
+    if len(active) == 1:
+        return _ok("vault cluster", f"one active member, {summary}", members=counts)
+    if not active:
+        return _fail(
+            "vault cluster",
+            f"no active member ({summary})",
+            f"docker service logs {unsealer} --tail 50; docker service logs {vault} --tail 50",
+            members=counts,
+        )
+    return _fail(
+        "vault cluster",
+        f"{len(active)} members claim to be active ({', '.join(active)}): split cluster",
+        f"docker service logs {vault} --tail 100; each member's raft peers "
+        "(vault operator raft list-peers)",
+        members=counts,
+    )
 
 
 def check_replica_certificate(
@@ -318,9 +356,12 @@ def check_replicas(obs: Observation) -> list[Result]:
                 f"docker service ps {vault} --no-trunc; check VERIFY_VAULT_NETWORK",
             )
         ]
-    results: list[Result] = []
+    results: list[Result] = [check_cluster(obs.replicas, vault=vault, unsealer=unsealer)]
+    exists = any(r.initialized for r in obs.replicas)
     for replica in obs.replicas:
-        results.append(check_replica_seal(replica, vault=vault, unsealer=unsealer))
+        results.append(
+            check_replica_seal(replica, vault=vault, unsealer=unsealer, cluster_exists=exists)
+        )
         if replica.served is not None:
             results.append(
                 check_replica_certificate(

@@ -11,14 +11,13 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
-
-import docker
 
 from services.verify.checks import all_ok, evaluate
 from services.verify.observe import observe
 from services.verify.report import to_json, to_table
 from services.verify.settings import VerifySettings
+from shared.cli_help import epilog_for
+from shared.docker_engine import open_engine
 from shared.settings import load_settings
 
 # flag -> environment variable: a flag given on the command line wins over the environment.
@@ -35,14 +34,14 @@ _FLAGS = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "Checks: the four services exist and are converged; the reloader's recent logs carry no "
-        "error; the Storage Box holds a committed pair; /opt/iklimco/ssl holds the same "
-        "certificate; every Vault replica is unsealed and serves that certificate on 8200. "
-        "Every flag has a VERIFY_* variable (e.g. --ssl-dir = VERIFY_SSL_DIR); also "
-        "VERIFY_{RELOADER,DISTRIBUTOR,VAULT,UNSEALER}_SERVICE, VERIFY_VAULT_PORT, "
-        "VERIFY_CERT_NAME, VERIFY_KEY_NAME. Exit status: 0 all hold, 1 a check failed, "
-        "2 bad setting."
+    parser.epilog = epilog_for(
+        VerifySettings,
+        intro="Checks: the four services exist and are converged; the reloader's recent logs "
+        "carry no error; the Storage Box holds a committed pair; /opt/iklimco/ssl holds the "
+        "same certificate; every Vault replica is unsealed and serves that certificate on 8200. "
+        "A flag given on the command line wins over its VERIFY_* variable (e.g. --ssl-dir over "
+        "VERIFY_SSL_DIR).",
+        exit_codes="0 all hold, 1 a check failed, 2 bad setting.",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--stack", help="stack name prefix of the services (default iklimco)")
@@ -70,13 +69,9 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> VerifySe
     return load_settings(VerifySettings, merged)
 
 
-def _docker_client() -> Any:
-    return docker.from_env()
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, dict(os.environ))
-    observation = observe(settings, _docker_client)
+    observation = observe(settings, open_engine)
     results = evaluate(observation, log_tail=settings.log_tail, stack=settings.stack)
     now = datetime.now(UTC)
     print(to_json(results, checked_at=now) if args.json else to_table(results))

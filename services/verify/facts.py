@@ -65,6 +65,7 @@ class ReplicaFacts:
     served: CertFacts | None = None
     initialized: bool | None = None
     sealed: bool | None = None
+    standby: bool | None = None  # None: an older answer without the field
     error: str = ""
 
 

@@ -13,11 +13,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import docker.errors
 import httpx
-import requests
 from cryptography import x509
 
 from services.verify.facts import (
@@ -30,11 +27,11 @@ from services.verify.facts import (
 )
 from services.verify.settings import VerifySettings
 from shared.certs import LeafInfo, leaf_info, read_leaf
-from shared.errors import CertflowError
+from shared.docker_engine import DockerEngine
+from shared.errors import CertflowError, DockerError, DockerNotFound
 from shared.storagebox import read_snapshot
-from shared.swarm import TaskInfo, task_from_dict
+from shared.swarm import TaskInfo
 
-_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 ROLES = ("reloader", "distributor", "vault", "unsealer")
 
 
@@ -49,63 +46,47 @@ def _cert_facts(info: LeafInfo, data: bytes = b"") -> CertFacts:
 # -- Docker -------------------------------------------------------------------------------------
 
 
-def observe_service(client: Any, name: str) -> ServiceFacts:
+def observe_service(engine: DockerEngine, name: str) -> ServiceFacts:
     try:
-        service = client.services.get(name)
-        raw_tasks = service.tasks(filters={"desired-state": "running"})
-    except docker.errors.NotFound:
+        service = engine.service(name)
+        tasks = engine.tasks(name, running_only=False)
+    except DockerNotFound:
         return ServiceFacts(name=name, found=False)
-    except _DOCKER_ERRORS as exc:
+    except DockerError as exc:
         return ServiceFacts(name=name, found=False, error=str(exc))
-    spec_mode = service.attrs.get("Spec", {}).get("Mode", {})
-    tasks = [task_from_dict(t) for t in raw_tasks]
     running = sum(1 for t in tasks if t.state == "running")
-    if "Global" in spec_mode:
-        mode, desired = "global", len(tasks)
-    else:
-        mode, desired = "replicated", int(spec_mode.get("Replicated", {}).get("Replicas", 0))
-    errors = tuple(
-        str(raw.get("Status", {}).get("Err") or raw.get("Status", {}).get("Message", ""))
-        for raw in raw_tasks
-        if raw.get("Status", {}).get("State") != "running"
-    )
-    update = service.attrs.get("UpdateStatus") or {}
+    desired = len(tasks) if service.mode == "global" else service.replicas or 0
     return ServiceFacts(
         name=name,
         found=True,
-        mode=mode,
+        mode=service.mode,
         desired=desired,
         running=running,
-        update_state=update.get("State"),
-        update_message=str(update.get("Message", "")),
-        task_errors=tuple(e for e in errors if e),
+        update_state=service.update_state,
+        update_message=service.update_message,
+        task_errors=tuple(t.error for t in tasks if t.state != "running" and t.error),
     )
 
 
-def observe_logs(client: Any, name: str, *, tail: int) -> LogFacts:
+def observe_logs(engine: DockerEngine, name: str, *, tail: int) -> LogFacts:
     try:
-        service = client.services.get(name)
-        chunks = service.logs(stdout=True, stderr=True, tail=tail, follow=False)
-        data = b"".join(chunks)
-    except docker.errors.NotFound:
+        lines = engine.service_logs(name, tail=tail)
+    except DockerNotFound:
         return LogFacts(service=name, error="service not found")
-    except _DOCKER_ERRORS as exc:
+    except DockerError as exc:
         return LogFacts(service=name, error=str(exc))
-    return LogFacts(service=name, lines=tuple(data.decode("utf-8", "replace").splitlines()))
+    return LogFacts(service=name, lines=tuple(lines))
 
 
-def vault_tasks(client: Any, service: str, network: str) -> list[tuple[TaskInfo, str]]:
-    """Running tasks of ``service`` and their address on ``network``. Raises CertflowError."""
-    try:
-        svc = client.services.get(service)
-        raw = svc.tasks(filters={"desired-state": "running"})
-    except docker.errors.NotFound as exc:
-        raise CertflowError(f"service {service} not found") from exc
-    except _DOCKER_ERRORS as exc:
-        raise CertflowError(f"listing tasks of {service} failed: {exc}") from exc
+def vault_tasks(engine: DockerEngine, service: str, network: str) -> list[tuple[TaskInfo, str]]:
+    """Tasks of ``service`` Swarm wants running, and their address on ``network``.
+
+    Not only running ones: a member that is still sealed stays ``starting`` (the stack's
+    healthcheck), and it must be seen, and reported sealed, not skipped. Raises DockerError.
+    """
     found: list[tuple[TaskInfo, str]] = []
-    for task in (task_from_dict(t) for t in raw):
-        if task.state != "running":
+    for task in engine.tasks(service, running_only=False):
+        if task.state not in ("starting", "running"):
             continue
         addresses = task.addresses.get(network, ())
         if addresses:
@@ -113,10 +94,10 @@ def vault_tasks(client: Any, service: str, network: str) -> list[tuple[TaskInfo,
     return found
 
 
-def node_names(client: Any) -> dict[str, str]:
+def node_names(engine: DockerEngine) -> dict[str, str]:
     try:
-        return {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
-    except (*_DOCKER_ERRORS, KeyError):
+        return {node_id: node.hostname for node_id, node in engine.nodes().items()}
+    except DockerError:
         return {}
 
 
@@ -176,13 +157,16 @@ def observe_replica(
     task_id: str = "",
     node: str = "",
 ) -> ReplicaFacts:
-    """One TLS connection to ``address``: the served leaf and ``/v1/sys/seal-status``.
+    """One TLS connection to ``address``: the served leaf and ``/v1/sys/health`` (every state
+    answered 200, so the body says initialized, sealed and standby).
 
     The certificate is verified for ``server_name`` (sent as SNI) although the connection goes to
     the task's IP, exactly as clients reaching ``vault.iklim.co`` would see it.
     """
     host = f"[{address}]" if ":" in address else address
-    url = f"https://{host}:{port}/v1/sys/seal-status"
+    # No query: every state answers with its own code (200 active, 429 standby, 503 sealed, 501
+    # uninitialized, ...) and the same JSON body, which is what is read.
+    url = f"https://{host}:{port}/v1/sys/health"
     base = ReplicaFacts(task_id=task_id, node=node, address=address)
     try:
         with (
@@ -200,14 +184,26 @@ def observe_replica(
     except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
         return replace(base, error=_transport_error(exc))
     served = _cert_facts(leaf_info(x509.load_der_x509_certificate(der))) if der else None
-    if response.status_code != 200:
-        return replace(base, served=served, error=f"seal-status answered {response.status_code}")
+    if response.status_code not in _HEALTH_CODES:
+        return replace(base, served=served, error=f"sys/health answered {response.status_code}")
     try:
         body = response.json()
         sealed, initialized = bool(body["sealed"]), bool(body.get("initialized", True))
-    except (ValueError, KeyError, TypeError):
-        return replace(base, served=served, error="seal-status body is not Vault's JSON")
-    return replace(base, served=served, sealed=sealed, initialized=initialized)
+        standby = body.get("standby")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return replace(base, served=served, error="sys/health body is not Vault's JSON")
+    return replace(
+        base,
+        served=served,
+        sealed=sealed,
+        initialized=initialized,
+        standby=standby if isinstance(standby, bool) else None,
+    )
+
+
+# sys/health's codes by state (active, standby, DR secondary, performance standby, uninitialized,
+# sealed); the body says the same in fields.
+_HEALTH_CODES = frozenset({200, 429, 472, 473, 501, 503})
 
 
 def _transport_error(exc: BaseException) -> str:
@@ -226,12 +222,12 @@ def _transport_error(exc: BaseException) -> str:
 
 def observe(
     settings: VerifySettings,
-    client_factory: Callable[[], Any],
+    engine_factory: Callable[[], DockerEngine],
 ) -> Observation:
     names = {role: settings.service(role) for role in ROLES}
     try:
-        client = client_factory()
-    except _DOCKER_ERRORS as exc:
+        engine = engine_factory()
+    except DockerError as exc:
         error = f"no Docker engine: {exc}"
         return Observation(
             services=tuple(ServiceFacts(n, found=False, error=error) for n in names.values()),
@@ -244,16 +240,16 @@ def observe(
             replicas_error=error,
             names=names,
         )
-    services = tuple(observe_service(client, names[role]) for role in ROLES)
-    logs = observe_logs(client, names["reloader"], tail=settings.log_tail)
+    services = tuple(observe_service(engine, names[role]) for role in ROLES)
+    logs = observe_logs(engine, names["reloader"], tail=settings.log_tail)
     replicas: tuple[ReplicaFacts, ...] = ()
     replicas_error = ""
     try:
-        tasks = vault_tasks(client, names["vault"], settings.network)
-    except CertflowError as exc:
+        tasks = vault_tasks(engine, names["vault"], settings.network)
+    except DockerError as exc:
         tasks, replicas_error = [], str(exc)
     if tasks:
-        hostnames = node_names(client)
+        hostnames = node_names(engine)
         context = tls_context(settings.vault_ca_file)
         with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
             replicas = tuple(

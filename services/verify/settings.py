@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from shared.settings import ServiceSettings
+from shared.settings import OptionalPath, ServiceSettings
 
 
 class VerifySettings(ServiceSettings):
@@ -42,7 +42,7 @@ class VerifySettings(ServiceSettings):
         min_length=1,
         description="name Vault's certificate must be valid for (sent as SNI to each task IP)",
     )
-    vault_ca_file: Path | None = Field(
+    vault_ca_file: OptionalPath = Field(
         None,
         alias="VERIFY_VAULT_CA_FILE",
         description="CA bundle for Vault's certificate; unset: the system trust store",
@@ -79,11 +79,6 @@ class VerifySettings(ServiceSettings):
     timeout: float = Field(
         5.0, alias="VERIFY_TIMEOUT", gt=0, le=120, description="seconds per Vault connection"
     )
-
-    @field_validator("vault_ca_file", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @field_validator("vault_ca_file")
     @classmethod

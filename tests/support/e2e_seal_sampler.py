@@ -2,8 +2,9 @@
 
 ``SealSampler`` runs the ``_PROBE`` loop in a one-off container of the project image (the overlay
 network is not reachable from the host). Each ~0.2 s it resolves ``tasks.<alias>``, reads every
-address's served leaf and ``/v1/sys/seal-status``, and prints one JSON line per round.
-``seconds_without_unsealed()`` and ``converged_at()`` read those rounds afterwards.
+address's served leaf and ``/v1/sys/health`` (sealed, standby), and prints one JSON line per
+round. ``seconds_without_unsealed()``, ``seconds_without_active()`` and ``converged_at()`` read
+those rounds afterwards.
 """
 
 from __future__ import annotations
@@ -33,15 +34,19 @@ while True:
         try:
             conn.connect()
             cert = hashlib.sha256(conn.sock.getpeercert(True)).hexdigest()
-            conn.request("GET", "/v1/sys/seal-status")
-            sealed = json.loads(conn.getresponse().read())["sealed"]
-            states[ip] = {"sealed": sealed, "cert": cert}
+            conn.request("GET", "/v1/sys/health")
+            body = json.loads(conn.getresponse().read())
+            sealed = body["sealed"]
+            active = not sealed and body.get("standby") is False
+            states[ip] = {"sealed": sealed, "active": active, "cert": cert}
         except Exception as exc:
             states[ip] = {"error": type(exc).__name__}
         finally:
             conn.close()
     unsealed = sum(1 for s in states.values() if s.get("sealed") is False)
-    print(json.dumps({"t": started, "unsealed": unsealed, "states": states}), flush=True)
+    active = sum(1 for s in states.values() if s.get("active"))
+    print(json.dumps({"t": started, "unsealed": unsealed, "active": active, "states": states}),
+          flush=True)
     time.sleep(max(0.0, every - (time.time() - started)))
 """
 
@@ -51,6 +56,7 @@ class Sample:
     t: float
     unsealed: int
     states: dict[str, dict[str, object]]
+    active: int = 0
 
 
 class SealSampler:
@@ -97,7 +103,11 @@ class SealSampler:
                 doc = json.loads(line)
             except ValueError:
                 continue
-            self.samples.append(Sample(doc["t"], int(doc["unsealed"]), dict(doc["states"])))
+            self.samples.append(
+                Sample(
+                    doc["t"], int(doc["unsealed"]), dict(doc["states"]), int(doc.get("active", 0))
+                )
+            )
         return self.samples
 
     def seconds_without_unsealed(self, since: float | None = None) -> float:
@@ -108,6 +118,20 @@ class SealSampler:
             if current.unsealed == 0:
                 total += following.t - current.t
         return total
+
+    def seconds_without_active(self, since: float | None = None) -> float:
+        """Total time covered by rounds in which no member answered as the active one."""
+        rounds = [s for s in self.samples if since is None or s.t >= since]
+        return sum(
+            following.t - current.t
+            for current, following in itertools.pairwise(rounds)
+            if current.active == 0
+        )
+
+    def most_not_unsealed(self, replicas: int, since: float | None = None) -> int:
+        """The most members at once that did not answer unsealed (stopped, sealed, unreachable)."""
+        rounds = [s for s in self.samples if since is None or s.t >= since]
+        return max((replicas - s.unsealed for s in rounds), default=0)
 
     def serving(self, sample: Sample, cert_sha256: str) -> int:
         """Replicas in ``sample`` that are unsealed and serve the leaf with this DER digest."""

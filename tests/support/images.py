@@ -22,30 +22,29 @@ def image_exists(name: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
 
 
+def debootstrap_rootfs(rootfs: Path, packages: str, *, what: str) -> Path:
+    """A minbase bookworm in ``rootfs`` with ``packages`` (comma-separated), without apt caches
+    and docs: a smaller image, and a faster ``docker save | load`` into the lab's nodes."""
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    result = subprocess.run(
+        [debootstrap, "--variant=minbase", f"--include={packages}", "bookworm", str(rootfs)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"debootstrap ({what}) failed: {result.stderr[-2000:]}")
+    for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc"):
+        shutil.rmtree(rootfs / sub, ignore_errors=True)
+    return rootfs
+
+
 def ensure_base_image(name: str = BASE_IMAGE) -> str:
     with _LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if image_exists(name):
             return name
-        debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
         with tempfile.TemporaryDirectory(prefix="certflow-rootfs-") as tmp:
-            rootfs = Path(tmp) / "rootfs"
-            result = subprocess.run(
-                [
-                    debootstrap,
-                    "--variant=minbase",
-                    f"--include={_PACKAGES}",
-                    "bookworm",
-                    str(rootfs),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"debootstrap failed: {result.stderr[-2000:]}")
-            # Drop apt caches and docs: smaller image, faster `docker save | load` into nodes.
-            for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc"):
-                shutil.rmtree(rootfs / sub, ignore_errors=True)
+            rootfs = debootstrap_rootfs(Path(tmp) / "rootfs", _PACKAGES, what="base image")
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             imported = subprocess.run(
                 ["docker", "import", "-", name], stdin=tar.stdout, capture_output=True, text=True

@@ -1,15 +1,17 @@
 """The certificate flow deployed on a :class:`SwarmLab`, and what the fault matrix observes of it.
 
-``LabFlow`` deploys the project's two stack files unchanged (plus a small override: Vault's
-replicas share ``/vault-data`` and spread one per node; one unsealer per node), bootstraps Vault
-with ``certflow vault-bootstrap`` and drives real certbot renewals (pebble on the host, SWAG's
-volume bound into the SWAG node).
+``LabFlow`` deploys the project's two stack files unchanged, with real OpenBao as Vault (a 3-member
+raft cluster, one member per node: ``VAULT_MAX_PER_NODE=1``) and a small override (one unsealer per
+node), bootstraps it with ``certflow vault-bootstrap`` and drives real certbot renewals (pebble on
+the host, SWAG's volume bound into the SWAG node).
 
 Observers, all outside the services under test:
 - ``PairWatcher``: samples every node's installed pair and the Storage Box ~10x a second and
   records any moment at which a key did not belong to its certificate;
-- ``HostKiller``: kill -9 of a process inside a node, from the host, within milliseconds of a
-  file event (a temp file on the Storage Box or in a node's ssl directory).
+- ``kill_on_temp``: kill -9 of a process inside a node, from the host, within milliseconds of a
+  file event (a temp file on the Storage Box or in a node's ssl directory);
+- a KV probe (tests/support/kv_probe.py) in a container on the Vault network, writing through the
+  members twice a second: what a Vault client saw during a row.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from secrets import token_hex
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -38,24 +42,17 @@ from tests.support.swarm_lab import LabError, Node, SwarmLab, wait_until
 CERT_NAME = "STAR.iklim.co.full.crt"
 KEY_NAME = "STAR.iklim.co_key.pem"
 
+ROOT = Path(__file__).resolve().parents[2]
+
 _OVERRIDE = """\
-# Fault-matrix lab only: the double's replicas share one state directory (real Vault would use
-# raft or another shared backend), one Vault replica and one unsealer per node.
+# Fault-matrix lab only: one unsealer per node (the stack's default is one in all).
 version: "3.8"
 services:
-  vault:
-    deploy:
-      placement:
-        max_replicas_per_node: 1
   vault-unsealer:
     deploy:
       replicas: {replicas}
       placement:
         max_replicas_per_node: 1
-volumes:
-  vault-data:
-    driver: local
-    driver_opts: {{type: none, o: bind, device: /vault-data}}
 """
 
 
@@ -75,7 +72,6 @@ class LabFlow:
     image: str
     vault_image: str
     vault_replicas: int = 3
-    update_delay: str = "6s"
     _pebble: Pebble | None = field(default=None, init=False, repr=False)
     _certbot: Certbot | None = field(default=None, init=False, repr=False)
 
@@ -95,6 +91,10 @@ class LabFlow:
     def unseal_secret(self) -> str:
         return f"{self.stack}_vault_unseal_key"
 
+    @property
+    def manifest_secret(self) -> str:
+        return f"{self.stack}_certflow_manifest_key"
+
     def service(self, name: str) -> str:
         return f"{self.stack}_{name}"
 
@@ -108,12 +108,20 @@ class LabFlow:
             "SWAG_NODE_LABEL": "swag",
             "VAULT_SERVICE": self.service("vault"),
             "VAULT_UNSEAL_SECRET": self.unseal_secret,
+            "CERTFLOW_MANIFEST_SECRET": self.manifest_secret,
             "VAULT_REPLICAS": str(self.vault_replicas),
-            "VAULT_UPDATE_DELAY": self.update_delay,
+            # One raft member per node: a node lost is one vote lost.
+            "VAULT_MAX_PER_NODE": "1",
+            "VAULT_RAFT_VOLUME": f"{self.stack}_vault-raft",
+            "VAULT_CONFIG_NAME": f"{self.stack}_vault_config",
             "VAULT_CA_DIR": "/certflow-ca",
             "VAULT_CA_FILE_NAME": "roots.pem",
             "RELOADER_CHECK_INTERVAL": "5",
             "DISTRIBUTOR_POLL_INTERVAL": "2",
+            # The nodes share the host's clock.
+            "DISTRIBUTOR_CLOCK_SKEW": "1",
+            # The bootstrap sets autopilot's stabilization time to 4 s.
+            "DISTRIBUTOR_VOTER_WAIT": "6",
         }
 
     # -- certificates ---------------------------------------------------------------------------
@@ -154,12 +162,18 @@ class LabFlow:
             files.append("/lab/override-vault.yml")
         self.lab.stack_deploy(self.stack, files, self.env())
 
-    def run_tool(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    def run_tool(
+        self,
+        *argv: str,
+        env: dict[str, str] | None = None,
+        node: Node | None = None,
+        timeout: float = 300,
+    ) -> tuple[int, str]:
         """``certflow <argv>`` as a one-off container on a manager, on the Vault network."""
         extra: list[str] = []
         for key, value in (env or {}).items():
             extra += ["-e", f"{key}={value}"]
-        node = self.lab.manager()
+        node = node or self.lab.manager()
         import subprocess
 
         result = subprocess.run(
@@ -172,7 +186,7 @@ class LabFlow:
                 "-v", "/certflow-ca:/certflow-ca:ro", "-v", "/tmp/certflow-bootstrap:/bootstrap",
                 *extra, self.image, *argv,
             ],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         return result.returncode, result.stdout + result.stderr
 
@@ -195,6 +209,10 @@ class LabFlow:
         manager = self.lab.nodes[0]
         manager.docker("node", "update", "--label-add", "swag=true", manager.name)
         self.renew()
+        # The manifest's HMAC key (stacks/docker-stack-certs.yml mounts it in both services).
+        manager.docker(
+            "secret", "create", self.manifest_secret, "-", input=token_hex(32).encode(),
+        )  # fmt: skip
         self.deploy("certs")
         wait_until(
             "the first pair on the Storage Box", (self.storagebox / MANIFEST_NAME).exists,
@@ -223,18 +241,62 @@ class LabFlow:
             timeout=120,
             every=2,
         )
-        address = self.vault_addresses()[0]
+        tool_node = self.lab.manager()
         code, out = self.run_tool(
-            "vault-bootstrap", "--addr", f"https://{address}:8200",
+            "vault-bootstrap", "--vault-service", self.service("vault"),
+            "--vault-network", self.network,
             "--ca-file", "/certflow-ca/roots.pem", "--secret-name", self.unseal_secret,
             "--services", self.service("vault-unsealer"),
-            "--root-token-file", "/bootstrap/root-token", "--timeout", "240",
+            "--root-token-file", "/bootstrap/root-token",
+            # A rejoined member is a voter 4 s after it is healthy (the distributors wait 6 s).
+            "--autopilot-stabilization", "4s", "--timeout", "300", node=tool_node, timeout=700,
         )  # fmt: skip
         if code != 0:
-            raise LabError(f"certflow vault-bootstrap failed: {out[-3000:]}")
-        # The double reads its state at start only: restart the replicas that missed the init.
-        self.lab.manager().docker("service", "update", "--force", "--detach", self.service("vault"))
-        self.wait_verified(None, timeout=300)
+            raise LabError(f"certflow vault-bootstrap failed: {out[-3000:]}\n{self.diagnosis()}")
+        # The KV probe's token, where every node sees it (/lab); bootstrap wrote it on this node.
+        token = self.lab.workdir / "lab" / "root-token"
+        token.write_text(tool_node.sh("cat /tmp/certflow-bootstrap/root-token"))
+        token.chmod(0o600)
+        try:
+            self.wait_verified(None, timeout=300)
+        except LabError as exc:
+            raise LabError(f"{exc}\n{self.diagnosis()}") from None
+
+    # -- a Vault client during the rows ---------------------------------------------------------
+
+    def start_kv_probe(self) -> str:
+        """tests/support/kv_probe.py in a container on the Vault network (on the manager)."""
+        shutil.copy(ROOT / "tests" / "support" / "kv_probe.py", self.lab.workdir / "lab")
+        name = f"{self.stack}-kvprobe-{token_hex(3)}"
+        node = self.lab.manager()
+        node.docker(
+            "run", "-d", "--name", name, "--network", self.network, "--user", "0:0",
+            "-v", "/lab:/lab:ro", "-v", "/certflow-ca:/certflow-ca:ro",
+            "-v", "/tmp/certflow-kv:/out",
+            "--entrypoint", "/opt/certflow/bin/python", self.image, "/lab/kv_probe.py",
+            "--dns", f"tasks.{self.service('vault')}", "--ca", "/certflow-ca/roots.pem",
+            "--token-file", "/lab/root-token", "--out", f"/out/{name}.json",
+        )  # fmt: skip
+        wait_until(
+            "the KV probe to start writing",
+            lambda: "kv-probe: writing" in node.docker("logs", name, check=False),
+            timeout=120,
+        )
+        return f"{node.name}/{name}"
+
+    def stop_kv_probe(self, handle: str) -> dict[str, object]:
+        """Stop the probe; its report (attempts, failed, longest_gap_s, errors)."""
+        node_name, name = handle.split("/", 1)
+        node = self.lab.node(node_name)
+        node.docker("stop", "-t", "15", name, check=False, timeout=60)
+        out = node.docker("logs", name, check=False, timeout=30)
+        node.docker("rm", "-f", name, check=False, timeout=60)
+        start = out.rfind('{"attempts"')
+        try:
+            report: dict[str, object] = json.loads(out[start : out.index("\n", start)])
+        except ValueError:
+            return {"error": out[-500:]}
+        return report
 
     # -- observation ----------------------------------------------------------------------------
 
@@ -278,6 +340,46 @@ class LabFlow:
 
     def last_verify(self) -> str:
         return self.verify()[2]
+
+    def diagnosis(self) -> str:
+        """What an operator would look at first: tasks, verify, the unsealers' last words."""
+        manager = self.lab.manager()
+        tasks = manager.docker(
+            "service", "ps", self.service("vault"), self.service("vault-unsealer"),
+            "--format", "{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}",
+            check=False, timeout=30,
+        )  # fmt: skip
+        parts = [tasks, self.last_verify()[-3000:]]
+        for node in self.lab.nodes:
+            for cid in self.lab.containers(node, self.service("vault-unsealer")):
+                logs = node.docker("logs", "--tail", "15", cid, check=False, timeout=30)
+                parts.append(f"unsealer on {node.name}:\n{logs[-3000:]}")
+        return "\n".join(parts)
+
+    def active_node(self) -> Node | None:
+        """The node whose Vault member is raft's active one (``bao status``: ``is_self``)."""
+        for node in self.lab.nodes:
+            if not node.running():
+                continue
+            for cid in self.lab.containers(node, self.service("vault")):
+                out = node.docker(
+                    "exec", cid, "bao", "status", "-format=json", "-tls-skip-verify",
+                    "-address=https://127.0.0.1:8200", check=False, timeout=30,
+                )  # fmt: skip
+                try:
+                    if json.loads(out).get("is_self") is True:
+                        return node
+                except ValueError:
+                    continue
+        return None
+
+    def update_state(self) -> str:
+        """The Vault service's UpdateStatus.State ("" when it has none)."""
+        out = self.lab.manager().docker(
+            "service", "inspect", self.service("vault"),
+            "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", timeout=30,
+        )  # fmt: skip
+        return out.strip()
 
     def force_updates(self) -> int:
         out = self.lab.manager().docker(
@@ -375,8 +477,9 @@ class PairWatcher(threading.Thread):
         self.join(5)
 
 
-def _host_pids(node: str, word: str) -> list[int]:
-    """Host PIDs of processes inside ``node`` (by its dockerd's cgroup parent) running ``word``."""
+def _pids_in(node: str, match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Host PIDs of processes inside ``node`` (by its dockerd's cgroup parent) whose argv
+    ``match`` accepts."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -386,13 +489,24 @@ def _host_pids(node: str, word: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (
-            f"dind-{node}" in cgroup
-            and b"certflow" in b" ".join(argv[:2])
-            and (word.encode() in argv)
-        ):
+        if f"dind-{node}" in cgroup and match(argv):
             found.append(int(entry.name))
     return found
+
+
+def _host_pids(node: str, word: str) -> list[int]:
+    """Host PIDs of the ``certflow ... <word>`` processes inside ``node``."""
+    return _pids_in(node, lambda argv: b"certflow" in b" ".join(argv[:2]) and word.encode() in argv)
+
+
+def vault_server_pids(node: Node) -> list[int]:
+    """Host PIDs of the OpenBao servers (``bao server``) inside ``node``."""
+    return _pids_in(node.name, lambda argv: argv[0].endswith(b"bao") and b"server" in argv)
+
+
+def kill_vault_server(node: Node) -> int:
+    """kill -9 the OpenBao server in ``node``; returns how many were killed."""
+    return _signal_all(vault_server_pids(node), signal.SIGKILL)
 
 
 def service_pids(node: Node, subcommand: str) -> list[int]:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.images import image_exists
+from tests.support.images import debootstrap_rootfs, image_exists
 
 # Bump the tag when the package list changes, so stale images are not reused.
 NODE_IMAGE = "certflow-test-node:2"
@@ -31,24 +31,8 @@ def ensure_node_image(name: str = NODE_IMAGE) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if image_exists(name):
             return name
-        debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
         with tempfile.TemporaryDirectory(prefix="certflow-node-rootfs-") as tmp:
-            rootfs = Path(tmp) / "rootfs"
-            result = subprocess.run(
-                [
-                    debootstrap,
-                    "--variant=minbase",
-                    f"--include={_PACKAGES}",
-                    "bookworm",
-                    str(rootfs),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"debootstrap (node image) failed: {result.stderr[-2000:]}")
-            for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc"):
-                shutil.rmtree(rootfs / sub, ignore_errors=True)
+            rootfs = debootstrap_rootfs(Path(tmp) / "rootfs", _PACKAGES, what="node image")
             # Images the host built go in with `docker load`; the node's own state starts empty.
             shutil.rmtree(rootfs / "var/lib/docker", ignore_errors=True)
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)

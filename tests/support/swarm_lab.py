@@ -8,7 +8,7 @@ Built and torn down by the fault-matrix tier itself (``SwarmLab.up()`` / ``down(
   sshfs at ``/mnt/storagebox`` (FUSE: no inotify events for other clients' writes);
 - each node's ``/opt/iklimco/ssl`` is a host directory (``<workdir>/nodes/<node>/ssl``) so the
   host can watch every node's installed pair; ``/swag`` on the first node is the SWAG volume that
-  certbot renews on the host; ``/vault-data`` is storage shared by the Vault double's replicas.
+  certbot renews on the host; each node's Docker keeps its Vault member's raft volume.
 
 Recipe from ../shared/notes/environment.md (no --privileged here; caps minus SYS_RESOURCE).
 """
@@ -29,6 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.node_image import ensure_node_image
+
+# Run with `python3 -c` inside a certflow container: prints its /health (failing ones too).
+HEALTH_SCRIPT = (
+    "import json,urllib.request,urllib.error\n"
+    "try:\n r=urllib.request.urlopen('http://127.0.0.1:8080/health',timeout=3);b=r.read()\n"
+    "except urllib.error.HTTPError as e:\n b=e.read()\n"
+    "print(b.decode())"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,7 +217,7 @@ class SwarmLab:
         )
         (lab / "entry.sh").write_text(_ENTRY)
         (lab / "entry.sh").chmod(0o755)
-        for directory in (self.box_dir / "ssl", self.swag_dir, self.ca_dir, self.workdir / "vault"):
+        for directory in (self.box_dir / "ssl", self.swag_dir, self.ca_dir):
             directory.mkdir(parents=True, exist_ok=True)
         host_docker("network", "create", "--label", f"certflow.lab={self.prefix}", self.network)
         host_docker(
@@ -230,7 +238,6 @@ class SwarmLab:
                 "-v", f"{lab}:/lab:ro", "-v", f"{ROOT / 'stacks'}:/stacks:ro",
                 "-v", f"{self.ssl_dir(node)}:/opt/iklimco/ssl",
                 "-v", f"{self.swag_dir}:/swag:ro", "-v", f"{self.ca_dir}:/certflow-ca:ro",
-                "-v", f"{self.workdir / 'vault'}:/vault-data",
                 "--entrypoint", "/lab/entry.sh", image,
             )  # fmt: skip
         for node in self.nodes:
@@ -385,12 +392,7 @@ class SwarmLab:
 
     def health(self, node: Node, service: str) -> dict[str, object] | None:
         """``/health`` of the service's container on ``node``, read from inside it."""
-        script = (
-            "import json,urllib.request,urllib.error\n"
-            "try:\n r=urllib.request.urlopen('http://127.0.0.1:8080/health',timeout=3);b=r.read()\n"
-            "except urllib.error.HTTPError as e:\n b=e.read()\n"
-            "print(b.decode())"
-        )
+        script = HEALTH_SCRIPT
         for cid in self.containers(node, service):
             out = node.docker("exec", cid, "python3", "-c", script, check=False, timeout=20)
             try:

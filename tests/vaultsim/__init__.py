@@ -1,7 +1,7 @@
 """A protocol-level Vault/OpenBao double for tests (not Vault).
 
 It serves the unauthenticated seal/unseal/health/init endpoints and the token-guarded seal endpoint
-over real TLS, following the reference facts (A1-A7): shares, threshold, progress and nonce,
+over real TLS, as Vault and OpenBao behave: shares, threshold, progress and nonce,
 duplicate shares ignored, a wrong key detected only at the threshold (400 on Vault >= 1.13, 500 on
 older Vault and OpenBao), health codes with their precedence and overrides, the
 ``{"errors": [...]}`` envelope with ``Content-Type: application/json`` exactly. State lives in a

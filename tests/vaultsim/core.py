@@ -27,7 +27,7 @@ from tests.vaultsim import shamir
 
 Json = dict[str, Any]
 
-MIN_KEY, MAX_KEY = 16, 33  # barrier key range plus the Shamir overhead byte (A2)
+MIN_KEY, MAX_KEY = 16, 33  # barrier key range plus the Shamir overhead byte
 _HEX = re.compile(r"\A(?:[0-9a-fA-F]{2})*\Z")
 _KEY_MISSING = "'key' must be specified in request body as JSON, or 'reset' set to true"
 _KEY_FORMAT = "'key' must be a valid hex or base64 string"
@@ -104,7 +104,7 @@ class VaultCore:
         self._state_file = data_dir / "state.json"
         self._state_stamp: tuple[int, int] | None = None
         self._state: Json = self._load()
-        self.sealed = True  # every start is sealed (A2: a restarted process starts sealed)
+        self.sealed = True  # a restarted Vault process always starts sealed
         self._shares: list[bytes] = []
         self._nonce = ""
 
@@ -207,7 +207,7 @@ class VaultCore:
     def _seal_status(self, _m: str, _q: str, _h: dict[str, str], _b: bytes) -> Reply:
         return Reply(200, self.seal_status())
 
-    # -- unseal (A2) -----------------------------------------------------------------------
+    # -- unseal ----------------------------------------------------------------------------
     def _unseal(self, _m: str, _q: str, _h: dict[str, str], body: bytes) -> Reply:
         openbao = self.options.flavor == "openbao"
         fields: Json = {}
@@ -223,7 +223,7 @@ class VaultCore:
                 return _errors(
                     400, "failed to parse JSON input: json: cannot unmarshal into UnsealRequest"
                 )
-            # Go's decoder matches untagged struct fields case-insensitively (A2).
+            # Go's decoder matches untagged struct fields case-insensitively (`Key` works too).
             for name, value in parsed.items():
                 fields.setdefault(str(name).lower(), value)
         reset, key = fields.get("reset", False), fields.get("key", "")
@@ -269,7 +269,7 @@ class VaultCore:
         self.sealed = False
         return Reply(200, self.seal_status())
 
-    # -- health (A3) -----------------------------------------------------------------------
+    # -- health ----------------------------------------------------------------------------
     def _health(self, _m: str, query: str, _h: dict[str, str], _b: bytes) -> Reply:
         openbao = self.options.flavor == "openbao"
         params = parse_qs(query, keep_blank_values=True)
@@ -322,7 +322,7 @@ class VaultCore:
             doc["cluster_id"] = self._state["cluster_id"]
         return Reply(code, doc)
 
-    # -- init (A4) -------------------------------------------------------------------------
+    # -- init ------------------------------------------------------------------------------
     def _init(self, method: str, _q: str, _h: dict[str, str], body: bytes) -> Reply:
         if method == "GET":
             return Reply(200, {"initialized": self.initialized})
@@ -351,7 +351,7 @@ class VaultCore:
         return Reply(200, result)
 
     def initialize(self, shares: int, threshold: int) -> Json:
-        """Create the root key and its shares; persist only hashes. Stays sealed (A4)."""
+        """Create the root key and its shares; persist only hashes. Stays sealed (as Vault)."""
         root_key = secrets.token_bytes(32)
         parts = [root_key] if shares == 1 else shamir.split(root_key, shares, threshold)
         prefix = "s." if self.options.flavor == "openbao" else "hvs."
@@ -374,7 +374,7 @@ class VaultCore:
             "root_token": token,
         }
 
-    # -- seal (A4) -------------------------------------------------------------------------
+    # -- seal ------------------------------------------------------------------------------
     def _seal(self, _m: str, _q: str, headers: dict[str, str], _b: bytes) -> Reply:
         if self.sealed:
             return Reply(204)
@@ -388,7 +388,7 @@ class VaultCore:
 
 
 def _decode_key(key: str) -> bytes | None:
-    """Hex first; base64 when hex fails or gives a length outside the barrier range (A2)."""
+    """Hex first; base64 when hex fails or gives a length outside the barrier range."""
     if _HEX.match(key):
         decoded = bytes.fromhex(key)
         if MIN_KEY <= len(decoded) <= MAX_KEY:

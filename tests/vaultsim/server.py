@@ -1,7 +1,7 @@
 """The double's process: TLS listener, request threads, SIGHUP certificate reload, SIGTERM stop.
 
 Each accepted connection is wrapped with the TLS context current at accept time, so a SIGHUP swaps
-the certificate for new connections without touching the seal state (A5).
+the certificate for new connections without touching the seal state, as Vault does on SIGHUP.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ from typing import Any
 
 from tests.vaultsim.core import Options, Reply, VaultCore
 
+_LOG_LOCK = threading.Lock()
+
 
 def log(event: str, **fields: Any) -> None:
     """One JSON line per event on stderr (never request bodies: they carry key shares)."""
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
-    print(json.dumps(line), file=sys.stderr, flush=True)
+    # One write per line under a lock: the server is threaded, and print() writes the text and
+    # the newline separately, so two requests could otherwise share a line.
+    with _LOG_LOCK:
+        sys.stderr.write(json.dumps(line) + "\n")
+        sys.stderr.flush()
 
 
 def load_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -92,7 +98,7 @@ class Handler(BaseHTTPRequestHandler):
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         if reply.status != 204:
-            # exactly this value: hvac only reads the errors list then (A6)
+            # exactly this value: hvac only reads the errors list then
             self.send_header("Content-Type", "application/json")
             self.send_header("Cache-Control", "no-store")
             self.send_header("Content-Length", str(len(payload)))
@@ -212,7 +218,7 @@ def main(argv: list[str]) -> int:
         stop.set()
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        # Vault keeps serving the old certificate if the new files are unusable (A5).
+        # Vault keeps serving the old certificate if the new files are unusable.
         try:
             server.context = load_context(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:

@@ -15,11 +15,14 @@ import pytest
 from services.distributor.peers import PeerDirectory, health_url
 from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
+from shared.docker_engine import DockerPyEngine
 from shared.runtime import HealthServer
 from shared.settings import load_settings
-from shared.swarm import local_node, running_tasks
+from shared.swarm import ServiceState, TaskInfo
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
+
+CERT_NAME = "STAR.iklim.co.full.crt"  # the default CERTFLOW_CERT_NAME
 
 # The stand-in traps HUP and appends its hostname (= container ID prefix) to a bind-mounted file;
 # it exits at once on TERM so rolling updates are quick, and at start when /hup/fail exists.
@@ -39,6 +42,17 @@ while True:
 """
 
 
+# The member probe (services/distributor/member_probe.py) runs `vault status` inside each Vault
+# container. These tests are about Swarm's update mechanics, not Vault, so the stand-in carries a
+# stand-in of the external Vault CLI that answers "unsealed" for any trust file: the probe then
+# proves whatever /vault/certs holds (the first distributor's installed pair, d0). The real probe
+# against real OpenBao: tests/integration/distributor/test_member_probe_openbao.py.
+FAKE_VAULT_CLI = """#!/bin/sh
+echo '{"initialized": true, "sealed": false}'
+exit 0
+"""
+
+
 def unique(prefix: str) -> str:
     return f"certflow-dt-{prefix}-{secrets.token_hex(3)}"
 
@@ -55,7 +69,27 @@ def base_image(client: Any) -> str:
 
 @pytest.fixture(scope="session")
 def node_id(client: Any) -> str:
-    return local_node(client).node_id
+    return DockerPyEngine(client).local_node().node_id
+
+
+def service_state(client: Any, name: str) -> ServiceState:
+    return DockerPyEngine(client).service(name)
+
+
+def running_tasks(client: Any, name: str) -> list[TaskInfo]:
+    return DockerPyEngine(client).tasks(name)
+
+
+def wait_update_done(client: Any, name: str, timeout: float = 120.0) -> ServiceState:
+    """Until Swarm reports the service's rolling update completed; fails on a paused one."""
+    wait_for(
+        f"update of {name} completed",
+        lambda: service_state(client, name).update_state in {"completed", "paused"},
+        timeout,
+    )
+    state = service_state(client, name)
+    assert state.update_state == "completed", state
+    return state
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
@@ -77,17 +111,36 @@ class StandIns:
         self.containers: list[Any] = []
 
     def service(
-        self, prefix: str = "vault", replicas: int = 1, *, monitor: float = 0.5
+        self,
+        prefix: str = "vault",
+        replicas: int = 1,
+        *,
+        monitor: float = 0.5,
+        certs_from: str = "d0",
     ) -> tuple[str, Path]:
+        """A replicated stand-in "Vault" whose /vault/certs is distributor ``certs_from``'s."""
         name = unique(prefix)
         hup_dir = self.tmp / name
         hup_dir.mkdir()
+        (hup_dir / "bin").mkdir()
+        cli = hup_dir / "bin" / "vault"
+        cli.write_text(FAKE_VAULT_CLI)
+        cli.chmod(0o755)
         svc = self.client.services.create(
             self.image,
             command=["python3", "-c", STANDIN],
             name=name,
             mode=docker.types.ServiceMode("replicated", replicas=replicas),
-            mounts=[docker.types.Mount(target="/hup", source=str(hup_dir), type="bind")],
+            env=[
+                "PATH=/hup/bin:/usr/local/bin:/usr/bin:/bin",
+                f"VAULT_CERT_FILE={certs_from}/{CERT_NAME}",
+                f"VAULT_CA_FILE={certs_from}/{CERT_NAME}",
+            ],
+            mounts=[
+                docker.types.Mount(target="/hup", source=str(hup_dir), type="bind"),
+                docker.types.Mount(target="/vault/certs", source=str(self.tmp), type="bind"),
+                docker.types.Mount(target="/certflow-ca", source=str(self.tmp), type="bind"),
+            ],
             update_config=docker.types.UpdateConfig(
                 parallelism=1, delay=0, monitor=int(monitor * 1e9), failure_action="pause"
             ),
@@ -165,10 +218,11 @@ class Fleet:
             "DISTRIBUTOR_RESUME_AFTER": str(resume_after),
         }
         settings = load_settings(DistributorSettings, env)
-        node = local_node(self.client).node_id
+        engine = DockerPyEngine(self.client)
+        node = engine.local_node().node_id
         url_box: dict[str, str] = {}
-        peers = PeerDirectory(docker_client=None, service="unused", port=1, static=url_box)
-        dist = Distributor(settings, docker_client=self.client, peers=peers)
+        peers = PeerDirectory(engine=None, service="unused", port=1, static=url_box)
+        dist = Distributor(settings, engine=engine, peers=peers)
         server = HealthServer(dist.health, dist.metrics.registry, host="127.0.0.1", port=0)
         self.servers.append(server)
         url = health_url("127.0.0.1", server.start())

@@ -8,12 +8,11 @@ from __future__ import annotations
 import sys
 import threading
 
-from services.distributor.docker_ops import open_client
 from services.distributor.peers import PeerDirectory
 from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
+from shared.docker_engine import open_engine
 from shared.settings import load_settings
-from shared.swarm import local_node
 
 
 def main() -> int:
@@ -27,10 +26,10 @@ def main() -> int:
             "DISTRIBUTOR_POLL_INTERVAL": "0.2",
         },
     )
-    client = open_client()
-    node = local_node(client).node_id
-    peers = PeerDirectory(docker_client=None, service="unused", port=1, static={node: peer})
-    return Distributor(settings, docker_client=client, peers=peers).run(threading.Event())
+    engine = open_engine()
+    node = engine.local_node().node_id
+    peers = PeerDirectory(engine=None, service="unused", port=1, static={node: peer})
+    return Distributor(settings, engine=engine, peers=peers).run(threading.Event())
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import docker.types
 import pytest
 
 from services.distributor.peers import urls_from_tasks
-from shared.swarm import is_leader, list_nodes, local_node, running_tasks
+from shared.docker_engine import DockerPyEngine
 
 from .conftest import unique, wait_for
 
@@ -37,8 +37,9 @@ def test_task_list_gives_each_node_its_overlay_address(
         mode=docker.types.ServiceMode("global"),
     )
     try:
-        wait_for(f"{name} running", lambda: len(running_tasks(client, name)) == 1)
-        urls = urls_from_tasks(client, name, 8080)
+        engine = DockerPyEngine(client)
+        wait_for(f"{name} running", lambda: len(engine.tasks(name)) == 1)
+        urls = urls_from_tasks(engine, name, 8080)
         assert set(urls) == {node_id}
         host = urls[node_id].removeprefix("http://").split(":")[0]
         assert ipaddress.ip_address(host)
@@ -51,10 +52,11 @@ def test_task_list_gives_each_node_its_overlay_address(
 
 
 def test_leadership_and_nodes_as_the_engine_reports_them(client: Any, node_id: str) -> None:
-    me = local_node(client)
+    engine = DockerPyEngine(client)
+    me = engine.local_node()
     assert me.active
     assert me.is_manager
-    assert is_leader(client)  # the single-node test swarm: this node leads
-    nodes = list_nodes(client)
+    assert engine.is_leader()  # the single-node test swarm: this node leads
+    nodes = engine.nodes()
     assert nodes[node_id].leader
     assert nodes[node_id].state == "ready"

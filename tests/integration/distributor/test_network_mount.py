@@ -7,8 +7,8 @@ from pathlib import Path
 
 from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
-from services.distributor.sync import ChangeWatcher
 from shared.settings import load_settings
+from shared.watch import ChangeWatcher, Wake
 from tests.support.pki import CA
 from tests.unit.distributor.boxes import CERT, KEY, make_pair, publish
 
@@ -41,14 +41,14 @@ def test_polling_follows_a_storage_box_on_sshfs(tmp_path: Path) -> None:
 
             wait_for("generation 1 from the share", lambda: generation() == 1, 30)
             # Another client writes the renewal straight to the server side: no event here.
-            events = threading.Event()
-            probe = ChangeWatcher(box.mount, events)
-            assert probe.start()
+            probe = ChangeWatcher(box.mount, recursive=False)
+            assert probe.ensure_started()
             second = make_pair(ca, 2)
             publish(box.backing, second)
             wait_for("generation 2 from the share", lambda: generation() == 2, 30)
+            delivered = probe.wait(threading.Event(), 0)
             probe.stop()
-            assert not events.is_set(), "the share delivered an inotify event after all"
+            assert delivered is Wake.TIMER, "the share delivered an inotify event after all"
             assert (tmp_path / "target" / CERT).read_bytes() == second.cert
             assert (tmp_path / "target" / KEY).read_bytes() == second.key
         finally:

@@ -10,23 +10,30 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from services.distributor.coordinator import FINGERPRINT_LABEL, Kind
-from services.distributor.docker_ops import force_update_once, wait_for_update
+from services.distributor.coordinator import Kind
+from services.distributor.docker_ops import force_update_once
+from services.distributor.facts import FINGERPRINT_LABEL
 from services.distributor.service import Distributor
-from shared.swarm import running_tasks, service_attrs, service_state
+from shared.docker_engine import DockerPyEngine
 from tests.support.pki import CA
 from tests.unit.distributor.boxes import make_pair, publish
 
-from .conftest import Fleet, StandIns, wait_for
+from .conftest import Fleet, StandIns, running_tasks, service_state, wait_for, wait_update_done
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def converge(dist: Distributor, timeout: float = 120.0) -> list[Kind]:
-    """Run passes until the coordinator says DONE; the kinds it went through."""
+def converge(
+    dist: Distributor, timeout: float = 120.0, *, also: tuple[Distributor, ...] = ()
+) -> list[Kind]:
+    """Run passes until the coordinator says DONE; the kinds it went through. ``also``: other
+    distributors of this node whose reports the coordinator reads (they probe the members)."""
     seen: list[Kind] = []
 
     def done() -> bool:
+        for other in also:
+            other.reload_pass()
+            other.sync_pass()
         dist.sync_pass()
         dist.reload_pass()
         check = dist.health.check("reload")
@@ -47,11 +54,14 @@ def test_one_forced_update_per_certificate(
     first = make_pair(ca, 1)
     publish(tmp_path / "box", first)
     dist, _ = fleet.distributor(vault)
-    before = service_state(dist.client, vault).force_update
+    before = service_state(fleet.client, vault).force_update
     kinds = converge(dist)
     assert Kind.RESTART in kinds
-    assert kinds.index(Kind.RESTART) < kinds.index(Kind.WAIT) < kinds.index(Kind.DONE)
-    state = service_state(dist.client, vault)
+    # Restart, then the gate (the member is replaced, then probed), then done.
+    assert kinds[0] is Kind.RESTART or kinds.index(Kind.RESTART) < kinds.index(Kind.DONE)
+    assert kinds[-1] is Kind.DONE
+    assert set(kinds[kinds.index(Kind.RESTART) + 1 : -1]) & {Kind.WAIT, Kind.GATE}
+    state = service_state(fleet.client, vault)
     assert state.update_state == "completed"
     assert len(list(hup_dir.glob("started-*"))) == 2  # the task was really replaced
     assert state.force_update == before + 1
@@ -63,12 +73,12 @@ def test_one_forced_update_per_certificate(
     for _ in range(3):
         dist.sync_pass()
         dist.reload_pass()
-    assert service_state(dist.client, vault).force_update == before + 1
+    assert service_state(fleet.client, vault).force_update == before + 1
     # A renewal: exactly one more.
     second = make_pair(ca, 2)
     publish(tmp_path / "box", second)
     converge(dist)
-    state = service_state(dist.client, vault)
+    state = service_state(fleet.client, vault)
     assert state.force_update == before + 2
     assert state.labels[FINGERPRINT_LABEL] == second.manifest.fingerprint
     assert dist.metrics.restarts._value.get() == 2
@@ -84,7 +94,7 @@ def test_three_coordinators_racing_restart_once(
     racers = [first, *others]
     for dist in racers:
         dist.sync_pass()
-    before = service_state(first.client, vault).force_update
+    before = service_state(fleet.client, vault).force_update
     start = threading.Barrier(len(racers))
     errors: list[BaseException] = []
 
@@ -101,18 +111,26 @@ def test_three_coordinators_racing_restart_once(
     for thread in threads:
         thread.join()
     assert not errors, errors
-    assert service_state(first.client, vault).force_update == before + 1
+    assert service_state(fleet.client, vault).force_update == before + 1
     assert sum(d.metrics.restarts._value.get() for d in racers) == 1
 
 
 def test_coordinator_killed_mid_flight_does_not_restart_twice(
     standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
 ) -> None:
-    vault, _ = standins.service()
+    vault, _ = standins.service(certs_from="reporter")
     pair = make_pair(CA(), 1)
     publish(tmp_path / "box", pair)
     reporter, url = fleet.distributor(vault, name="reporter", mode="none")
-    reporter.sync_pass()
+
+    def reporter_probed() -> bool:
+        # The coordinator decides only on probed members: the node's report must carry one.
+        reporter.sync_pass()
+        reporter.reload_pass()  # probes the local members
+        reporter.sync_pass()  # and publishes them in /health
+        return bool(reporter.members)
+
+    wait_for("the reporter to probe the Vault member", reporter_probed)
     before = service_state(client, vault).force_update
     proc = subprocess.Popen(
         [
@@ -141,7 +159,7 @@ def test_coordinator_killed_mid_flight_does_not_restart_twice(
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     successor, _ = fleet.distributor(vault, name="successor", peer=url)
-    kinds = converge(successor)
+    kinds = converge(successor, also=(reporter,))
     assert Kind.RESTART not in kinds
     assert service_state(client, vault).force_update == before + 1
     assert successor.metrics.restarts._value.get() == 0
@@ -151,10 +169,10 @@ def test_out_of_sequence_conflict_is_retried_with_a_fresh_version(
     standins: StandIns, client: Any
 ) -> None:
     vault, _ = standins.service()
-    stale = service_attrs(client, vault)
-    before = service_state(client, vault)
+    stale = service_state(client, vault)
+    before = stale
     # A concurrent writer (an operator, a stack deploy) changes the service after we looked.
-    fresh = service_attrs(client, vault)
+    fresh = client.services.get(vault).attrs
     client.api.update_service(
         fresh["ID"],
         fresh["Version"]["Index"],
@@ -165,18 +183,17 @@ def test_out_of_sequence_conflict_is_retried_with_a_fresh_version(
         update_config=fresh["Spec"].get("UpdateConfig"),
         fetch_current_spec=False,
     )
-    outcome = force_update_once(client, vault, "FP:1", observed=stale)
-    assert outcome.restarted
+    outcome = force_update_once(DockerPyEngine(client), vault, "FP:1", observed=stale)
+    assert outcome.posted
     assert outcome.conflicts == 1
     after = service_state(client, vault)
     assert after.force_update == before.force_update + 1
     assert after.labels[FINGERPRINT_LABEL] == "FP:1"
     assert after.labels["concurrent"] == "yes"  # the other writer's change survived
-    result = wait_for_update(client, vault, timeout=120)
-    assert result.ok, result
+    wait_update_done(client, vault)
     # A second coordinator with the same stale view: conflict, then sees the label, no update.
-    again = force_update_once(client, vault, "FP:1", observed=stale)
-    assert not again.restarted
+    again = force_update_once(DockerPyEngine(client), vault, "FP:1", observed=stale)
+    assert not again.posted
     assert service_state(client, vault).force_update == before.force_update + 1
 
 
@@ -281,10 +298,10 @@ def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
     assert dist.metrics.restarts._value.get() == 1
     # What `docker stack deploy` does: the whole spec is replaced with the compose file's labels
     # (ours is gone), ForceUpdate is copied, and a changed setting rolls the tasks.
-    attrs = service_attrs(client, vault)
+    attrs = client.services.get(vault).attrs
     spec = attrs["Spec"]
     template = spec["TaskTemplate"]
-    template["ContainerSpec"]["Env"] = ["REDEPLOYED=1"]
+    template["ContainerSpec"]["Env"] = [*template["ContainerSpec"].get("Env", []), "REDEPLOYED=1"]
     client.api.update_service(
         attrs["ID"],
         attrs["Version"]["Index"],
@@ -295,7 +312,7 @@ def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
         update_config=spec.get("UpdateConfig"),
         fetch_current_spec=False,
     )
-    assert wait_for_update(client, vault, timeout=120).ok
+    wait_update_done(client, vault)
     redeployed = service_state(client, vault)
     assert FINGERPRINT_LABEL not in redeployed.labels
     tasks_started = len(list(hup_dir.glob("started-*")))

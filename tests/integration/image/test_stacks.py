@@ -71,13 +71,25 @@ def test_vault_stack_defaults() -> None:
     assert update
     assert "parallelism: 1" in update.group(1)
     assert "order: stop-first" in update.group(1)
-    assert "delay: 20s" in update.group(1)
+    # Swarm waits (almost) for ever between members: the coordinator moves the update on once
+    # the restarted member is back (services/distributor/coordinator.py, the gate).
+    assert "delay: 8760h0m0s" in update.group(1)
     assert "failure_action: pause" in update.group(1)
-    # Sealed (exit 2) counts as alive; only an error (exit 1) fails the check.
-    assert "vault status -address=https://127.0.0.1:8200" in vault
+    # Sealed (exit 2) counts as alive; only an error (exit 1) fails the check: a sealed member
+    # must stay in tasks.<service> DNS, where the unsealer and raft (retry_join, the cluster
+    # port) find it. The CLI is whichever of vault/bao the image has.
+    assert "command -v vault || command -v bao" in vault
+    assert '"$cli" status -address=https://127.0.0.1:8200' in vault
     assert "[ $? -ne 1 ]" in vault
-    assert "tls_cert_file" in vault
-    assert "/vault/certs/STAR.iklim.co.full.crt" in vault
+    # The server configuration is a per-task Swarm config; the pair's names reach it by env.
+    assert "target: /vault/config/certflow.hcl" in vault
+    assert "VAULT_CERT_FILE: STAR.iklim.co.full.crt" in vault
+    assert "replicas: 3" in vault
+    assert "target: /vault/file" in vault
+    template = (VAULT.parent / "vault" / "vault.hcl.tmpl").read_text()
+    assert 'storage "raft"' in template
+    assert "retry_join" in template
+    assert 'tls_cert_file   = "/vault/certs/{{env "VAULT_CERT_FILE"}}"' in template
     assert re.search(
         r"source: vault_unseal_key\n\s+target: vault_unseal_key\n(?:\s+\w+: .*\n)*?\s+mode: 256",
         unsealer,
@@ -106,6 +118,8 @@ def test_every_name_and_path_follows_the_environment() -> None:
         "VAULT_UPDATE_DELAY": "7s",
         "VAULT_REPLICAS": "3",
         "VAULT_PUBLISHED_PORT": "18200",
+        "VAULT_RAFT_VOLUME": "e2ex1_vault-raft",
+        "VAULT_CONFIG_NAME": "e2ex1_vault_config",
     }
     certs = _config(CERTS, **env)
     vault = _config(VAULT, **env)
@@ -121,4 +135,20 @@ def test_every_name_and_path_follows_the_environment() -> None:
     assert "delay: 7s" in vault
     assert "published: 18200" in vault
     assert "name: e2ex1_unseal" in vault
-    assert "/vault/certs/STAR.example.test_key.pem" in vault
+    assert "VAULT_KEY_FILE: STAR.example.test_key.pem" in vault
+    assert "name: e2ex1_vault-raft-{{.Task.Slot}}" in vault
+
+
+def test_certs_stack_mounts_the_manifest_key_private_in_both_services() -> None:
+    rendered = _config(CERTS, CERTFLOW_MANIFEST_SECRET="prod_manifest_key_v2")
+    for service in ("cert-reloader", "cert-distributor"):
+        block = _block(rendered, service)
+        assert "CERTFLOW_MANIFEST_KEY_FILES: /run/secrets/certflow_manifest_key" in block
+        assert re.search(
+            r"source: certflow_manifest_key\n\s+target: certflow_manifest_key\n"
+            r"\s+uid: \"0\"\n\s+gid: \"0\"\n\s+mode: (0400|256)",
+            block,
+        ), block
+    assert re.search(
+        r"certflow_manifest_key:\n\s+name: prod_manifest_key_v2\n\s+external: true", rendered
+    )

@@ -10,13 +10,13 @@ from pathlib import Path
 from services.reloader.metrics import ReloaderMetrics
 from services.reloader.service import Reloader, run_loop
 from services.reloader.settings import ReloaderSettings
-from services.reloader.watch import ChangeWatcher
 from shared.atomic import TEMP_MARKER
 from shared.health import HealthRegistry
 from shared.logs import configure_logging
 from shared.runtime import run_service
 from shared.settings import load_settings
 from shared.storagebox import State, read_snapshot
+from shared.watch import ChangeWatcher
 from tests.support.pki import CA
 
 CERT, KEY = "STAR.iklim.co.full.crt", "STAR.iklim.co_key.pem"

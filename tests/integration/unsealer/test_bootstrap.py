@@ -27,6 +27,7 @@ from services.unsealer.keys import parse_keys
 from tests.integration.unsealer.conftest import assert_no_keys, wait_for
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
+from tests.support.openbao import BaoCluster
 from tests.vaultsim.harness import ROOT, SimProcess, TlsMaterial
 
 
@@ -74,10 +75,11 @@ def container_of(client: Any, service: Any) -> Any:
     return None
 
 
-def run_bootstrap(*args: str) -> subprocess.CompletedProcess[str]:
+def run_bootstrap(*args: str, output_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSEALER_", "VAULT_"))}
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "vault-bootstrap", *args],
+        [sys.executable, "-m", "services.cli", "vault-bootstrap", "--output-dir", str(output_dir),
+         *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
 
@@ -117,7 +119,7 @@ def test_bootstrap_initializes_stores_and_rotates(tmp_path: Path, swarm: Swarm) 
             "--tls-server-name", "vault.iklim.co", "--shares", "3", "--threshold", "2",
             "--secret-name", swarm.secret_base,
             "--services", f"{service_name},cfunseal-missing-{swarm.suffix}",
-            "--root-token-file", str(token_file), "--timeout", "180",
+            "--root-token-file", token_file.name, "--timeout", "180", output_dir=tmp_path,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert sim.status()["initialized"] is True
@@ -157,7 +159,7 @@ def test_bootstrap_initializes_stores_and_rotates(tmp_path: Path, swarm: Swarm) 
 
         again = run_bootstrap(
             "--addr", sim.address, "--ca-file", str(tls.ca_file),
-            "--secret-name", swarm.secret_base, "--services", service_name,
+            "--secret-name", swarm.secret_base, "--services", service_name, output_dir=tmp_path,
         )  # fmt: skip
         assert again.returncode == 0
         assert "already initialized: nothing changed" in again.stdout
@@ -172,7 +174,7 @@ def test_bootstrap_prints_root_token_once_to_the_terminal(tmp_path: Path, swarm:
     try:
         result = run_bootstrap(
             "--addr", sim.address, "--ca-file", str(tls.ca_file),
-            "--secret-name", swarm.secret_base, "--services", "",
+            "--secret-name", swarm.secret_base, "--services", "", output_dir=tmp_path,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.count("hvs.terminal-only") == 1
@@ -189,7 +191,7 @@ def test_bootstrap_refuses_an_unverified_vault(tmp_path: Path, swarm: Swarm) -> 
     try:
         result = run_bootstrap(
             "--addr", sim.address, "--ca-file", str(other_ca.ca_file),
-            "--secret-name", swarm.secret_base, "--services", "",
+            "--secret-name", swarm.secret_base, "--services", "", output_dir=tmp_path,
         )  # fmt: skip
         assert result.returncode == 1
         assert "TLS verification failed" in result.stderr
@@ -197,3 +199,29 @@ def test_bootstrap_refuses_an_unverified_vault(tmp_path: Path, swarm: Swarm) -> 
         assert swarm.secrets_ours() == []
     finally:
         sim.stop()
+
+
+def test_bootstrap_never_initializes_beside_a_real_raft_cluster(
+    tmp_path: Path, swarm: Swarm
+) -> None:
+    """Real OpenBao: a member that holds a cluster, or one that cannot be seen, stops the init."""
+    with BaoCluster(3, base_dir=tmp_path) as bao:
+        bao.init(0)  # member 0 holds a cluster; 1 and 2 have not joined it (nobody unsealed 0)
+        # The uninitialized members first: a bootstrap that asked only them would split the cluster.
+        members = ",".join(bao.address(i) for i in (1, 2, 0))
+        common = ("--ca-file", str(bao.ca_file), "--secret-name", swarm.secret_base)
+        result = run_bootstrap("--addr", members, *common, "--services", "", output_dir=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "already initialized" in result.stdout
+        assert bao.address(0) in result.stdout
+        assert bao.roles() == ["sealed", "not joined", "not joined"]
+        assert swarm.secrets_ours() == []
+        # A member that does not answer: it may hold a cluster, so nothing is initialized.
+        bao.stop(0)
+        blind = run_bootstrap(
+            "--addr", members, *common, "--services", "", "--timeout", "5", output_dir=tmp_path
+        )
+        assert blind.returncode == 1
+        assert "cannot reach every member" in blind.stderr
+        assert bao.roles()[1:] == ["not joined", "not joined"]
+        assert swarm.secrets_ours() == []

@@ -12,6 +12,7 @@ import docker.errors
 import pytest
 
 from services.unsealer.discovery import Discovery
+from shared.docker_engine import DockerPyEngine
 from tests.integration.unsealer.conftest import wait_for
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
@@ -52,7 +53,9 @@ def test_docker_discovery_finds_each_task_on_the_named_network(
     vault_like_service: tuple[Any, str, str],
 ) -> None:
     client, name, network = vault_like_service
-    discovery = Discovery(service=name, port=8200, network=network, docker_client=lambda: client)
+    discovery = Discovery(
+        service=name, port=8200, network=network, engine=lambda: DockerPyEngine(client)
+    )
     wait_for(lambda: len(discovery.discover().replicas) == 2, timeout=90, what="two tasks")
     found = discovery.discover()
     assert found.source == "docker"
@@ -70,7 +73,9 @@ def test_docker_discovery_finds_each_task_on_the_named_network(
 def test_unknown_service_falls_back_to_dns_and_says_why() -> None:
     client = ensure_engine()
     discovery = Discovery(
-        service=f"cfdisc-none-{secrets.token_hex(4)}", port=8200, docker_client=lambda: client
+        service=f"cfdisc-none-{secrets.token_hex(4)}",
+        port=8200,
+        engine=lambda: DockerPyEngine(client),
     )
     found = discovery.discover()
     assert found.source == "dns"

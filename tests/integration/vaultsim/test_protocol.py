@@ -1,7 +1,7 @@
 """The double as a real process over real TLS, with hvac as the client where hvac covers it.
 
-Reference facts: A1 (seal-status), A2 (unseal), A3 (health), A4 (init, seal, envelope), A5 (SIGHUP
-reloads the certificate without sealing), A6 (what hvac raises for each answer).
+Covered: seal-status, unseal, health, init, seal and the error envelope; SIGHUP reloads the
+certificate without sealing; what hvac raises for each answer.
 """
 
 from __future__ import annotations

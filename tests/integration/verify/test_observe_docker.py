@@ -12,6 +12,7 @@ import pytest
 
 from services.verify.checks import check_reloader_logs, check_service
 from services.verify.observe import observe_logs, observe_service, vault_tasks
+from shared.docker_engine import DockerPyEngine
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_names import unique
 from tests.support.images import ensure_base_image
@@ -74,34 +75,34 @@ def test_a_running_service_is_converged_and_its_error_logs_are_found(
     service = make_service(
         image=image, command=["python3", "-c", _LOGGER], networks=[network], stop_grace_period=1
     )
-    _until(lambda: observe_service(client, service.name).running == 1)
-    facts = observe_service(client, service.name)
+    _until(lambda: observe_service(DockerPyEngine(client), service.name).running == 1)
+    facts = observe_service(DockerPyEngine(client), service.name)
     assert facts.found
     assert facts.mode == "replicated"
     assert facts.desired == 1
     assert check_service(facts, deploy_hint="").ok
 
-    _until(lambda: len(observe_logs(client, service.name, tail=20).lines) >= 2)
-    logs = observe_logs(client, service.name, tail=20)
+    _until(lambda: len(observe_logs(DockerPyEngine(client), service.name, tail=20).lines) >= 2)
+    logs = observe_logs(DockerPyEngine(client), service.name, tail=20)
     assert json.loads(logs.lines[0])["event"] == "cert.unchanged"
     result = check_reloader_logs(logs, tail=20)
     assert not result.ok
     assert "cert.rejected: expired" in result.summary
 
-    tasks = vault_tasks(client, service.name, network)
+    tasks = vault_tasks(DockerPyEngine(client), service.name, network)
     assert len(tasks) == 1
     task, address = tasks[0]
     assert task.state == "running"
     assert address.count(".") == 3
-    assert vault_tasks(client, service.name, "some-other-network") == []
+    assert vault_tasks(DockerPyEngine(client), service.name, "some-other-network") == []
 
 
 def test_a_service_whose_image_is_missing_is_not_converged(
     client: Any, make_service: Callable[..., Any]
 ) -> None:
     service = make_service(image="certflow-no-such-image:missing", command=["true"])
-    _until(lambda: bool(observe_service(client, service.name).task_errors))
-    facts = observe_service(client, service.name)
+    _until(lambda: bool(observe_service(DockerPyEngine(client), service.name).task_errors))
+    facts = observe_service(DockerPyEngine(client), service.name)
     assert facts.running == 0
     result = check_service(facts, deploy_hint="")
     assert not result.ok
@@ -111,5 +112,5 @@ def test_a_service_whose_image_is_missing_is_not_converged(
 
 def test_a_missing_service_is_reported_not_found(client: Any) -> None:
     name = unique("certflow-verify-absent-")
-    assert observe_service(client, name).found is False
-    assert observe_logs(client, name, tail=5).error == "service not found"
+    assert observe_service(DockerPyEngine(client), name).found is False
+    assert observe_logs(DockerPyEngine(client), name, tail=5).error == "service not found"

@@ -15,9 +15,6 @@ from shared.certs import read_leaf
 from shared.manifest import MANIFEST_NAME, FileEntry, Manifest
 from tests.support.acme import Certbot, Pebble, SwagVolume
 
-# tests.support.acme.Pebble leaves its log file open (reported to the lead); not ours to fix here.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
 CERT = "STAR.iklim.co.full.crt"
 KEY = "STAR.iklim.co_key.pem"
 

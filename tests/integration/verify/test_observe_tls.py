@@ -1,4 +1,4 @@
-"""Observing a Vault replica over real TLS: the served leaf, hostname checks and seal-status.
+"""Observing a Vault replica over real TLS: the served leaf, hostname checks and sys/health.
 
 The server is ``openssl s_server -WWW`` serving a seal-status document from a directory: real TLS
 (real handshake, SNI, chain) with a Vault-shaped answer. The Vault double's own behaviour is
@@ -37,6 +37,9 @@ class TlsVault:
         path = self.docroot / "v1" / "sys" / "seal-status"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"type": "shamir", "t": 1, "n": 1, **status}))
+        # verify reads sys/health (openssl -WWW answers 200 whatever the state; the body counts)
+        health = self.docroot / "v1" / "sys" / "health"
+        health.write_text(json.dumps({"standby": False, **status}))
 
 
 @pytest.fixture
@@ -156,7 +159,8 @@ def test_a_closed_port_is_unreachable(tls_vault: TlsVault) -> None:
 
 
 def test_a_non_vault_answer_is_reported(tls_vault: TlsVault) -> None:
-    (tls_vault.docroot / "v1" / "sys" / "seal-status").write_text("<html>proxy</html>")
+    (tls_vault.docroot / "v1" / "sys").mkdir(parents=True, exist_ok=True)
+    (tls_vault.docroot / "v1" / "sys" / "health").write_text("<html>proxy</html>")
     facts = _observe(tls_vault)
     assert facts.served is not None
-    assert facts.error == "seal-status body is not Vault's JSON"
+    assert facts.error == "sys/health body is not Vault's JSON"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from services.distributor.catchup import LocalReplica, stale_replicas
-from services.distributor.coordinator import FINGERPRINT_LABEL
-from services.distributor.docker_ops import _engine_time, _spec_with
+from services.distributor.catchup import stale_replicas
+from services.distributor.docker_ops import restart_edit
+from services.distributor.facts import FINGERPRINT_LABEL, LocalReplica
+from shared.docker_engine import apply_edit, engine_time
 
 FP = "sha256:new"
 
@@ -36,23 +37,26 @@ def test_each_container_is_caught_up_once_and_nothing_without_an_install() -> No
 
 
 def test_the_restart_stamps_the_fingerprint_on_the_containers_it_creates() -> None:
-    attrs = {
-        "Spec": {
-            "Labels": {"keep": "1"},
-            "TaskTemplate": {"ContainerSpec": {"Image": "vault", "Labels": {"a": "b"}}},
-        }
+    original = {
+        "Labels": {"keep": "1"},
+        "TaskTemplate": {"ContainerSpec": {"Image": "vault", "Labels": {"a": "b"}}},
     }
-    spec = _spec_with(attrs, FP)
+    spec = apply_edit(original, restart_edit(FP))
     assert spec["Labels"] == {"keep": "1", FINGERPRINT_LABEL: FP}
     assert spec["TaskTemplate"]["ContainerSpec"]["Labels"] == {"a": "b", FINGERPRINT_LABEL: FP}
     assert spec["TaskTemplate"]["ForceUpdate"] == 1
     # Recording a label without a restart (adopt) must not touch the task template.
-    adopted = _spec_with(attrs, FP, force=False)
-    assert adopted["TaskTemplate"] == attrs["Spec"]["TaskTemplate"]
+    adopted = apply_edit(original, restart_edit(FP, force=False))
+    assert adopted["TaskTemplate"] == original["TaskTemplate"]
+
+
+def _epoch(value: str) -> float | None:
+    moment = engine_time(value)
+    return moment.timestamp() if moment else None
 
 
 def test_engine_times_with_nanoseconds_parse_and_zero_times_do_not() -> None:
-    assert _engine_time("2026-11-28T16:26:35.803120265Z") == 1795883195.80312
-    assert _engine_time("2026-11-28T16:26:35Z") == 1795883195.0
-    assert _engine_time("0001-01-01T00:00:00Z") is None
-    assert _engine_time("") is None
+    assert _epoch("2026-11-28T16:26:35.803120265Z") == 1795883195.80312
+    assert _epoch("2026-11-28T16:26:35Z") == 1795883195.0
+    assert _epoch("0001-01-01T00:00:00Z") is None
+    assert _epoch("") is None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.distributor.coordinator import Kind, Observed, decide, nodes_not_ready
-from services.distributor.peers import DistributorInfo
+from services.distributor.coordinator import Kind, Member, Observed, decide, nodes_not_ready
+from services.distributor.facts import DistributorInfo
 from shared.swarm import NodeInfo
 
 NEW, OLD = "AA:NEW", "BB:OLD"
@@ -57,16 +57,20 @@ def test_label_equal_and_no_update_status_yet_is_done_not_a_second_restart() -> 
 
 def test_label_equal_and_rolling_update_running_waits() -> None:
     decision = decide(observed(label=NEW, update_state="updating"))
-    assert decision.kind is Kind.WAIT
+    assert decision.kind is Kind.GATE
     assert "in progress" in decision.message
 
 
-def test_node_down_is_left_out() -> None:
+def test_a_vault_node_down_holds_the_restart_until_it_is_back() -> None:
     nodes = {**NODES, "n3": node("n3", "down")}
     reports = {"n1": report("n1", NEW), "n2": report("n2", NEW)}
     decision = decide(observed(nodes=nodes, reports=reports))
-    assert decision.kind is Kind.RESTART
+    assert decision.kind is Kind.HELD
     assert decision.left_out == ("n3",)
+    assert "host-n3 (n3)" in decision.message
+    assert "quorum" in decision.message
+    back = decide(observed(reports={**reports, "n3": report("n3", NEW)}))
+    assert back.kind is Kind.RESTART
 
 
 def test_lagging_node_within_timeout_waits() -> None:
@@ -125,8 +129,9 @@ def test_failed_update_of_an_older_certificate_does_not_block_a_new_one() -> Non
     assert decision.kind is Kind.RESTART
 
 
-def test_another_update_in_progress_waits() -> None:
-    assert decide(observed(update_state="updating")).kind is Kind.WAIT
+def test_another_update_in_progress_is_gated_like_ours() -> None:
+    # A stack deploy's rolling update waits between members too; the gate moves it on.
+    assert decide(observed(update_state="updating")).kind is Kind.GATE
 
 
 def test_not_leader_only_syncs() -> None:
@@ -167,10 +172,41 @@ def installed_reports(when: str | None = INSTALLED) -> dict[str, DistributorInfo
     }
 
 
+def _serving(fp: str, *, slot2: str | None = None) -> tuple[Member, ...]:
+    return tuple(
+        Member(
+            f"t{i}",
+            f"slot {i} on host-n{i}",
+            True,
+            sealed=False,
+            proven=True,
+            fingerprint=slot2 if (i == 2 and slot2) else fp,
+        )
+        for i in (1, 2, 3)
+    )
+
+
 def test_label_lost_but_vault_started_after_install_records_without_restart() -> None:
     started = dict.fromkeys(NODES, INSTALLED_TS + 600)
-    decision = decide(observed(label=None, reports=installed_reports(), vault_started=started))
+    decision = decide(
+        observed(
+            label=None, reports=installed_reports(), vault_started=started, members=_serving(NEW)
+        )
+    )
     assert decision.kind is Kind.ADOPT
+
+
+def test_no_adoption_while_a_member_serves_another_pair_whatever_the_start_times_say() -> None:
+    # After a partition heals, Swarm rewrites task status times: a member that loaded the old
+    # pair can look newer than the install. The probes decide: it is restarted.
+    started = dict.fromkeys(NODES, INSTALLED_TS + 600)
+    for members in ((), _serving(NEW, slot2=OLD)):
+        decision = decide(
+            observed(
+                label=None, reports=installed_reports(), vault_started=started, members=members
+            )
+        )
+        assert decision.kind is Kind.RESTART
 
 
 def test_vault_task_older_than_the_install_is_restarted() -> None:
@@ -254,3 +290,37 @@ def test_nodes_not_ready_names_each_with_its_state() -> None:
     assert nodes_not_ready(NODES) == ()
     nodes = {**NODES, "n2": node("n2", "down"), "n3": node("n3", "disconnected")}
     assert nodes_not_ready(nodes) == ("host-n2 (n2): down", "host-n3 (n3): disconnected")
+
+
+# A member that is back is a running (healthy) task; the stack's healthcheck keeps a sealed one
+# "starting". The gate: no member is stopped while another is not back, and nothing is done
+# while one is not back.
+SEALED = ("slot 2 on host-n2: starting",)
+
+
+def test_no_restart_while_a_member_is_not_back() -> None:
+    decision = decide(observed(not_back=SEALED))
+    assert decision.kind is Kind.HELD
+    assert decision.nodes == SEALED
+    assert "slot 2 on host-n2: starting" in decision.message
+
+
+def test_finished_update_with_a_member_not_back_is_not_done() -> None:
+    for state in ("completed", None):
+        decision = decide(observed(label=NEW, update_state=state, not_back=SEALED))
+        assert decision.kind is Kind.NOT_BACK
+        assert "slot 2 on host-n2" in decision.message
+
+
+def test_rolling_update_with_its_new_member_starting_waits() -> None:
+    decision = decide(observed(label=NEW, update_state="updating", not_back=SEALED))
+    assert decision.kind is Kind.GATE
+
+
+def test_paused_update_halts_while_its_member_is_not_back_and_resumes_after() -> None:
+    halted = decide(paused(not_back=SEALED))
+    assert halted.kind is Kind.FAILED
+    assert "halted: member(s) not back" in halted.message
+    assert PAUSED in halted.message
+    assert halted.nodes == SEALED
+    assert decide(paused()).kind is Kind.RESUME

@@ -6,8 +6,8 @@ import json
 
 import httpx
 
+from services.distributor.facts import DistributorInfo
 from services.distributor.peers import (
-    DistributorInfo,
     PeerDirectory,
     PeerFailure,
     fan_out,
@@ -56,7 +56,7 @@ def test_fan_out_parses_reports_and_reasons() -> None:
 
 def test_directory_keys_reports_by_the_task_node() -> None:
     directory = PeerDirectory(
-        docker_client=None,
+        engine=None,
         service="svc",
         port=8080,
         transport=transport(),

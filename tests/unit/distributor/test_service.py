@@ -155,7 +155,7 @@ def test_without_a_docker_socket_the_distributor_only_syncs(
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
     publish(tmp_path / "box", make_pair(CA(), 1))
     dist = Distributor.from_settings(settings(tmp_path, DISTRIBUTOR_RELOAD_MODE="restart"))
-    assert dist.client is None
+    assert dist.engine is None
     assert dist.coordinator is None
     result = dist.sync_pass()
     assert result is not None

@@ -10,7 +10,7 @@ from services.reloader.decide import Action, decide, expiry_status, invalid_sour
 from shared.certs import leaf_info
 from shared.health import Status
 from shared.manifest import FileEntry, Manifest
-from shared.storagebox import Snapshot, State
+from shared.snapshot import Snapshot, State
 from tests.support.pki import CA
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -93,3 +93,30 @@ def test_invalid_source_is_degraded_within_grace_then_failing() -> None:
     assert invalid_source_status(100.0, 159.9, grace=60) is Status.DEGRADED
     assert invalid_source_status(100.0, 160.0, grace=60) is Status.FAILING
     assert invalid_source_status(100.0, 100.0, grace=0) is Status.FAILING
+
+
+@pytest.mark.parametrize(
+    ("signer", "signing_key", "action"),
+    [
+        ("aaaa0000", "aaaa0000", Action.CURRENT),  # signed with the signing key
+        ("aaaa0000", None, Action.CURRENT),  # authentication off
+        ("bbbb1111", "aaaa0000", Action.RESIGN),  # rotation: signed with the previous key
+        (None, "aaaa0000", Action.RESIGN),  # not checked/unsigned but committed: sign it
+    ],
+)
+def test_a_manifest_signed_with_another_key_is_signed_again(
+    pair: tuple[bytes, bytes, Manifest], signer: str | None, signing_key: str | None, action: Action
+) -> None:
+    cert, key, manifest = pair
+    snapshot = Snapshot(State.COMMITTED, manifest, cert, key, signer=signer)
+    d = decide(cert, key, snapshot, signing_key=signing_key)
+    assert (d.action, d.generation) == (action, 4)
+
+
+def test_an_unauthenticated_manifest_is_replaced_never_believed(
+    pair: tuple[bytes, bytes, Manifest],
+) -> None:
+    cert, key, _ = pair
+    d = decide(cert, key, Snapshot(State.UNAUTHENTICATED, detail="unsigned"), highest_seen=4)
+    assert (d.action, d.generation) == (Action.REPAIR, 5)
+    assert d.previous_not_after is None  # a forged notAfter is not a downgrade bar

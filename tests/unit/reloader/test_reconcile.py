@@ -20,7 +20,8 @@ from shared.health import HealthRegistry, Status
 from shared.logs import configure_logging
 from shared.manifest import MANIFEST_NAME, FileEntry
 from shared.settings import load_settings
-from shared.storagebox import Snapshot, State, read_snapshot
+from shared.snapshot import Snapshot, State
+from shared.storagebox import read_snapshot
 from tests.support.pki import CA, Issued
 
 CERT, KEY = "STAR.iklim.co.full.crt", "STAR.iklim.co_key.pem"
@@ -117,6 +118,9 @@ def test_first_publish_then_current(env: Env) -> None:
     assert body["checks"]["storage"]["generation"] == 1
     assert snap.manifest is not None
     assert body["checks"]["source"]["cert_md5"] == snap.manifest.cert.md5
+    assert body["checks"]["source"]["fingerprint"] == snap.manifest.fingerprint
+    assert body["checks"]["storage"]["fingerprint"] == snap.manifest.fingerprint
+    assert "key_md5" not in json.dumps(body)  # /health is unauthenticated
     assert body["checks"]["last_check"]["outcome"] == "current"
     assert env.events("cert.published")[0]["generation"] == 1
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from shared import retry
 from shared.errors import ConfigError, StorageError
 from shared.health import HealthRegistry, Status, build_app
-from shared.settings import ServiceSettings, load_settings, parse_bool_env
+from shared.settings import ServiceSettings, load_settings
 
 
 class _Settings(ServiceSettings):
@@ -43,14 +43,6 @@ def test_file_variant_and_explicit_value_wins(tmp_path: Path) -> None:
     assert load_settings(_Settings, both).token == "explicit"
     with pytest.raises(ConfigError, match="TEST_TOKEN_FILE"):
         load_settings(_Settings, {"TEST_TOKEN_FILE": str(tmp_path / "missing")})
-
-
-def test_parse_bool_env() -> None:
-    assert parse_bool_env("Yes") is True
-    assert parse_bool_env("0") is False
-    with pytest.raises(ValueError, match="length 5") as info:
-        parse_bool_env("maybe")
-    assert "maybe" not in str(info.value)
 
 
 def test_overall_status_is_the_worst_check_and_since_moves_only_on_change() -> None:
@@ -139,3 +131,60 @@ def test_backoff_delay_grows_and_is_capped() -> None:
     assert 2 <= delays[2] <= 2.4
     assert delays[6] == 10
     assert all(d <= 10 for d in delays)
+
+
+def test_each_scheduled_retry_is_logged_with_its_wait() -> None:
+    from structlog.testing import capture_logs
+
+    def always() -> None:
+        raise StorageError("EIO")
+
+    with capture_logs() as logs, pytest.raises(StorageError):
+        retry.call_with_retry("reading the box", always, on=(StorageError,), attempts=3)
+    scheduled = [e for e in logs if e["event"] == "retry.scheduled"]
+    assert [(e["what"], e["attempt"], e["wait_s"]) for e in scheduled] == [
+        ("reading the box", 1, 0.0),
+        ("reading the box", 2, 0.0),
+    ]
+
+
+def test_the_total_time_bounds_a_retry_too() -> None:
+    calls = {"n": 0}
+
+    def always() -> None:
+        calls["n"] += 1
+        raise StorageError("EIO")
+
+    with pytest.raises(StorageError):
+        retry.call_with_retry("slow", always, on=(StorageError,), attempts=1000, timeout=0.0)
+    assert calls["n"] == 1
+
+
+def test_backoff_delay_is_the_retry_policy_wait() -> None:
+    import random
+
+    retry.disable_waits(False)
+    for failures in (1, 2, 5):
+        wait = retry.Backoff(initial=0.5, maximum=4, rng=random.Random(7)).delay(failures)
+        assert retry.backoff_delay(failures, initial=0.5, maximum=4, rng=random.Random(7)) == wait
+
+
+def test_the_process_environment_is_the_default_and_nothing_else_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_COUNT", "4")
+    assert load_settings(_Settings).count == 4
+    # An explicit mapping replaces the process environment entirely.
+    assert load_settings(_Settings, {}).count == 1
+
+
+def test_empty_optional_values_mean_unset() -> None:
+    from shared.settings import OptionalInt, OptionalPath
+
+    class _Optional(ServiceSettings):
+        port: OptionalInt = Field(None, alias="TEST_PORT")
+        path: OptionalPath = Field(None, alias="TEST_PATH")
+
+    loaded = load_settings(_Optional, {"TEST_PORT": "", "TEST_PATH": ""})
+    assert (loaded.port, loaded.path) == (None, None)
+    assert load_settings(_Optional, {"TEST_PORT": "9"}).port == 9

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from services.unsealer.discovery import Discovery, replicas_from_tasks, url_for
 from shared.swarm import TaskInfo
 
@@ -78,3 +80,24 @@ def test_dns_failure_is_a_problem_not_a_crash() -> None:
     found = Discovery(service="v", port=8200, use_docker=False, resolve=resolve).discover()
     assert found.replicas == []
     assert "dns tasks.v: Name or service not known" in found.problem
+
+
+def test_docker_discovery_includes_members_that_are_still_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sealed member stays "starting" (the stack's healthcheck), and it is the one to unseal;
+    # a task not yet started has no process to reach.
+    from tests.support.fake_engine import FakeEngine
+
+    engine = FakeEngine(node_id="n1")
+    engine.add_service("vault")
+    engine.run_task("vault", "n1", state="running", addresses={"net": ("10.0.1.5",)})
+    engine.run_task("vault", "n1", state="starting", addresses={"net": ("10.0.1.6",)})
+    engine.run_task("vault", "n1", state="preparing", addresses={"net": ("10.0.1.7",)})
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # the engine is injected
+    found = Discovery(service="vault", port=8200, network="net", engine=lambda: engine).discover()
+    assert found.source == "docker"
+    assert [r.address for r in found.replicas] == [
+        "https://10.0.1.5:8200",
+        "https://10.0.1.6:8200",
+    ]

@@ -10,13 +10,13 @@ from services.unsealer.machine import (
     Context,
     Kind,
     Memory,
-    SealStatus,
     after_rejection,
     after_reset,
     after_submit,
     decide,
     sealed_too_long,
 )
+from services.unsealer.status import SealStatus
 
 NOW = 1000.0
 UNINIT = SealStatus(initialized=False, sealed=True)
@@ -268,3 +268,31 @@ def test_seal_status_from_json_tolerates_variants() -> None:
     assert status.t == 2
     assert status.version == "2.6.2"
     assert SealStatus.from_json({}).sealed is True
+
+
+def test_an_uninitialized_member_of_an_existing_cluster_is_not_joined_and_remembered() -> None:
+    decision = decide(UNINIT, Memory(), replace(ctx(), cluster_exists=True))
+    assert decision.kind is Kind.NOT_JOINED
+    assert decision.memory.seen_uninitialized
+
+
+def test_unsealed_forgets_that_the_member_was_joining() -> None:
+    decision = decide(UNSEALED, Memory(seen_uninitialized=True), ctx())
+    assert not decision.memory.seen_uninitialized
+
+
+def test_a_withheld_member_waits_with_the_reason() -> None:
+    sealed_member = SealStatus(initialized=True, sealed=True, t=1, n=1)
+    decision = decide(sealed_member, Memory(), replace(ctx(), withheld="not yet"))
+    assert decision.kind is Kind.WAIT
+    assert decision.reason == "not yet"
+
+
+def test_the_last_share_answered_sealed_waits_for_the_member_to_settle() -> None:
+    reply = SealStatus(initialized=True, sealed=True, t=1, n=1, progress=0)
+    memory = after_submit(Memory(), 0, reply, now=100.0, settle=5.0)
+    assert memory.settling_until == 105.0
+    waiting = decide(reply, memory, ctx(now=102.0))
+    assert waiting.kind is Kind.WAIT
+    again = decide(reply, memory, ctx(now=106.0))
+    assert again.kind is Kind.SUBMIT

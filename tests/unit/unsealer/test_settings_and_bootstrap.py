@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+import stat
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from services.unsealer.bootstrap import (
+    Bootstrap,
+    BootstrapError,
+    finish_private,
+    open_private,
+    output_dir_problem,
     repoint_secrets,
     secret_document,
     secret_name_problem,
@@ -18,6 +26,8 @@ from services.unsealer.keys import parse_keys
 from services.unsealer.settings import UnsealerSettings
 from shared.errors import ConfigError
 from shared.settings import load_settings
+from shared.swarm import SecretInfo, SecretRef
+from tests.support.fake_engine import FakeEngine
 
 
 def test_defaults_are_the_documented_interface() -> None:
@@ -71,31 +81,33 @@ def test_versioned_name() -> None:
 
 
 def test_repoint_keeps_target_mode_and_other_secrets() -> None:
-    refs = [
-        {"SecretID": "old", "SecretName": "vault_unseal_key-1",
-         "File": {"Name": "vault_unseal_key", "UID": "10001", "GID": "10001", "Mode": 256}},
-        {"SecretID": "other", "SecretName": "db_password", "File": {"Name": "db_password"}},
-    ]  # fmt: skip
+    refs = (
+        SecretRef("old", "vault_unseal_key-1", "vault_unseal_key", "10001", "10001", 0o400),
+        SecretRef("other", "db_password", "db_password"),
+    )
+    v2 = SecretInfo("n", "v2", {})
     new, changed = repoint_secrets(
-        refs, target="vault_unseal_key", old_names={"vault_unseal_key-1"}, new_id="n", new_name="v2"
+        refs, target="vault_unseal_key", old_names={"vault_unseal_key-1"}, new=v2
     )
     assert changed
-    assert new[0] == {"SecretID": "n", "SecretName": "v2", "File": refs[0]["File"]}
+    assert new[0] == SecretRef("n", "v2", "vault_unseal_key", "10001", "10001", 0o400)
     assert new[1] == refs[1]
-    again, changed_again = repoint_secrets(
-        new, target="vault_unseal_key", old_names=set(), new_id="n", new_name="v2"
-    )
+    again, changed_again = repoint_secrets(new, target="vault_unseal_key", old_names=set(), new=v2)
     assert again == new
     assert not changed_again
 
 
 def test_repoint_matches_an_old_name_under_another_target() -> None:
-    refs = [{"SecretID": "old", "SecretName": "vault_unseal_key", "File": {"Name": "unseal"}}]
+    refs = (SecretRef("old", "vault_unseal_key", "unseal"),)
     new, changed = repoint_secrets(
-        refs, target="vault_unseal_key", old_names={"vault_unseal_key"}, new_id="n", new_name="v2"
+        refs,
+        target="vault_unseal_key",
+        old_names={"vault_unseal_key"},
+        new=SecretInfo("n", "v2", {}),
     )
     assert changed
-    assert new[0]["File"]["Name"] == "unseal"
+    assert new[0].target == "unseal"
+    assert new[0].secret_id == "n"
 
 
 @pytest.mark.parametrize(
@@ -112,3 +124,76 @@ def test_repoint_matches_an_old_name_under_another_target() -> None:
 )
 def test_secret_name_is_checked_before_vault_is_touched(name: str, ok: bool) -> None:
     assert (secret_name_problem(name) == "") is ok
+
+
+def test_private_files_are_new_0600_files_in_the_given_directory(tmp_path: Path) -> None:
+    fd = open_private(tmp_path, "root-token")
+    finish_private(fd, tmp_path, b"token\n")
+    written = tmp_path / "root-token"
+    assert written.read_bytes() == b"token\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        open_private(tmp_path, "root-token")  # never truncates an existing file
+    assert written.read_bytes() == b"token\n"
+    with pytest.raises(ValueError, match="plain file name"):
+        open_private(tmp_path, "../escape")
+
+
+def test_a_planted_symlink_is_refused_and_nothing_is_written_through_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"original")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "root-token").symlink_to(victim)
+    (out / "dangling").symlink_to(tmp_path / "would-be-created")
+    for name in ("root-token", "dangling"):
+        with pytest.raises(OSError, match="exists"):
+            open_private(out, name)
+    assert victim.read_bytes() == b"original"
+    assert not (tmp_path / "would-be-created").exists()
+
+
+def test_bootstrap_refuses_a_planted_token_symlink_before_vault_is_touched(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"original")
+    (tmp_path / "root-token").symlink_to(victim)
+    bootstrap = Bootstrap(
+        vault=None,  # type: ignore[arg-type]  # not reached: the file check comes first
+        engine=FakeEngine(),
+        secret_name="vault_unseal_key",
+        services=[],
+        shares=1,
+        threshold=1,
+        out=io.StringIO(),
+        output_dir=tmp_path,
+        root_token_file="root-token",
+    )
+    with pytest.raises(BootstrapError, match=r"File exists \(it must not exist yet\)"):
+        bootstrap._open_token_file()
+    assert victim.read_bytes() == b"original"
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [(lambda p: p / "missing", "does not exist"), (lambda p: p / "file", "is not a directory")],
+)
+def test_the_output_directory_must_exist(
+    tmp_path: Path, make: Callable[[Path], Path], problem: str
+) -> None:
+    (tmp_path / "file").write_text("x")
+    assert problem in output_dir_problem(make(tmp_path))
+    assert output_dir_problem(tmp_path) == ""
+
+
+def test_the_token_path_names_the_output_directory_and_there_is_no_default(tmp_path: Path) -> None:
+    from services.unsealer.bootstrap_cli import _output
+
+    assert _output(None, str(tmp_path / "root-token")) == (tmp_path, "root-token")
+    assert _output(tmp_path, "root-token") == (tmp_path, "root-token")
+    assert _output(tmp_path, None) == (tmp_path, None)
+    with pytest.raises(ConfigError, match=r"--output-dir .* required"):
+        _output(None, None)
+    with pytest.raises(ConfigError, match=r"--output-dir: .* does not exist"):
+        _output(tmp_path / "missing", None)
+    with pytest.raises(ConfigError, match="differs from --output-dir"):
+        _output(tmp_path / "a", str(tmp_path / "b" / "root-token"))

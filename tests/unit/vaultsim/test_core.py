@@ -1,4 +1,4 @@
-"""The double's protocol logic checked against the reference facts A1-A4, case by case.
+"""The double's protocol logic checked against Vault's and OpenBao's API behaviour, case by case.
 
 These drive ``VaultCore.handle`` directly (no sockets); tests/integration/vaultsim repeats the
 important cases through hvac and httpx over real TLS.
@@ -64,7 +64,7 @@ def errors(reply: Reply) -> list[str]:
     return value
 
 
-# -- A1 seal-status ----------------------------------------------------------------------------
+# -- seal-status -------------------------------------------------------------------------------
 def test_uninitialized_seal_status_is_200_with_zeroes(tmp_path: Path) -> None:
     reply = call(make(tmp_path), "GET", "/v1/sys/seal-status")
     assert reply.status == 200
@@ -106,7 +106,7 @@ def test_seal_status_other_methods_are_405_with_empty_errors(tmp_path: Path, met
         assert reply.body == {"errors": []}
 
 
-# -- A2 unseal ---------------------------------------------------------------------------------
+# -- unseal ------------------------------------------------------------------------------------
 def test_threshold_progress_nonce_and_duplicates(tmp_path: Path) -> None:
     core = make(tmp_path)
     keys = init(core, 5, 3)["keys_base64"]
@@ -256,7 +256,7 @@ def test_unseal_on_uninitialized_is_400(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("flavor", "status"), [("vault", 400), ("openbao", 200)])
 def test_length_check_order_differs_when_unsealed(tmp_path: Path, flavor: str, status: int) -> None:
-    """Vault checks the key length before 'already unsealed'; OpenBao after (A2 step 4)."""
+    """Vault checks the key length before 'already unsealed'; OpenBao after."""
     core = make(tmp_path, flavor=flavor)
     call(core, "PUT", "/v1/sys/unseal", {"key": init(core, 1, 1)["keys"][0]})
     reply = call(core, "PUT", "/v1/sys/unseal", {"key": base64.b64encode(b"x" * 8).decode()})
@@ -281,7 +281,7 @@ def test_restart_comes_back_initialized_and_sealed(tmp_path: Path) -> None:
     assert keys[0] not in state  # only hashes persist
 
 
-# -- A3 health ---------------------------------------------------------------------------------
+# -- health ------------------------------------------------------------------------------------
 def health(core: VaultCore, query: str = "", method: str = "GET") -> Reply:
     return call(core, method, "/v1/sys/health", query=query)
 
@@ -371,7 +371,7 @@ def test_health_other_methods_405(tmp_path: Path, method: str) -> None:
     assert health(make(tmp_path), method=method).status == 405
 
 
-# -- A4 init, seal, envelope -------------------------------------------------------------------
+# -- init, seal, envelope ----------------------------------------------------------------------
 def test_init_get_reports_and_second_init_is_400(tmp_path: Path) -> None:
     core = make(tmp_path)
     assert call(core, "GET", "/v1/sys/init").body == {"initialized": False}

@@ -17,8 +17,8 @@ from services.verify.checks import (
     check_replica_certificate,
     check_replica_seal,
     check_service,
-    error_events,
     evaluate,
+    unresolved_error_events,
 )
 from services.verify.facts import (
     CertFacts,
@@ -58,7 +58,9 @@ def _installed(cert: CertFacts = NEW) -> DirFacts:
     return DirFacts(label="/opt/iklimco/ssl", path="/opt/iklimco/ssl", cert=cert)
 
 
-def _replica(n: int, *, served: CertFacts = NEW, sealed: bool = False) -> ReplicaFacts:
+def _replica(
+    n: int, *, served: CertFacts = NEW, sealed: bool = False, standby: bool | None = None
+) -> ReplicaFacts:
     return ReplicaFacts(
         task_id=f"task{n}" * 4,
         node="node-1",
@@ -66,6 +68,7 @@ def _replica(n: int, *, served: CertFacts = NEW, sealed: bool = False) -> Replic
         served=served,
         initialized=True,
         sealed=sealed,
+        standby=(n != 5) if standby is None else standby,
     )
 
 
@@ -95,6 +98,35 @@ def test_a_healthy_flow_passes_every_check() -> None:
     assert checks[:4] == [f"service {n}" for n in NAMES.values()]
     assert sum(c.endswith(" seal") for c in checks) == 2
     assert sum(c.endswith("certificate") for c in checks) == 2
+    assert "vault cluster" in checks
+
+
+@pytest.mark.parametrize(
+    ("replicas", "fragment"),
+    [
+        ((_replica(5, standby=True), _replica(6, standby=True)), "no active member"),
+        ((_replica(5, standby=False), _replica(6, standby=False)), "2 members claim"),
+        ((_replica(5, sealed=True), _replica(6, sealed=True)), "no active member (2 sealed)"),
+    ],
+)
+def test_the_cluster_needs_exactly_one_active_member(
+    replicas: tuple[ReplicaFacts, ...], fragment: str
+) -> None:
+    obs = replace(_healthy(), replicas=replicas)
+    cluster = next(
+        r for r in evaluate(obs, log_tail=20, stack="iklimco") if r.check == "vault cluster"
+    )
+    assert not cluster.ok
+    assert fragment in cluster.summary
+
+
+def test_a_member_waiting_to_join_is_named_not_joined_not_uninitialized() -> None:
+    joining = ReplicaFacts("t7" * 6, "node-1", "10.0.1.7", served=NEW, initialized=False)
+    obs = replace(_healthy(), replicas=(_replica(5), joining))
+    results = evaluate(obs, log_tail=20, stack="iklimco")
+    seal = next(r for r in results if r.check == "vault 10.0.1.7 seal")
+    assert "not joined" in seal.summary
+    assert "never run vault-bootstrap" in seal.next_step
 
 
 def test_no_results_is_not_success() -> None:
@@ -159,11 +191,10 @@ def test_error_events_finds_json_errors_and_tracebacks() -> None:
         json.dumps({"level": "CRITICAL", "event": "storage.unavailable"}),
         "",
     ]
-    assert error_events(lines) == [
-        "cert.rejected: expired: leaf",
-        "traceback (the process crashed)",
-        "storage.unavailable",
-    ]
+    assert unresolved_error_events(lines) == (
+        ["cert.rejected: expired: leaf", "traceback (the process crashed)", "storage.unavailable"],
+        0,
+    )
 
 
 def test_reloader_errors_fail_the_log_check_with_the_events() -> None:

