@@ -6,10 +6,19 @@ I/O or reads a clock, so every case is a unit test row.
 
 Rules (why):
 - Never initialize: that is an operator's decision (``certflow vault-bootstrap``). On a raft
-  cluster an uninitialized member whose cluster exists has not joined yet: it is waited for, never
-  given a key (a wrong key locks such a member until it is killed).
+  cluster an uninitialized member whose cluster exists has not joined yet: with ``join`` on, it is
+  joined to the active member by address (``sys/storage/raft/join``), at most once per
+  ``join_retry`` seconds; otherwise it is waited for (its own ``retry_join``).
+- Why we join rather than rely on ``retry_join`` through ``tasks.<service>``: that name also
+  resolves to the joiner itself and to other joiners. A joiner's unseal call holds its state lock
+  until its join pass is through, and the pass asks a random address for the challenge with no
+  timeout: landing on itself or on another joiner mid-unseal, it waits for ever (measured: two of
+  three members stuck for the whole 300 s bootstrap). Joined by address, the pass never waits on a
+  sealed member, and a wrong key is answered at once (500 ``error decrypting challenge``).
 - Give a key only where the cluster view allows it (``Context.withheld`` says why not): an unproven
-  key goes to one joined member first (see :mod:`services.unsealer.cluster`).
+  key goes to one joined member first, or to members we joined ourselves (see
+  :mod:`services.unsealer.cluster`); a member joined by its own ``retry_join`` is locked for good by
+  a wrong key.
 - After the last share, a joining member may answer ``sealed, progress 0`` and become a standby
   seconds later: wait ``settle`` seconds and re-poll instead of submitting again.
 - Never reset an attempt just because ``progress > 0``: another unsealer replica or an operator may
@@ -46,6 +55,9 @@ class Memory:
     unseals: int = 0
     seen_uninitialized: bool = False  # seen not joined: treat as joining until it unseals once
     settling_until: float = 0.0  # gave the last share; wait for the member before giving more
+    joined_by_us: bool = False  # we joined it by address: a wrong key is answered, not a lock
+    join_at: float = 0.0  # not before this: the next join call
+    rejoin: bool = False  # an unseal after our join failed: its challenge may be stale
 
 
 class Kind(StrEnum):
@@ -55,7 +67,8 @@ class Kind(StrEnum):
     BACK_OFF = "back_off"  # our key was rejected; wait until ``retry_at``
     WAIT = "wait"  # an attempt we cannot move is open; watching it for a stall
     UNINITIALIZED = "uninitialized"  # report; never initialize
-    NOT_JOINED = "not_joined"  # uninitialized while the cluster exists: wait for retry_join
+    NOT_JOINED = "not_joined"  # uninitialized while the cluster exists: not joinable now
+    JOIN = "join"  # join it to the active member (``Context.leader``)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class Context:
     stall_timeout: float
     cluster_exists: bool = False  # some member is initialized: an uninitialized one is joining
     withheld: str = ""  # non-empty: do not give this member a key now, and why
+    leader: str = ""  # the active member's address, when joining is on and one is known
 
 
 def _sealed_since(memory: Memory, status: SealStatus, now: float) -> float | None:
@@ -88,12 +102,17 @@ def decide(status: SealStatus, memory: Memory, ctx: Context) -> Decision:
     memory = replace(memory, sealed_since=_sealed_since(memory, status, now))
     if not status.initialized:
         fresh = Memory(
-            sealed_since=memory.sealed_since, unseals=memory.unseals, seen_uninitialized=True
+            sealed_since=memory.sealed_since,
+            unseals=memory.unseals,
+            seen_uninitialized=True,
+            join_at=memory.join_at,
         )
-        if ctx.cluster_exists:
-            reason = "not joined yet (waiting for retry_join)"
-            return Decision(Kind.NOT_JOINED, fresh, reason=reason)
-        return Decision(Kind.UNINITIALIZED, fresh, reason="not initialized")
+        if not ctx.cluster_exists:
+            return Decision(Kind.UNINITIALIZED, fresh, reason="not initialized")
+        if ctx.leader and now >= memory.join_at:
+            return Decision(Kind.JOIN, fresh, reason=f"not joined yet: joining it to {ctx.leader}")
+        why = "waiting for an active member to join it to" if not ctx.leader else "join retry"
+        return Decision(Kind.NOT_JOINED, fresh, reason=f"not joined yet ({why})")
     if not status.sealed:
         # success clears the rejection history too: the key in use works; and an unsealed member
         # has joined, so a later sealed spell at this address is a restart, not a join
@@ -103,6 +122,10 @@ def decide(status: SealStatus, memory: Memory, ctx: Context) -> Decision:
         return Decision(Kind.BACK_OFF, memory, reason="key rejected", retry_at=memory.retry_at)
     if now < memory.settling_until and status.progress == 0:
         return Decision(Kind.WAIT, memory, reason="key given; waiting for the member to unseal")
+    if memory.rejoin and status.progress == 0:
+        if ctx.leader and now >= memory.join_at:
+            return Decision(Kind.JOIN, memory, reason=f"joining it again to {ctx.leader}")
+        return Decision(Kind.WAIT, memory, reason="waiting to join it again")
     if ctx.withheld:
         return Decision(Kind.WAIT, memory, reason=ctx.withheld)
     if ctx.key_count <= 0:
@@ -184,6 +207,20 @@ def after_rejection(
         ),
         True,
     )
+
+
+def after_join(memory: Memory, *, now: float, ok: bool, retry: float) -> Memory:
+    """Fold a join call in: the next one waits ``retry`` seconds whatever the outcome (a join
+    that went through shows as initialized at the next look; one that did not is tried again)."""
+    return replace(memory, joined_by_us=ok, rejoin=False, join_at=now + retry)
+
+
+def after_unseal_error(memory: Memory) -> Memory:
+    """An unseal call failed without rejecting the key. On a member we joined, the challenge it
+    holds may be gone (the leader changed): join it again before the next key."""
+    if not memory.joined_by_us:
+        return memory
+    return replace(memory, rejoin=True, attempt_nonce="", submitted=frozenset(), joined=False)
 
 
 def after_reset(memory: Memory) -> Memory:

@@ -69,6 +69,12 @@ class UnsealerMetrics:
             labels,
             registry=self.registry,
         )
+        self.joins = Counter(
+            "certflow_unsealer_raft_joins_total",
+            "Members this process joined to the active member (sys/storage/raft/join)",
+            labels,
+            registry=self.registry,
+        )
         self.resets = Counter(
             "certflow_unsealer_resets_total",
             "Stalled unseal attempts reset",
@@ -111,6 +117,7 @@ class UnsealerMetrics:
             self.unseals,
             self.submissions,
             self.rejections,
+            self.joins,
             self.resets,
             self.errors,
         ]

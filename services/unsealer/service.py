@@ -27,9 +27,11 @@ from services.unsealer.machine import (
     Context,
     Kind,
     Memory,
+    after_join,
     after_rejection,
     after_reset,
     after_submit,
+    after_unseal_error,
     decide,
     sealed_too_long,
 )
@@ -70,7 +72,9 @@ class ReplicaState:
 
     def view(self) -> MemberView:
         health = None if self.status is None else self.health
-        return MemberView(self.replica.address, health, self.memory.seen_uninitialized)
+        # A member we joined by address answers a wrong key with an error, never a lock.
+        joining = self.memory.seen_uninitialized and not self.memory.joined_by_us
+        return MemberView(self.replica.address, health, joining)
 
 
 @dataclass(frozen=True)
@@ -188,8 +192,10 @@ class Unsealer:
         states = list(self._states.values())
         self._parallel(self._observe, states)
         keys = _CycleKeys(self.key_file)
-        exists = cluster_exists([state.view() for state in states])
-        busy = self._drive_all(states, keys, exists)
+        views = [state.view() for state in states]
+        exists = cluster_exists(views)
+        leader = self._join_target(views)
+        busy = self._drive_all(states, keys, exists, leader)
         self._report_keys(keys)
         now = self.clock()
         member_roles = roles([state.view() for state in states])
@@ -215,7 +221,16 @@ class Unsealer:
         contexts = [contextvars.copy_context() for _ in states]
         return any(list(self._pool.map(lambda c, s: c.run(work, s), contexts, states)))
 
-    def _drive_all(self, states: list[ReplicaState], keys: _CycleKeys, exists: bool) -> bool:
+    def _join_target(self, views: list[MemberView]) -> str:
+        """The address members that have not joined are joined to: the one active member."""
+        if not self.settings.raft_join:
+            return ""
+        active = [a for a, role in roles(views).items() if role is Role.ACTIVE]
+        return active[0] if len(active) == 1 else ""
+
+    def _drive_all(
+        self, states: list[ReplicaState], keys: _CycleKeys, exists: bool, leader: str
+    ) -> bool:
         """Give keys where the plan allows; once a key is proven, a second round for the rest."""
         sealed = [
             s for s in states if s.status is not None and s.status.initialized and s.status.sealed
@@ -229,7 +244,9 @@ class Unsealer:
             plan = plan_keys([s.view() for s in todo], key_proven=proven)
             if fingerprint is not None and fingerprint == self._suspect_fingerprint:
                 plan = KeyPlan(frozenset(), {s.replica.address: _SUSPECT for s in sealed})
-            drive = functools.partial(self._drive, keys=keys, exists=exists, plan=plan)
+            drive = functools.partial(
+                self._drive, keys=keys, exists=exists, plan=plan, leader=leader
+            )
             busy = self._parallel(drive, todo) or busy
             newly_proven = not proven and fingerprint == self._proven_fingerprint
             todo = [s for s in todo if s.replica.address in plan.withheld]
@@ -308,16 +325,18 @@ class Unsealer:
             self._failed(state, exc)
         return True
 
-    def _drive(self, state: ReplicaState, keys: _CycleKeys, exists: bool, plan: KeyPlan) -> bool:
+    def _drive(
+        self, state: ReplicaState, keys: _CycleKeys, exists: bool, plan: KeyPlan, leader: str
+    ) -> bool:
         """Drive one observed member. Returns True when it needs fast polling."""
         try:
-            return self._drive_member(state, keys, exists, plan)
+            return self._drive_member(state, keys, exists, plan, leader)
         except VaultError as exc:
             self._failed(state, exc)
             return True
 
     def _drive_member(
-        self, state: ReplicaState, keys: _CycleKeys, exists: bool, plan: KeyPlan
+        self, state: ReplicaState, keys: _CycleKeys, exists: bool, plan: KeyPlan, leader: str
     ) -> bool:
         assert state.client is not None
         assert state.status is not None
@@ -335,19 +354,26 @@ class Unsealer:
                 stall_timeout=self.settings.stall_timeout,
                 cluster_exists=exists,
                 withheld=withheld,
+                leader=leader if leader != address else "",
             )
             decision = decide(status, state.memory, ctx)
             state.memory = decision.memory
             state.decision = decision.reason
+            if decision.kind is Kind.JOIN:
+                status = self._join(state, ctx.leader)
+                continue
             if decision.kind is Kind.SUBMIT and loaded is not None:
                 if decision.reason == "join attempt":
                     _log.info("unseal.joining", replica=address, progress=status.progress)
                 try:
                     reply = state.client.submit_key(loaded.keys[decision.index])
                 except VaultUnreachable:
-                    if ctx.fingerprint != self._proven_fingerprint:
-                        # A wrong key given to a member still joining never returns and locks it:
-                        # stop handing this key out until the file changes.
+                    state.memory = after_unseal_error(state.memory)
+                    if ctx.fingerprint != self._proven_fingerprint and not (
+                        state.memory.joined_by_us
+                    ):
+                        # A wrong key given to a member joining by its own retry_join never
+                        # returns and locks it: stop handing this key out until the file changes.
                         self._suspect_fingerprint = ctx.fingerprint
                         _log.error("unseal.member_stopped_answering", replica=address)
                     raise
@@ -375,6 +401,9 @@ class Unsealer:
                         retry_in_s=round(delay, 2),
                     )
                     return True
+                except VaultError:
+                    state.memory = after_unseal_error(state.memory)
+                    raise
                 self.metrics.submissions.labels(address).inc()
                 state.memory = after_submit(
                     state.memory,
@@ -412,6 +441,40 @@ class Unsealer:
             _log.info("unseal.succeeded", replica=address, task=state.replica.task_id or None)
         return not (status.initialized and not status.sealed)
 
+    def _join(self, state: ReplicaState, leader: str) -> SealStatus:
+        """Join a member that has not joined to the active member; returns its new status."""
+        assert state.client is not None
+        address = state.replica.address
+        ca_pem = self._ca_pem()
+        try:
+            joined = state.client.join(
+                leader, server_name=self.settings.tls_server_name, ca_pem=ca_pem
+            )
+        except VaultError as exc:
+            state.memory = after_join(
+                state.memory, now=self.clock(), ok=False, retry=self.settings.join_retry
+            )
+            state.last_error = f"join to {leader} failed: {exc}"
+            _log.warning("raft.join_failed", replica=address, leader=leader, error=str(exc))
+            raise
+        state.memory = after_join(
+            state.memory, now=self.clock(), ok=joined, retry=self.settings.join_retry
+        )
+        self.metrics.joins.labels(address).inc()
+        _log.info("raft.joined", replica=address, leader=leader, joined=joined)
+        status = state.client.seal_status()
+        self._seen(state, status)
+        return status
+
+    def _ca_pem(self) -> str | None:
+        """The bundle a joining member checks the active member's certificate against: ours."""
+        if self.settings.ca_file is None:
+            return None
+        try:
+            return self.settings.ca_file.read_text()
+        except OSError as exc:
+            raise VaultError(f"cannot read UNSEALER_CA_FILE for a join: {exc}") from exc
+
     def _seen(self, state: ReplicaState, status: SealStatus) -> None:
         state.status = status
         state.last_seen = self.clock()
@@ -425,6 +488,8 @@ class Unsealer:
                 # Not joined yet (the cluster exists) or a Vault nobody initialized: the cycle's
                 # cluster view tells which; the unsealer never initializes either.
                 _log.warning("replica.uninitialized", replica=state.replica.address)
+            elif condition == "unsealed" and state.reported in ("sealed", "uninitialized"):
+                _log.info("replica.unsealed", replica=state.replica.address)
             elif condition == "sealed":
                 _log.info(
                     "replica.sealed",
@@ -483,8 +548,8 @@ class Unsealer:
         elif state.role is Role.NOT_JOINED:
             level = Status.FAILING if long_problem else Status.DEGRADED
             message = (
-                "not joined yet: waiting for it to join the cluster (retry_join), then it is "
-                "unsealed; never initialized by certflow"
+                f"not joined yet ({state.decision or 'joining'}): it is joined to the active "
+                "member, then unsealed; never initialized by certflow"
             )
         elif not status.initialized:
             level = Status.FAILING if long_problem else Status.DEGRADED

@@ -124,8 +124,21 @@ class UnsealerSettings(ServiceSettings):
         alias="UNSEALER_UNSEAL_TIMEOUT",
         gt=0,
         le=300,
-        description="Timeout of one unseal call (seconds): a joining member answers it only "
-        "once its raft join is through, and a join cut off mid-way can leave it hanging",
+        description="Timeout of one unseal or raft join call (seconds): a joining member "
+        "answers them only once it has spoken to the active member",
+    )
+    raft_join: bool = Field(
+        True,
+        alias="UNSEALER_RAFT_JOIN",
+        description="Join a member that has not joined the raft cluster to the active member, "
+        "by address; false when Vault's own retry_join stanzas name every member",
+    )
+    join_retry: float = Field(
+        5.0,
+        alias="UNSEALER_JOIN_RETRY",
+        gt=0,
+        le=600,
+        description="Seconds between join calls to a member that has not joined yet",
     )
     join_settle: float = Field(
         5.0,

@@ -47,7 +47,7 @@ class Role(StrEnum):
     ACTIVE = "active"
     STANDBY = "standby"
     SEALED = "sealed"
-    NOT_JOINED = "not joined"  # uninitialized while the cluster exists: waiting for retry_join
+    NOT_JOINED = "not joined"  # uninitialized while the cluster exists: to be joined to it
     UNINITIALIZED = "uninitialized"  # no member is initialized: run certflow vault-bootstrap
     UNREACHABLE = "unreachable"
 

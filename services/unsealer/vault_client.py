@@ -60,9 +60,8 @@ class VaultClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.address = address.rstrip("/")
-        # An unseal call is never abandoned early: a member that is joining raft answers it only
-        # once the join is through (seconds on a busy machine), and a join cut off mid-way was
-        # seen to leave the member hanging on every later call until it was killed.
+        # Unseal and join calls get a longer bound: a joining member answers them only once it
+        # has exchanged the join challenge with the active member (seconds on a busy machine).
         self._unseal_timeout = httpx.Timeout(unseal_timeout, connect=connect_timeout)
         self._server_name = tls.server_name
         self._http = httpx.Client(
@@ -98,6 +97,17 @@ class VaultClient:
                 timeout=self._unseal_timeout,
             )
         )
+
+    def join(self, leader: str, *, server_name: str, ca_pem: str | None) -> bool:
+        """Ask this (not yet joined) member to join the raft cluster of ``leader`` (an address
+        this member can reach), checking the leader's certificate for ``server_name`` against
+        ``ca_pem`` (None: the member's system CAs). Returns what the member says: joined or not.
+        The key is not involved: a Shamir member takes it with its next unseal call."""
+        body: dict[str, Any] = {"leader_api_addr": leader, "leader_tls_servername": server_name}
+        if ca_pem is not None:
+            body["leader_ca_cert"] = ca_pem
+        reply = self._json("POST", "/v1/sys/storage/raft/join", body, timeout=self._unseal_timeout)
+        return bool(reply.get("joined"))
 
     def health(self) -> MemberHealth:
         """``sys/health`` with every state answered 200, so one call gives role and seal state."""

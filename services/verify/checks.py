@@ -263,8 +263,9 @@ def check_replica_seal(
             return _fail(
                 check,
                 f"not joined ({_task(replica)}): waiting to join the raft cluster",
-                f"docker service logs {vault} --tail 50 (retry_join); it is unsealed once it "
-                "has joined; never run vault-bootstrap against it",
+                f"vault-unsealer joins it to the active member: its /health and `docker "
+                f"service logs {vault} --tail 50` say why not yet; never run vault-bootstrap "
+                "against it",
             )
         return _fail(
             check,

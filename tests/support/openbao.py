@@ -387,6 +387,7 @@ class BaoCluster:
         http_timeout: float = 5.0,
         log_level: str = "info",
         performance_multiplier: int = 1,
+        retry_join: bool = True,
     ) -> None:
         if members < 1:
             raise ValueError("a cluster needs at least one member")
@@ -400,6 +401,9 @@ class BaoCluster:
         # Raft timing scale: 1 is the tightest (1 s heartbeat/election) and keeps tests short;
         # OpenBao's default is 5 (a single new server takes ~8 s to elect itself at init).
         self.performance_multiplier = performance_multiplier
+        # False: no retry_join stanza; a member joins only when told (sys/storage/raft/join), as
+        # in the Swarm stack, where certflow's unsealer joins it to the active member.
+        self.retry_join = retry_join
         self._start_on_enter = start
         self._base_dir = base_dir
         self._stack = contextlib.ExitStack()
@@ -497,7 +501,7 @@ class BaoCluster:
             f"    leader_tls_servername = {_hcl(self.tls_name)}\n"
             "  }"
             for other in self._members
-            if other is not m
+            if other is not m and self.retry_join
         )
         config = (
             f"api_addr     = {_hcl(m.address)}\n"
@@ -685,6 +689,18 @@ class BaoCluster:
                 raise BaoTimeout(f"unseal member {i}", None, [f"still sealed after {timeout}s"])
             time.sleep(0.2)
 
+    def join(self, i: int, leader: int = 0) -> None:
+        """``sys/storage/raft/join`` member ``i`` to member ``leader`` by its address (what the
+        unsealer does in the Swarm stack, whose members have no ``retry_join``)."""
+        body = {
+            "leader_api_addr": self.address(leader),
+            "leader_ca_cert": self.ca_file.read_text(),
+            "leader_tls_servername": self.tls_name,
+        }
+        response = self.api(i).request("POST", "sys/storage/raft/join", body=body, timeout=30)
+        if response.status_code != 200:
+            raise BaoError(f"join member {i}", response.status_code, _errors(response))
+
     def role(self, i: int) -> Role:
         try:
             health = self.api(i).health(timeout=2.0)
@@ -818,6 +834,10 @@ class BaoCluster:
                 server_stabilization_time=server_stabilization_time,
                 member=0,
             )
+        if not self.retry_join:
+            self.wait_roles(lambda roles: roles[0] == "active", timeout=timeout)
+            for i in range(1, self.size):
+                self.join(i)
         # Joining members each block ~2 s in their first unseal call: do them side by side.
         with ThreadPoolExecutor(max_workers=max(1, self.size - 1)) as pool:
             futures = [

@@ -1,8 +1,10 @@
 """``certflow unsealer`` against a real OpenBao raft cluster (``bao server`` processes on loopback).
 
 What only a real server shows: members that have not joined yet (uninitialized while the cluster
-exists), the join finishing during the unseal call, a wrong key that would lock a joining member,
-a member whose raft data was lost coming back with a new identity, and the one-active rule.
+exists), the unsealer joining them to the active member by address (the Swarm stack's shape: no
+``retry_join``), a wrong key answered by a joined member, a member whose raft data was lost coming
+back with a new identity, and the one-active rule. One test keeps the other shape, members that
+join by their own ``retry_join`` stanzas naming every other member, with the unsealer's join off.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ MakeUnsealer = Callable[..., UnsealerProcess]
 
 @pytest.fixture
 def bao(tmp_path: Path) -> Iterator[BaoCluster]:
-    with BaoCluster(3, base_dir=tmp_path) as cluster:
+    with BaoCluster(3, base_dir=tmp_path, retry_join=False) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def bao_retry_join(tmp_path: Path) -> Iterator[BaoCluster]:
+    with BaoCluster(3, base_dir=tmp_path, retry_join=True) as cluster:
         yield cluster
 
 
@@ -101,8 +109,21 @@ def test_one_initialized_member_then_the_others_join_and_are_unsealed(
     assert "certflow_unsealer_active_members 1.0" in metrics
     assert 'role="active"} 1.0' in metrics
     logs = unsealer.logs()
-    assert "vault-bootstrap" not in logs  # the joiners were waited for, never sent to bootstrap
+    assert "vault-bootstrap" not in logs  # the joiners were joined, never sent to bootstrap
+    assert logs.count('"raft.joined"') == 2, logs
+    assert f'certflow_unsealer_raft_joins_total{{replica="{bao.address(1)}"}} 1.0' in metrics
     assert all(key not in logs + unsealer.health_text() + metrics for key in init.keys_b64)
+
+
+def test_members_joining_by_their_own_retry_join_are_waited_for_and_unsealed(
+    bao_retry_join: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    bao = bao_retry_join
+    init = bao.init(0)
+    keys = write_keys(tmp_path / "keys", list(init.keys_b64))
+    unsealer = unsealers(env_for(bao, keys, UNSEALER_RAFT_JOIN="false"))
+    wait(lambda: bao.roles().count("active") == 1 and bao.roles().count("standby") == 2, "cluster")
+    assert '"raft.joined"' not in unsealer.logs()
 
 
 def test_not_joined_members_are_named_so_never_sent_to_bootstrap(
@@ -129,21 +150,42 @@ def test_once_waits_for_members_still_joining(
     assert bao.roles().count("standby") == 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap (issue 9 open): an unsealer that starts while a leader is already unsealed "
-    "and only joiners are sealed has no joined sealed member to prove its key on, so it waits; "
-    "it needs a key proof that survives its restart (e.g. the cluster id in the key document)",
-)
 def test_a_fresh_unsealer_with_only_joiners_sealed_unseals_them(
     bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
 ) -> None:
+    # No joined sealed member to prove the key on: the joiners are members the unsealer joins
+    # itself, and those answer a wrong key with an error, so the unproven key may go to them.
     init = bao.init(0)
     bao.unseal(0, init.keys_b64[0])  # the leader is up before any unsealer runs
     wait(lambda: bao.role(0) == "active", "member 0 active")
     keys = write_keys(tmp_path / "keys", list(init.keys_b64))
     done = unsealers(env_for(bao, keys, UNSEALER_ONCE_WAIT="30"), start=False).once()
     assert done.returncode == 0, done.stderr
+    assert sorted(bao.roles()) == ["active", "standby", "standby"]
+
+
+def test_a_wrong_key_given_to_a_member_it_joined_is_refused_and_locks_nothing(
+    bao: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    init = bao.init(0)
+    bao.unseal(0, init.keys_b64[0])
+    wait(lambda: bao.role(0) == "active", "member 0 active")
+    other = base64.b64encode(secrets.token_bytes(32)).decode()
+    keys = write_keys(tmp_path / "keys", [other])
+    unsealer = unsealers(env_for(bao, keys, UNSEALER_FAST_INTERVAL="0.2"))
+    wait(
+        lambda: all(
+            "key rejected" in str(member_check(unsealer, bao, i).get("message")) for i in (1, 2)
+        ),
+        "the key rejected on both joined members",
+    )
+    assert all_answer(bao), "a member stopped answering after a wrong key"
+    write_keys(keys, list(init.keys_b64))
+    wait(
+        lambda: sorted(bao.roles()) == ["active", "standby", "standby"],
+        "one active member and two standbys",
+    )
+    assert other not in unsealer.logs() + unsealer.health_text()
 
 
 def test_a_wrong_key_locks_no_member_and_the_right_one_unseals_in_one_pass(
@@ -152,9 +194,8 @@ def test_a_wrong_key_locks_no_member_and_the_right_one_unseals_in_one_pass(
     init = bao.bootstrap()  # a formed cluster: 1 active, 2 standbys
     bao.wait_all_voters(init.root_token)
     # Member 1 restarts (joined, sealed) and member 2 loses its raft data (it must join again, as
-    # a new member). With one voter of three left there is no leader, so member 2 cannot fetch
-    # its join challenge: it stays "not joined". (A joiner that already holds a challenge looks
-    # exactly like a restarted member; see the README on unproven keys.)
+    # a new member). With one voter of three left there is no leader, so there is no active
+    # member to join member 2 to: it stays "not joined" until member 1 is unsealed.
     bao.restart(1)
     wait(lambda: bao.roles()[1] == "sealed", "the restarted member sealed")
     bao.stop(2)

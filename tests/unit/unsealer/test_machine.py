@@ -10,9 +10,11 @@ from services.unsealer.machine import (
     Context,
     Kind,
     Memory,
+    after_join,
     after_rejection,
     after_reset,
     after_submit,
+    after_unseal_error,
     decide,
     sealed_too_long,
 )
@@ -296,3 +298,89 @@ def test_the_last_share_answered_sealed_waits_for_the_member_to_settle() -> None
     assert waiting.kind is Kind.WAIT
     again = decide(reply, memory, ctx(now=106.0))
     assert again.kind is Kind.SUBMIT
+
+
+LEADER = "https://10.0.0.3:8200"
+JOINING = replace(ctx(), cluster_exists=True, leader=LEADER)
+
+JOIN_CASES = [
+    # (id, status, memory, context, kind)
+    ("not joined, an active member known: join it", UNINIT, Memory(), JOINING, Kind.JOIN),
+    (
+        "not joined, no active member: wait",
+        UNINIT,
+        Memory(),
+        replace(JOINING, leader=""),
+        Kind.NOT_JOINED,
+    ),
+    (
+        "not joined, joined a moment ago: wait for the retry",
+        UNINIT,
+        Memory(join_at=NOW + 1),
+        JOINING,
+        Kind.NOT_JOINED,
+    ),
+    ("not joined, the retry is due: join again", UNINIT, Memory(join_at=NOW), JOINING, Kind.JOIN),
+    (
+        "no cluster at all: never joined, never initialized",
+        UNINIT,
+        Memory(),
+        replace(JOINING, cluster_exists=False),
+        Kind.UNINITIALIZED,
+    ),
+    (
+        "joined by us, sealed: the key goes to it",
+        SEALED,
+        Memory(joined_by_us=True, seen_uninitialized=True),
+        JOINING,
+        Kind.SUBMIT,
+    ),
+    (
+        "an unseal after our join failed: join again before any key",
+        SEALED,
+        Memory(joined_by_us=True, rejoin=True),
+        JOINING,
+        Kind.JOIN,
+    ),
+    (
+        "rejoin due but no active member: wait",
+        SEALED,
+        Memory(joined_by_us=True, rejoin=True),
+        replace(JOINING, leader=""),
+        Kind.WAIT,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "memory", "context", "kind"),
+    [case[1:] for case in JOIN_CASES],
+    ids=[case[0] for case in JOIN_CASES],
+)
+def test_join(status: SealStatus, memory: Memory, context: Context, kind: Kind) -> None:
+    decision = decide(status, memory, context)
+    assert decision.kind is kind, decision.reason
+
+
+def test_a_join_is_remembered_and_paced() -> None:
+    decision = decide(UNINIT, Memory(), JOINING)
+    assert decision.kind is Kind.JOIN
+    assert LEADER in decision.reason
+    joined = after_join(decision.memory, now=NOW, ok=True, retry=5.0)
+    assert joined.joined_by_us
+    assert joined.seen_uninitialized
+    # Still uninitialized at the next look (the join did not take): retried after 5 s only.
+    assert decide(UNINIT, joined, replace(JOINING, now=NOW + 1)).kind is Kind.NOT_JOINED
+    assert decide(UNINIT, joined, replace(JOINING, now=NOW + 5)).kind is Kind.JOIN
+    failed = after_join(decision.memory, now=NOW, ok=False, retry=5.0)
+    assert not failed.joined_by_us
+
+
+def test_an_unseal_error_means_rejoin_only_for_a_member_we_joined() -> None:
+    ours = Memory(joined_by_us=True, attempt_nonce="n1", submitted=frozenset({0}))
+    assert after_unseal_error(ours).rejoin
+    assert after_unseal_error(ours).attempt_nonce == ""
+    theirs = Memory(seen_uninitialized=True)
+    assert after_unseal_error(theirs) == theirs
+    # Unsealed: a normal member again (no join memory left).
+    assert decide(UNSEALED, after_unseal_error(ours), JOINING).memory == Memory()
