@@ -38,6 +38,18 @@ def debootstrap_rootfs(rootfs: Path, packages: str, *, what: str) -> Path:
     return rootfs
 
 
+def import_rootfs(rootfs: Path, name: str, *, what: str) -> None:
+    """``tar -c rootfs | docker import - name``."""
+    # The context manager closes tar's stdout pipe: left to the garbage collector it raises a
+    # ResourceWarning, an error in whatever test happens to be running then.
+    with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        imported = subprocess.run(
+            ["docker", "import", "-", name], stdin=tar.stdout, capture_output=True, text=True
+        )
+    if imported.returncode != 0 or tar.returncode != 0:
+        raise RuntimeError(f"docker import ({what}) failed: {imported.stderr[-2000:]}")
+
+
 def ensure_base_image(name: str = BASE_IMAGE) -> str:
     with _LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -45,11 +57,5 @@ def ensure_base_image(name: str = BASE_IMAGE) -> str:
             return name
         with tempfile.TemporaryDirectory(prefix="certflow-rootfs-") as tmp:
             rootfs = debootstrap_rootfs(Path(tmp) / "rootfs", _PACKAGES, what="base image")
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            imported = subprocess.run(
-                ["docker", "import", "-", name], stdin=tar.stdout, capture_output=True, text=True
-            )
-            tar.wait()
-            if imported.returncode != 0 or tar.returncode != 0:
-                raise RuntimeError(f"docker import failed: {imported.stderr[-2000:]}")
+            import_rootfs(rootfs, name, what="base image")
         return name

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.images import debootstrap_rootfs, image_exists
+from tests.support.images import debootstrap_rootfs, image_exists, import_rootfs
 
 # Bump the tag when the package list changes, so stale images are not reused.
 NODE_IMAGE = "certflow-test-node:2"
@@ -35,13 +34,7 @@ def ensure_node_image(name: str = NODE_IMAGE) -> str:
             rootfs = debootstrap_rootfs(Path(tmp) / "rootfs", _PACKAGES, what="node image")
             # Images the host built go in with `docker load`; the node's own state starts empty.
             shutil.rmtree(rootfs / "var/lib/docker", ignore_errors=True)
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            imported = subprocess.run(
-                ["docker", "import", "-", name], stdin=tar.stdout, capture_output=True, text=True
-            )
-            tar.wait()
-            if imported.returncode != 0 or tar.returncode != 0:
-                raise RuntimeError(f"docker import (node image) failed: {imported.stderr[-2000:]}")
+            import_rootfs(rootfs, name, what="node image")
         return name
 
 

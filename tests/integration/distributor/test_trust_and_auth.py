@@ -19,15 +19,13 @@ from shared.atomic import write_file_atomic
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, key_id, sign_manifest
 from tests.support.certflow_procs import REPO, DistributorProcess, clean_env, wait_for
+from tests.support.mac_keys import write_key_file
 from tests.support.pki import CA
 from tests.unit.distributor.boxes import CERT, KEY, Pair, make_pair, publish
 
 
 def _key_file(path: Path) -> bytes:
-    secret = secrets.token_bytes(32)
-    path.write_bytes(secret)
-    path.chmod(0o400)
-    return secret
+    return write_key_file(path)
 
 
 def _publish(box: Path, pair: Pair, secret: bytes | None) -> None:

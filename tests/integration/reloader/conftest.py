@@ -9,11 +9,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -21,26 +20,11 @@ import pytest
 from shared.manifest import MANIFEST_NAME
 from shared.storagebox import Snapshot, read_snapshot
 from tests.support.acme import Certbot, Pebble, SwagVolume
+from tests.support.certflow_procs import wait_for
 
 CERT_NAME = "STAR.iklim.co.full.crt"
 KEY_NAME = "STAR.iklim.co_key.pem"
 ROOT = Path(__file__).resolve().parents[3]
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy (a generous timeout, not a speed test)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except (OSError, httpx.HTTPError, ValueError) as exc:
-            last = exc
-        if last:
-            return last  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Storage:

@@ -6,22 +6,19 @@ signed with the dropped key is refused.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from shared.atomic import write_file_atomic
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, key_id, manifest_signer, sign_manifest
 from tests.support.certflow_procs import DistributorProcess, wait_for
+from tests.support.mac_keys import write_key_file
 
 from .conftest import CERT_NAME, KEY_NAME, ReloaderProcess, World
 
 
 def _key_file(path: Path) -> bytes:
-    secret = secrets.token_bytes(48)
-    path.write_bytes(secret)
-    path.chmod(0o400)
-    return secret
+    return write_key_file(path)
 
 
 class Node:

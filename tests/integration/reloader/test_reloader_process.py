@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 
 from shared.atomic import TEMP_MARKER
 from shared.storagebox import State
-from tests.integration.reloader.conftest import CERT_NAME, KEY_NAME, World, wait_for
+from tests.integration.reloader.conftest import CERT_NAME, KEY_NAME, World
+from tests.support.certflow_procs import wait_for
 from tests.support.pki import key_pem, new_key
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 
 from tests.support.acme import Pebble
+from tests.support.certflow_procs import wait_for
 from tests.support.pki import CA
 
-from .conftest import World, wait_for
+from .conftest import World
 
 
 def _pebble_root(pebble: Pebble, into: Path) -> Path:

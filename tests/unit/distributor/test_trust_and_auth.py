@@ -12,6 +12,7 @@ from services.distributor.service import Distributor
 from shared.atomic import write_file_atomic
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, key_id, sign_manifest
+from tests.support.mac_keys import write_key_file
 from tests.support.pki import CA
 from tests.unit.distributor.boxes import CERT, KEY, Pair, make_pair, publish
 
@@ -19,11 +20,8 @@ from .test_service import get_health, settings
 
 
 def _key(tmp_path: Path, name: str) -> tuple[Path, bytes]:
-    secret = secrets.token_bytes(32)
     path = tmp_path / name
-    path.write_bytes(secret)
-    path.chmod(0o600)
-    return path, secret
+    return path, write_key_file(path, 0o600)
 
 
 def publish_signed(box: Path, pair: Pair, secret: bytes | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,15 @@ from shared.manifest_auth import MAC_FIELD, MacKeys, authenticate_manifest, key_
 from shared.settings import load_settings
 from shared.snapshot import State
 from shared.storagebox import read_snapshot
+from tests.support.mac_keys import write_key_file
 from tests.support.pki import CA
 
 from .test_reconcile import CERT, KEY, Env
 
 
 def _key(tmp_path: Path, name: str) -> tuple[Path, bytes]:
-    secret = secrets.token_bytes(32)
     path = tmp_path / name
-    path.write_bytes(secret)
-    path.chmod(0o400)
-    return path, secret
+    return path, write_key_file(path)
 
 
 def _bundle(tmp_path: Path, ca: CA, name: str = "clients.pem") -> Path:
