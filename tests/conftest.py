@@ -10,7 +10,7 @@ import structlog
 
 from shared import retry
 
-_TIERS = ("unit", "integration", "e2e")
+_TIERS = ("unit", "integration", "e2e", "lab")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

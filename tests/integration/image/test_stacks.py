@@ -56,7 +56,15 @@ def test_certs_stack_defaults_are_the_runbook_values() -> None:
     assert "source: /opt/iklimco/ssl" in distributor
     assert "source: /var/run/docker.sock" in distributor
     assert "DISTRIBUTOR_VAULT_SERVICE: iklimco_vault" in distributor
+    # The trust check is on: both check the chain against the bundle Vault's clients use.
+    assert "RELOADER_TRUST_BUNDLE: /certflow-ca/ca-certificates.crt" in reloader
+    assert "RELOADER_TRUST_NAME: vault.iklim.co" in reloader
+    assert "DISTRIBUTOR_TRUST_BUNDLE: /certflow-ca/ca-certificates.crt" in distributor
+    assert "DISTRIBUTOR_TRUST_NAME: vault.iklim.co" in distributor
     for block in (reloader, distributor):
+        assert re.search(
+            r"source: /etc/ssl/certs\n\s+target: /certflow-ca\n\s+read_only: true", block
+        )
         assert "CERTFLOW_CERT_NAME: STAR.iklim.co.full.crt" in block
         assert "CERTFLOW_KEY_NAME: STAR.iklim.co_key.pem" in block
 
@@ -76,8 +84,8 @@ def test_vault_stack_defaults() -> None:
     assert "delay: 8760h0m0s" in update.group(1)
     assert "failure_action: pause" in update.group(1)
     # Sealed (exit 2) counts as alive; only an error (exit 1) fails the check: a sealed member
-    # must stay in tasks.<service> DNS, where the unsealer and raft (retry_join, the cluster
-    # port) find it. The CLI is whichever of vault/bao the image has.
+    # must stay in tasks.<service> DNS, where the unsealer and raft (the cluster port) find it.
+    # The CLI is whichever of vault/bao the image has.
     assert "command -v vault || command -v bao" in vault
     assert '"$cli" status -address=https://127.0.0.1:8200' in vault
     assert "[ $? -ne 1 ]" in vault
@@ -88,7 +96,8 @@ def test_vault_stack_defaults() -> None:
     assert "target: /vault/file" in vault
     template = (VAULT.parent / "vault" / "vault.hcl.tmpl").read_text()
     assert 'storage "raft"' in template
-    assert "retry_join" in template
+    # No retry_join: the unsealer joins new members by address (the template says why).
+    assert "retry_join {" not in template
     assert 'tls_cert_file   = "/vault/certs/{{env "VAULT_CERT_FILE"}}"' in template
     assert re.search(
         r"source: vault_unseal_key\n\s+target: vault_unseal_key\n(?:\s+\w+: .*\n)*?\s+mode: 256",
