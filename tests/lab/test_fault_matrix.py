@@ -164,10 +164,8 @@ def _scenario(
     """Renew, run ``fault`` (returns when it healed and what /health said), check the promises.
 
     ``available``: the longest the KV probe's writes may stop (None: the fault itself takes
-    Vault's quorum or every unsealer away, so no bound). ``setup`` runs before the renewal: a
-    fault that takes a Vault member's node away is set up before Vault's restart can start, since
-    a node lost while Swarm replaces a member can swap members between nodes (stacks/README.md,
-    "Known limit").
+    Vault's quorum or every unsealer away, so no bound). ``setup`` runs before the renewal (a
+    fault that must be in place before Vault's restart can start).
     """
     flow = bed.flow
     before = flow.force_updates()

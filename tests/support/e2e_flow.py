@@ -497,7 +497,7 @@ class LocalFlow:
         volumes = docker(
             "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={self.stack}"
         ).split()
-        # The raft volumes are named per slot (<stack>_vault-raft-<slot>).
+        # The raft volumes are named per slot (<stack>_vault-raft-<slot>) or per node (-node).
         volumes += [
             v
             for v in docker("volume", "ls", "-q").split()

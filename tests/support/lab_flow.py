@@ -112,6 +112,9 @@ class LabFlow:
             "VAULT_REPLICAS": str(self.vault_replicas),
             # One raft member per node: a node lost is one vote lost.
             "VAULT_MAX_PER_NODE": "1",
+            # ... with the node's one raft volume, so a member Swarm moves to another slot keeps
+            # its data (stacks/README.md).
+            "VAULT_RAFT_VOLUME_PER": "node",
             "VAULT_RAFT_VOLUME": f"{self.stack}_vault-raft",
             "VAULT_CONFIG_NAME": f"{self.stack}_vault_config",
             "VAULT_CA_DIR": "/certflow-ca",

@@ -90,7 +90,12 @@ def test_vault_stack_defaults() -> None:
     assert '"$cli" status -address=https://127.0.0.1:8200' in vault
     assert "[ $? -ne 1 ]" in vault
     # The server configuration is a per-task Swarm config; the pair's names reach it by env.
-    assert "target: /vault/config/certflow.hcl" in vault
+    # The entrypoint writes it to /vault/config with the cluster port kept in the member's volume.
+    assert "target: /certflow/vault.hcl" in vault
+    assert "> /vault/config/certflow.hcl" in vault
+    assert "f=/vault/file/certflow-cluster-port" in vault
+    assert "exec docker-entrypoint.sh" in vault
+    assert "CERTFLOW_CLUSTER_PORT: 82{{.Task.Slot}}1" in vault
     assert "VAULT_CERT_FILE: STAR.iklim.co.full.crt" in vault
     assert "replicas: 3" in vault
     assert "target: /vault/file" in vault
@@ -98,6 +103,8 @@ def test_vault_stack_defaults() -> None:
     assert 'storage "raft"' in template
     # No retry_join: the unsealer joins new members by address (the template says why).
     assert "retry_join {" not in template
+    assert 'cluster_addr = "https://tasks.{{.Service.Name}}:@cluster_port@"' in template
+    assert 'cluster_address = "0.0.0.0:@cluster_port@"' in template
     assert 'tls_cert_file   = "/vault/certs/{{env "VAULT_CERT_FILE"}}"' in template
     assert re.search(
         r"source: vault_unseal_key\n\s+target: vault_unseal_key\n(?:\s+\w+: .*\n)*?\s+mode: 256",
@@ -145,7 +152,12 @@ def test_every_name_and_path_follows_the_environment() -> None:
     assert "published: 18200" in vault
     assert "name: e2ex1_unseal" in vault
     assert "VAULT_KEY_FILE: STAR.example.test_key.pem" in vault
-    assert "name: e2ex1_vault-raft-{{.Task.Slot}}" in vault
+    # One volume per slot by default; per node on request (Swarm renders the Go template).
+    assert (
+        "name: e2ex1_vault-raft-{{if eq `slot` `node`}}node{{else}}{{.Task.Slot}}{{end}}" in vault
+    )
+    per_node = _config(VAULT, **env, VAULT_RAFT_VOLUME_PER="node")
+    assert "e2ex1_vault-raft-{{if eq `node` `node`}}node{{else}}" in per_node
 
 
 def test_certs_stack_mounts_the_manifest_key_private_in_both_services() -> None:
