@@ -87,6 +87,10 @@ class Observed:
     # Vault tasks Swarm wants running that are not running (healthy) now, labelled for operators:
     # a member that is sealed stays "starting" (the stack's healthcheck calls sealed unhealthy).
     not_back: tuple[str, ...] = ()
+    # Members with no task Swarm wants running at all (also in not_back): a replaced member's new
+    # task is held back until the old one has stopped, for up to a minute when its node was lost,
+    # and the old one no longer counts. Without this, that member would simply not be seen.
+    missing: tuple[str, ...] = ()
     members: tuple[Member, ...] = ()
     # The rolling update's gate (filled from the step's memory): the member it waits on, since
     # when, since when that member is back, and whether we already moved the update past it.
@@ -303,6 +307,7 @@ def gate(obs: Observed, fp: str) -> Decision:
         for n in sorted(obs.vault_nodes)
         if not _live(n, obs.nodes)
     ]
+    problems += obs.missing
     since = obs.gate_since if obs.gate_since is not None else obs.now
     if problems:
         waited = obs.now - since

@@ -90,6 +90,7 @@ class RestartCoordinator:
         all_tasks = self.engine.tasks(self.vault_service, running_only=False)
         nodes = self.engine.nodes()
         running = [t for t in all_tasks if t.state == "running"]
+        missing = missing_members(all_tasks, state.replicas)
         memory = self._memory
         if memory.fingerprint != fingerprint:
             memory = Memory(fingerprint=fingerprint)
@@ -113,7 +114,8 @@ class RestartCoordinator:
             failures=survey.failures if survey else {},
             vault_started=_oldest_start(running),
             clock_skew=self.clock_skew,
-            not_back=_not_back(all_tasks, nodes),
+            not_back=_not_back(all_tasks, nodes) + missing,
+            missing=missing,
             members=_members(all_tasks, nodes, survey.reports if survey else {}),
         )
         decision, self._memory = step(observed, memory, self.limits)
@@ -206,6 +208,24 @@ def _not_back(tasks: list[TaskInfo], nodes: dict[str, NodeInfo]) -> tuple[str, .
         detail = f" ({task.error})" if task.error else ""
         out.append(f"{slot} on {where}: {task.state}{detail}")
     return tuple(out)
+
+
+def missing_members(tasks: list[TaskInfo], replicas: int | None) -> tuple[str, ...]:
+    """Members of a replicated service with no task Swarm wants running, labelled for operators.
+
+    When a member's node is lost, Swarm stops wanting its task and holds the replacement back
+    until the old one has stopped (up to a minute), so for that time the member has no task at all.
+    """
+    if replicas is None:
+        return ()
+    slots = {t.slot for t in tasks if t.slot is not None}
+    short = replicas - len(slots)
+    if short <= 0:
+        return ()
+    if all(1 <= s <= replicas for s in slots):  # else slots were renumbered by a scale: count
+        absent = [s for s in range(1, replicas + 1) if s not in slots]
+        return tuple(f"slot {s}: no task (Swarm is replacing the member)" for s in absent)
+    return (f"{short} of {replicas} members: no task (Swarm is replacing them)",)
 
 
 def _oldest_start(tasks: list[TaskInfo]) -> dict[str, float]:

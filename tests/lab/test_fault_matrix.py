@@ -183,6 +183,10 @@ def _scenario(
         time.sleep(6)
     finally:
         kv = flow.stop_kv_probe(probe)
+        # A row that failed half-way must not leave the next one a node short.
+        for node in bed.lab.nodes:
+            if not node.running():
+                bed.lab.start_node(node)
     done = flow.force_updates() - before
     row = Row(number, title, "", recovery, health, _kv_summary(kv))
     bed.rows.append(row)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from services.distributor.coordinator import Kind, Member, Observed, decide, nodes_not_ready
 from services.distributor.facts import DistributorInfo
-from shared.swarm import NodeInfo
+from services.distributor.reload import missing_members
+from shared.swarm import NodeInfo, TaskInfo
 
 NEW, OLD = "AA:NEW", "BB:OLD"
 
@@ -324,3 +327,46 @@ def test_paused_update_halts_while_its_member_is_not_back_and_resumes_after() ->
     assert PAUSED in halted.message
     assert halted.nodes == SEALED
     assert decide(paused()).kind is Kind.RESUME
+
+
+GONE = ("slot 3: no task (Swarm is replacing the member)",)
+
+
+def test_no_restart_while_a_member_has_no_task_at_all() -> None:
+    # The lost node's task is no longer wanted and its replacement is held back by Swarm: the
+    # live nodes all have the pair, yet one member is missing (lab row 1 restarted Vault here).
+    live = frozenset({"n1", "n2"})
+    without = observed(vault_nodes=live, nodes={n: NODES[n] for n in live})
+    assert decide(without).kind is Kind.RESTART  # what the coordinator saw before
+    decision = decide(replace(without, not_back=GONE, missing=GONE))
+    assert decision.kind is Kind.HELD
+    assert "slot 3: no task" in decision.message
+
+
+def _task(slot: int | None) -> TaskInfo:
+    return TaskInfo(f"t{slot}", "svc", "n1", slot, "running", "running", None, {}, 0)
+
+
+@pytest.mark.parametrize(
+    ("slots", "replicas", "missing"),
+    [
+        ((1, 2, 3), 3, ()),
+        ((1, 2, 3), None, ()),  # global mode: no replica count to compare with
+        ((1, 3), 3, ("slot 2: no task (Swarm is replacing the member)",)),
+        ((1, 1, 3), 3, ("slot 2: no task (Swarm is replacing the member)",)),  # old + new task
+        (
+            (),
+            2,
+            (
+                "slot 1: no task (Swarm is replacing the member)",
+                "slot 2: no task (Swarm is replacing the member)",
+            ),
+        ),
+        ((4, 5), 3, ("1 of 3 members: no task (Swarm is replacing them)",)),  # slots after a scale
+        ((1, 2, 3, 4), 3, ()),  # scaling down: one too many is not a missing member
+    ],
+)
+def test_members_with_no_task_are_counted_from_the_replicas(
+    slots: tuple[int, ...], replicas: int | None, missing: tuple[str, ...]
+) -> None:
+    assert missing_members([_task(s) for s in slots], replicas) == missing

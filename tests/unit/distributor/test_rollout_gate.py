@@ -161,3 +161,13 @@ def test_no_restart_while_a_member_is_sealed() -> None:
     decision = decide(observed(members=(member(1), member(2, sealed=True), member(3))))
     assert decision.kind is Kind.HELD
     assert "slot 2 on host-n2: sealed" in decision.message
+
+
+def test_a_member_with_no_task_at_all_holds_the_gate() -> None:
+    # Swarm stopped wanting the old task and holds its replacement back (a node lost): the two
+    # members left are back, but the third is simply absent from the task list.
+    gone = ("slot 3: no task (Swarm is replacing the member)",)
+    two = (member(1, started_at=500.0), member(2))
+    absent = replace(rolling(1020, *two), missing=gone, not_back=gone)
+    assert kinds(rolling(1000, *two), absent) == [Kind.GATE, Kind.GATE]
+    assert "slot 3: no task" in decide(absent).message
