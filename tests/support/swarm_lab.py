@@ -404,9 +404,20 @@ class SwarmLab:
         return None
 
     def logs(self, service: str) -> str:
-        return self.manager().docker(
-            "service", "logs", "--raw", "--no-task-ids", service, check=False, timeout=60
-        )
+        """Both streams of every container ``service`` ran on every node, exited ones too.
+
+        Read node by node: ``docker service logs`` hung for minutes on a service with tasks on a
+        node whose dockerd had restarted, and it returns the tasks' stderr on its own stderr.
+        """
+        texts = []
+        for node in self.nodes:
+            ids = node.docker(
+                "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={service}",
+                check=False, timeout=30,
+            ).split()  # fmt: skip
+            for cid in ids:
+                texts.append(node.sh(f"docker logs {cid} 2>&1", check=False, timeout=120))
+        return "\n".join(texts)
 
     def down(self) -> None:
         ids = host_docker(

@@ -218,3 +218,58 @@ def test_the_deploy_check_names_an_image_without_a_vault_cli(project_image: str)
     problem = vault_cli_problem(project_image)
     assert project_image in problem
     assert "neither `vault` nor `bao`" in problem
+
+
+def _stack_entrypoint() -> list[str]:
+    """The Vault service's entrypoint, as `docker stack config` renders it."""
+    out = subprocess.run(
+        ["docker", "stack", "config", "-c", str(_STACK)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r"entrypoint:\n\s+- /bin/sh\n\s+- -c\n\s+- (.*)\n\s+- (vault-member)\n", out)
+    assert found, "the vault service has no /bin/sh -c entrypoint"
+    script = found.group(1)
+    if script.startswith("'"):  # a YAML single-quoted scalar: '' stands for '
+        script = script[1:-1].replace("''", "'")
+    return ["/bin/sh", "-c", script, found.group(2)]
+
+
+def test_the_stack_entrypoint_keeps_a_members_cluster_port_in_its_data(openbao_image: str) -> None:
+    """A member's cluster port is the one its raft data was created with, whatever slot runs it:
+    raft knows the member by that address (stacks/README.md, "A member moved to another slot")."""
+    entrypoint = _stack_entrypoint()
+    volume = unique("certflow-member-data-")
+    with tempfile.TemporaryDirectory(prefix="certflow-member-") as tmp:
+        template = Path(tmp) / "vault.hcl"
+        template.write_text('cluster_addr = "https://tasks.vault:@cluster_port@"\n')
+        template.chmod(0o644)
+        Path(tmp).chmod(0o755)
+
+        def run(slot_port: str, *argv: str) -> subprocess.CompletedProcess[str]:
+            return _docker(
+                "run", "--rm", "-e", f"CERTFLOW_CLUSTER_PORT={slot_port}",
+                "-v", f"{template}:/certflow/vault.hcl:ro", "-v", f"{volume}:/vault/file",
+                "--entrypoint", entrypoint[0], openbao_image, *entrypoint[1:], *argv,
+            )  # fmt: skip
+
+        try:
+            assert _docker("volume", "create", volume).returncode == 0
+            first = run("8221", "cat", "/vault/config/certflow.hcl")
+            assert first.returncode == 0, first.stderr
+            assert first.stdout == 'cluster_addr = "https://tasks.vault:8221"\n'
+            # The same data started under slot 3 (Swarm moved the member): it keeps 8221.
+            moved = run(
+                "8231", "cat", "/vault/config/certflow.hcl", "/vault/file/certflow-cluster-port"
+            )
+            assert moved.returncode == 0, moved.stderr
+            assert moved.stdout == 'cluster_addr = "https://tasks.vault:8221"\n8221\n'
+            # Whatever else the file holds, the member refuses to start and says where to look.
+            bad = run("8211", "sh", "-c", "echo 22 > /vault/file/certflow-cluster-port")
+            assert bad.returncode == 0, bad.stderr
+            refused = run("8211", "cat", "/vault/config/certflow.hcl")
+            assert refused.returncode != 0
+            assert "/vault/file/certflow-cluster-port holds '22', not 82<slot>1" in refused.stderr
+        finally:
+            _docker("volume", "rm", "-f", volume)
