@@ -5,7 +5,11 @@ Order matters so that nothing is lost:
    initialized, this node a swarm manager, the root token file writable). An initialized Vault
    means: change nothing and say so.
 2. Initialize. The keys exist only in memory now, so the secret is created next; if that fails, the
-   keys go to a 0600 rescue file whose path is printed (never to the log).
+   keys go to a 0600 rescue file whose path is printed (never to the log). Just before, the
+   initialized member is unsealed with those keys to learn its cluster id, which the key document
+   records: the unsealer then knows the document is this cluster's from any unsealed member, and
+   one of another cluster's is given to nobody. That step is bounded and may fail: the document
+   then has no id, and nothing else changes.
 3. Docker secrets are immutable: the secret is ``<name>-<UTC timestamp>`` with the label
    ``certflow.secret=<name>``. Each service that mounts the secret under the target ``<name>`` is
    repointed to the new one (same target, uid, gid, mode), the update is awaited, and only then are
@@ -26,7 +30,8 @@ from typing import Any, TextIO
 
 from services.unsealer.bootstrap_cluster import await_cluster, survey
 from services.unsealer.cluster import judge
-from services.unsealer.status import Role
+from services.unsealer.keys import valid_cluster_id
+from services.unsealer.status import Role, SealStatus
 from services.unsealer.vault_client import VaultClient
 from shared.atomic import fsync_dir
 from shared.docker_engine import DockerEngine
@@ -52,14 +57,26 @@ class Outcome:
     kept: list[str] = field(default_factory=list)
 
 
-def secret_document(init_reply: dict[str, Any], shares: int, threshold: int) -> bytes:
-    """What goes into the secret: ``vault operator init -format=json`` minus the root token."""
-    document = {
+def secret_document(
+    init_reply: dict[str, Any],
+    shares: int,
+    threshold: int,
+    *,
+    cluster_id: str | None = None,
+    cluster_name: str | None = None,
+) -> bytes:
+    """What goes into the secret: ``vault operator init -format=json`` minus the root token,
+    plus the cluster's id and name when known (readers of that format ignore extra fields)."""
+    document: dict[str, Any] = {
         "unseal_keys_b64": list(init_reply["keys_base64"]),
         "unseal_keys_hex": list(init_reply["keys"]),
         "unseal_shares": shares,
         "unseal_threshold": threshold,
     }
+    if cluster_id:
+        document["cluster_id"] = cluster_id
+    if cluster_name:
+        document["cluster_name"] = cluster_name
     return (json.dumps(document, indent=2) + "\n").encode()
 
 
@@ -205,7 +222,14 @@ class Bootstrap:
         )
         root_token = str(reply.get("root_token", ""))
         self._deliver_root_token(root_token, token_fd)
-        payload = secret_document(reply, self.shares, self.threshold)
+        cluster = self._unseal_first(list(reply.get("keys_base64") or ()))
+        payload = secret_document(
+            reply,
+            self.shares,
+            self.threshold,
+            cluster_id=cluster.cluster_id,
+            cluster_name=cluster.cluster_name,
+        )
         del reply
         outcome = Outcome(initialized_now=True)
         secret = self._create_secret(payload)
@@ -219,8 +243,8 @@ class Bootstrap:
     def _await_cluster(self, root_token: str, secret_name: str) -> None:
         """The unsealer now has the keys: wait for one active member and the others standbys."""
         self._say(
-            f"Waiting for the cluster: {self.vault.address} is unsealed first, the other "
-            f"{len(self.members) - 1} member(s) join it and are unsealed."
+            f"Waiting for the cluster: the other {len(self.members) - 1} member(s) join "
+            f"{self.vault.address} and are unsealed."
         )
         member_roles = await_cluster(
             self._members_now,
@@ -244,6 +268,45 @@ class Bootstrap:
         _log.info("bootstrap.cluster_formed", members=len(member_roles))
 
     # -- steps -----------------------------------------------------------------------------
+    def _unseal_first(self, keys: list[str]) -> SealStatus:
+        """Unseal the member just initialized and return its status (cluster id and name).
+
+        The keys are in memory only until the secret exists: nothing here may keep them from it,
+        so any failure gives an empty status (a document without an id) and a warning.
+        """
+        try:
+            status = self.vault.seal_status()
+            for key in keys[: self.threshold]:
+                if not status.sealed:
+                    break
+                status = self.vault.submit_key(key)
+            status = self.vault.seal_status()  # trust the member, not the unseal reply
+        except Exception as exc:  # any failure at all: the keys must reach the secret
+            why = str(exc) if isinstance(exc, VaultError) else type(exc).__name__
+            return self._no_cluster_id(f"unsealing {self.vault.address} failed: {why}")
+        if status.sealed or not valid_cluster_id(status.cluster_id):
+            # an id the unsealer would refuse must not make the whole key file unreadable
+            return self._no_cluster_id(f"{self.vault.address} did not report a cluster id")
+        _log.info(
+            "bootstrap.unsealed_first",
+            vault=self.vault.address,
+            cluster_id=status.cluster_id,
+            cluster_name=status.cluster_name,
+        )
+        self._say(
+            f"Unsealed {self.vault.address}: cluster {status.cluster_name or '?'} "
+            f"({status.cluster_id}); the key document records this cluster id."
+        )
+        return status
+
+    def _no_cluster_id(self, why: str) -> SealStatus:
+        _log.warning("bootstrap.cluster_id_unknown", error=why)
+        self._say(
+            f"The key document has no cluster id ({why}); the unsealer proves the key on a "
+            "joined member instead."
+        )
+        return SealStatus(initialized=True, sealed=True)
+
     def _preflight(self) -> None:
         try:
             me = self.engine.local_node()

@@ -25,7 +25,8 @@ _log = get_logger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "On an uninitialized Vault: initialize it, store the unseal keys as the Docker secret "
+        "On an uninitialized Vault: initialize it, unseal that member to learn its cluster id, "
+        "store the unseal keys (and the cluster id) as the Docker secret "
         "<secret-name>-<UTC timestamp> (label certflow.secret=<secret-name>), repoint the "
         "services that mount <secret-name> to it under the same target, wait for them, remove "
         "the previous versions. The root token goes to --root-token-file (0600) or is printed "

@@ -3,10 +3,10 @@
 Initializing a member while another member already holds a cluster would start a second,
 separate cluster, so every member is asked first: one initialized member means "already
 initialized, change nothing", and a member that does not answer means "cannot tell, change
-nothing". After the init (of one member only: the unsealer joins the others to it once it is
-unsealed), the unsealer does the unsealing; bootstrap waits, bounded, for exactly one active member
-and every other member a standby, and turns on autopilot's dead-server cleanup so that a member
-that comes back with a new identity (lost volume) does not leave a dead voter behind.
+nothing". After the init (of one member only, which bootstrap unseals to learn the cluster id;
+the unsealer joins the others to it and unseals them), bootstrap waits, bounded, for exactly one
+active member and every other member a standby, and turns on autopilot's dead-server cleanup so
+that a member that comes back with a new identity (lost volume) does not leave a dead voter behind.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ Accepted layouts:
 - the JSON of ``vault operator init -format=json`` (``unseal_keys_b64`` or ``unseal_keys_hex``);
 - the JSON of the ``/sys/init`` API (``keys_base64`` or ``keys``).
 
+A JSON document may also name the cluster its keys belong to (``cluster_id``, written by
+``certflow vault-bootstrap``): an unsealed member reports its cluster's id, so the unsealer can tell
+a key file of this cluster from one of another before giving a key to anyone.
+
 Keys are read when an unseal attempt needs them and dropped afterwards (:class:`KeyFile` keeps only
 the path). Each key is checked to decode (hex first, then base64, as Vault does) to 16-33 bytes.
 """
@@ -20,12 +24,15 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.unsealer.status import MAX_CLUSTER_ID
 from shared.errors import ConfigError
 
 MIN_KEY_BYTES, MAX_KEY_BYTES = 16, 33
 MAX_FILE_BYTES = 64 * 1024
 _HEX = re.compile(r"\A(?:[0-9a-fA-F]{2})+\Z")
 _JSON_FIELDS = ("unseal_keys_b64", "unseal_keys_hex", "keys_base64", "keys")
+# Vault's cluster ids are UUIDs; the charset also keeps a hand-edited value harmless in logs.
+_CLUSTER_ID = re.compile(rf"\A[0-9A-Za-z][0-9A-Za-z._:-]{{0,{MAX_CLUSTER_ID - 1}}}\Z")
 
 
 class KeyFileError(ConfigError):
@@ -38,9 +45,13 @@ class UnsealKeys:
 
     keys: tuple[str, ...]
     fingerprint: str
+    cluster_id: str | None = None  # the cluster the document says the keys belong to
 
     def __repr__(self) -> str:  # never show the keys, even in a traceback or debugger
-        return f"UnsealKeys(count={len(self.keys)}, fingerprint={self.fingerprint})"
+        return (
+            f"UnsealKeys(count={len(self.keys)}, fingerprint={self.fingerprint}, "
+            f"cluster_id={self.cluster_id})"
+        )
 
     __str__ = __repr__
 
@@ -69,13 +80,14 @@ def parse_keys(data: bytes, *, source: str = "key file") -> UnsealKeys:
     stripped = text.strip()
     if not stripped:
         raise KeyFileError(f"{source}: empty")
+    cluster_id = None
     if stripped.startswith(("{", "[")):
-        keys = _from_json(stripped, source)
+        keys, cluster_id = _from_json(stripped, source)
     else:
         keys = _from_lines(text, source)
     if len(set(keys)) != len(keys):
         raise KeyFileError(f"{source}: the same key appears more than once")
-    return UnsealKeys(keys=tuple(keys), fingerprint=fingerprint(data))
+    return UnsealKeys(keys=tuple(keys), fingerprint=fingerprint(data), cluster_id=cluster_id)
 
 
 def fingerprint(data: bytes) -> str:
@@ -83,7 +95,7 @@ def fingerprint(data: bytes) -> str:
     return hashlib.sha256(b"certflow-unseal-key-file\0" + data).hexdigest()[:16]
 
 
-def _from_json(text: str, source: str) -> list[str]:
+def _from_json(text: str, source: str) -> tuple[list[str], str | None]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -93,6 +105,27 @@ def _from_json(text: str, source: str) -> list[str]:
         ) from None
     if not isinstance(document, dict):
         raise KeyFileError(f"{source}: JSON must be an object with {' or '.join(_JSON_FIELDS)}")
+    return _json_keys(document, source), _cluster_id(document, source)
+
+
+def valid_cluster_id(value: object) -> bool:
+    """What a key document may hold as ``cluster_id`` (bootstrap writes nothing else)."""
+    return isinstance(value, str) and _CLUSTER_ID.match(value) is not None
+
+
+def _cluster_id(document: dict[str, object], source: str) -> str | None:
+    value = document.get("cluster_id")
+    if value is None:  # absent, or null: a document that does not say (older ones)
+        return None
+    if not isinstance(value, str) or not valid_cluster_id(value):
+        raise KeyFileError(
+            f"{source}: cluster_id must be a non-empty string of at most {MAX_CLUSTER_ID} "
+            "letters, digits, '.', '_', ':' or '-'"
+        )
+    return value
+
+
+def _json_keys(document: dict[str, object], source: str) -> list[str]:
     for name in _JSON_FIELDS:
         if name not in document:
             continue

@@ -16,9 +16,10 @@ Rules (why):
   three members stuck for the whole 300 s bootstrap). Joined by address, the pass never waits on a
   sealed member, and a wrong key is answered at once (500 ``error decrypting challenge``).
 - Give a key only where the cluster view allows it (``Context.withheld`` says why not): an unproven
-  key goes to one joined member first, or to members we joined ourselves (see
-  :mod:`services.unsealer.cluster`); a member joined by its own ``retry_join`` is locked for good by
-  a wrong key.
+  key goes to one joined member first, or to members we joined ourselves, or to every member when
+  the key file names the cluster an unsealed member reports, and to nobody when it names another
+  (see :mod:`services.unsealer.cluster`); a member joined by its own ``retry_join`` is locked for
+  good by a wrong key.
 - After the last share, a joining member may answer ``sealed, progress 0`` and become a standby
   seconds later: wait ``settle`` seconds and re-poll instead of submitting again.
 - Never reset an attempt just because ``progress > 0``: another unsealer replica or an operator may

@@ -6,7 +6,8 @@ each member to the end of its attempt at once (submit, read the reply, re-poll, 
 member that answers sealed is unsealed within the same cycle. A key is proven once it has unsealed
 a member in this process; until then it goes to one joined member only. The key file is read at
 most once per cycle and only when some member needs a key; the keys are dropped when the cycle
-ends. Every call is bounded by the client's timeouts.
+ends. Every call is bounded by the client's timeouts. A key document that names the cluster an
+unsealed member reports is proven at once; one that names another cluster is given to nobody.
 """
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from services.unsealer.cluster import KeyPlan, MemberView, cluster_exists, judge, plan_keys, roles
+from services.unsealer.cluster import (
+    NO_OWNER,
+    KeyOwner,
+    KeyPlan,
+    MemberView,
+    Owner,
+    cluster_exists,
+    judge,
+    key_owner,
+    plan_keys,
+    roles,
+    unsealed_cluster_ids,
+)
 from services.unsealer.discovery import Discovery, Replica
 from services.unsealer.keys import KeyFile, KeyFileError, UnsealKeys
 from services.unsealer.machine import (
@@ -157,6 +170,8 @@ class Unsealer:
         self._last_fingerprint: str | None = None
         self._proven_fingerprint: str | None = None  # unsealed a member in this process
         self._suspect_fingerprint: str | None = None  # a member stopped answering when given it
+        self._key_refusal = ""  # this cycle: the key document is another cluster's (why)
+        self._owner_said: tuple[str | None, KeyOwner] = (None, NO_OWNER)  # logged last
         self._last_key_error = ""
         self._discovery_source = ""
 
@@ -237,11 +252,19 @@ class Unsealer:
         ]
         loaded = keys.get() if sealed else None
         fingerprint = loaded.fingerprint if loaded else None
+        # Compared once, over every member: the later round sees only the members left sealed.
+        owner = NO_OWNER
+        if loaded is not None:
+            ids = unsealed_cluster_ids([s.view() for s in states])
+            owner = key_owner(loaded.cluster_id, ids)
+        self._say_owner(fingerprint, loaded.cluster_id if loaded else None, owner)
+        self._key_refusal = ""
         busy = False
         todo = [s for s in states if s.status is not None]
         for _ in range(2):
             proven = fingerprint is not None and fingerprint == self._proven_fingerprint
-            plan = plan_keys([s.view() for s in todo], key_proven=proven)
+            plan = plan_keys([s.view() for s in todo], key_proven=proven, owner=owner)
+            self._key_refusal = self._key_refusal or plan.refused
             if fingerprint is not None and fingerprint == self._suspect_fingerprint:
                 plan = KeyPlan(frozenset(), {s.replica.address: _SUSPECT for s in sealed})
             drive = functools.partial(
@@ -253,6 +276,18 @@ class Unsealer:
             if not (newly_proven and todo):
                 break
         return busy
+
+    def _say_owner(self, fingerprint: str | None, document_id: str | None, owner: KeyOwner) -> None:
+        """Log what the key document's cluster id says, when that changes (not every pass)."""
+        if (fingerprint, owner) == self._owner_said:
+            return
+        self._owner_said = (fingerprint, owner)
+        if owner.owner is Owner.OTHER:
+            _log.error("keys.other_cluster", key_cluster=document_id, detail=owner.message)
+        elif owner.owner is Owner.THIS:
+            _log.info("keys.cluster_matches", key_cluster=document_id)
+        elif owner.message:
+            _log.warning("keys.clusters_differ", key_cluster=document_id, detail=owner.message)
 
     def _sync_replicas(self, replicas: list[Replica]) -> None:
         wanted = {r.address: r for r in replicas}
@@ -301,6 +336,7 @@ class Unsealer:
             Status.OK,
             f"{len(keys.keys.keys)} key(s) readable",
             path=str(self.key_file.path),
+            cluster_id=keys.keys.cluster_id,
         )
 
     # -- one replica -----------------------------------------------------------------------
@@ -369,8 +405,11 @@ class Unsealer:
                     reply = state.client.submit_key(loaded.keys[decision.index])
                 except VaultUnreachable:
                     state.memory = after_unseal_error(state.memory)
-                    if ctx.fingerprint != self._proven_fingerprint and not (
-                        state.memory.joined_by_us
+                    # A key known to be this cluster's (plan.proven) is not what stopped it.
+                    if (
+                        not plan.proven
+                        and ctx.fingerprint != self._proven_fingerprint
+                        and not state.memory.joined_by_us
                     ):
                         # A wrong key given to a member joining by its own retry_join never
                         # returns and locks it: stop handing this key out until the file changes.
@@ -535,6 +574,7 @@ class Unsealer:
             "n": status.n if status else None,
             "progress": status.progress if status else None,
             "version": status.version if status else None,
+            "cluster_id": status.cluster_id if status else None,
             "last_seen": _iso(state.last_seen),
             "last_error": state.last_error or None,
             "sealed_since": _iso(memory.sealed_since),
@@ -581,7 +621,11 @@ class Unsealer:
         verdict = judge(member_roles)
         self.metrics.active_members.set(verdict.counts.get(Role.ACTIVE.value, 0))
         level = Status.OK if verdict.ok else Status.FAILING
-        self.health.report("cluster", level, verdict.message, members=verdict.counts)
+        message = verdict.message
+        if self._key_refusal:  # sealed members stay sealed until the key file is replaced
+            level = Status.FAILING
+            message = f"{message}; no key given: {self._key_refusal}"
+        self.health.report("cluster", level, message, members=verdict.counts)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:

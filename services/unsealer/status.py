@@ -16,6 +16,17 @@ def _number(doc: dict[str, object], name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+MAX_CLUSTER_ID = 128  # Vault's ids are UUIDs (36); anything far longer is not an id
+
+
+def _text(doc: dict[str, object], name: str) -> str | None:
+    """A non-empty string field of sane length, else None (absent, null, another type)."""
+    value = doc.get(name)
+    if isinstance(value, str) and 0 < len(value) <= MAX_CLUSTER_ID:
+        return value
+    return None
+
+
 @dataclass(frozen=True)
 class SealStatus:
     """What ``/v1/sys/seal-status`` (or an unseal reply) said."""
@@ -27,6 +38,8 @@ class SealStatus:
     progress: int = 0
     nonce: str = ""
     version: str = ""
+    cluster_id: str | None = None  # only an unsealed member says which cluster it belongs to
+    cluster_name: str | None = None
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> SealStatus:
@@ -38,6 +51,8 @@ class SealStatus:
             progress=_number(doc, "progress"),
             nonce=str(doc.get("nonce") or ""),
             version=str(doc.get("version") or ""),
+            cluster_id=_text(doc, "cluster_id"),
+            cluster_name=_text(doc, "cluster_name"),
         )
 
 
@@ -60,6 +75,7 @@ class MemberHealth:
     sealed: bool
     standby: bool
     version: str = ""
+    cluster_id: str | None = None  # only an unsealed member says which cluster it belongs to
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> MemberHealth:
@@ -68,11 +84,17 @@ class MemberHealth:
             sealed=bool(doc.get("sealed", True)),
             standby=bool(doc.get("standby", False)),
             version=str(doc.get("version") or ""),
+            cluster_id=_text(doc, "cluster_id"),
         )
 
     def seal_status(self) -> SealStatus:
         """Enough of a seal status for an unsealed or uninitialized member (no attempt open)."""
-        return SealStatus(initialized=self.initialized, sealed=self.sealed, version=self.version)
+        return SealStatus(
+            initialized=self.initialized,
+            sealed=self.sealed,
+            version=self.version,
+            cluster_id=self.cluster_id,
+        )
 
     def role(self, *, cluster_exists: bool) -> Role:
         if not self.initialized:

@@ -14,15 +14,11 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
 
-from shared.atomic import write_file_atomic
-from shared.certs import leaf_info
-from shared.manifest import MANIFEST_NAME, FileEntry, Manifest
-from shared.manifest_auth import MacKeys, key_id, sign_manifest
+from shared.manifest_auth import key_id
 from tests.support.e2e_flow import (
     CERT_NAME,
     KEY_NAME,
@@ -31,7 +27,7 @@ from tests.support.e2e_flow import (
     docker,
     wait_for,
 )
-from tests.support.pki import CA
+from tests.support.forgery import forge_pair
 
 pytestmark = [pytest.mark.timeout(900)]
 T = TypeVar("T")
@@ -86,24 +82,7 @@ def _vault_started(flow: LocalFlow) -> dict[str, str]:
 
 
 def _forge(flow: LocalFlow, *, signed_with: bytes | None) -> None:
-    """A self-consistent pair for the right names from a CA nobody trusts, manifest written last."""
-    attacker = CA("attacker")
-    leaf = attacker.leaf()
-    cert, key = attacker.fullchain(leaf), leaf.key_pem
-    manifest = Manifest(
-        generation=999,
-        published_at=datetime.now(UTC),
-        cert=FileEntry.of(CERT_NAME, cert),
-        key=FileEntry.of(KEY_NAME, key),
-        leaf=leaf_info(leaf.cert),
-        publisher="attacker",
-    )
-    raw = manifest.to_json()
-    if signed_with is not None:
-        raw = sign_manifest(MacKeys.of(signed_with), raw)
-    write_file_atomic(flow.storagebox / CERT_NAME, cert)
-    write_file_atomic(flow.storagebox / KEY_NAME, key, mode=0o600)
-    write_file_atomic(flow.storagebox / MANIFEST_NAME, raw)
+    forge_pair(flow.storagebox, cert_name=CERT_NAME, key_name=KEY_NAME, signed_with=signed_with)
 
 
 def _scale_reloader(flow: LocalFlow, replicas: int) -> None:

@@ -23,12 +23,14 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,11 @@ from shared.manifest import MANIFEST_NAME, Manifest
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_images import build_project_image, remove_image
 from tests.support.e2e_names import unique
+from tests.support.e2e_seal_sampler import SealSampler
+from tests.support.forgery import FORGED_GENERATION, FORGED_PUBLISHER, forge_pair
 from tests.support.lab_flow import (
+    CERT_NAME,
+    KEY_NAME,
     LabFlow,
     PairWatcher,
     Renewal,
@@ -48,7 +54,7 @@ from tests.support.lab_flow import (
 )
 from tests.support.openbao_image import build_openbao_image
 from tests.support.pki import CA, key_pem, new_key
-from tests.support.swarm_lab import Node, SwarmLab, wait_until
+from tests.support.swarm_lab import LabError, Node, SwarmLab, wait_until
 
 # The lab is its own tier (`scripts/test lab`), outside `.ci/run`: it takes about half an hour.
 pytestmark = [pytest.mark.timeout(900)]
@@ -70,6 +76,10 @@ class Row:
     recovery: float | None
     health: str = ""
     kv: str = ""
+    most_down: str = ""
+    no_active: str = ""
+    restarts: str = ""
+    verify: str = ""
 
 
 @dataclass
@@ -79,6 +89,7 @@ class Bed:
     watcher: PairWatcher
     rows: list[Row] = field(default_factory=list)
     health_seen: list[str] = field(default_factory=list)  # every /health body read, for secrets
+    verify_said: dict[str, str] = field(default_factory=dict)  # row -> what verify failed on
 
 
 @pytest.fixture(scope="module")
@@ -159,18 +170,28 @@ def _scenario(
     *,
     updates: int = 1,
     available: float | None = None,
+    most_down: int = 1,
+    observer: Node | None = None,
     setup: Callable[[], None] | None = None,
 ) -> Row:
     """Renew, run ``fault`` (returns when it healed and what /health said), check the promises.
 
-    ``available``: the longest the KV probe's writes may stop (None: the fault itself takes
-    Vault's quorum or every unsealer away, so no bound). ``setup`` runs before the renewal (a
-    fault that must be in place before Vault's restart can start).
+    ``available``: the longest the KV probe's writes may stop, and the longest stretch with no
+    active member (None: the fault itself takes Vault's quorum or every unsealer away, so no
+    bound). ``most_down``: the most members the row may see not unsealed at once (more than one
+    only where the fault itself takes several). ``observer``: the node the KV probe and the seal
+    sampler run on, one the fault leaves alone. ``setup`` runs before the renewal (a fault that
+    must be in place before Vault's restart can start).
     """
     flow = bed.flow
     before = flow.force_updates()
     violations = len(bed.watcher.violations)
-    probe = flow.start_kv_probe()
+    watch = observer or bed.lab.nodes[0]
+    started = time.time()
+    sampler = SealSampler(
+        image=flow.image, network=flow.network, every=0.5, docker=watch.docker
+    ).start()
+    probe = flow.start_kv_probe(watch)
     try:
         if setup is not None:
             setup()
@@ -181,31 +202,121 @@ def _scenario(
         recovery = time.monotonic() - healed_at
         # A late second update would show here: give the coordinators a few polls.
         time.sleep(6)
+    except (LabError, AssertionError) as exc:
+        raise AssertionError(f"row {number}: {exc}\n--- diagnosis ---\n{_diagnosis(bed)}") from exc
     finally:
         kv = flow.stop_kv_probe(probe)
+        sampler.stop()
         # A row that failed half-way must not leave the next one a node short.
         for node in bed.lab.nodes:
             if not node.running():
                 bed.lab.start_node(node)
     done = flow.force_updates() - before
+    restarts = _restarts(flow.vault_tasks(), since=started, force=before + done)
     row = Row(number, title, "", recovery, health, _kv_summary(kv))
+    row.most_down = str(sampler.most_not_unsealed(flow.vault_replicas))
+    row.no_active = (
+        f"{sampler.seconds_without_active():.1f} s (longest {sampler.longest_without_active():.1f})"
+    )
+    row.restarts = ", ".join(f"{slot}: {text}" for slot, (_, text) in sorted(restarts.items()))
+    row.verify = bed.verify_said.pop(number, "")
     bed.rows.append(row)
     new_violations = bed.watcher.violations[violations:]
     assert not new_violations, new_violations
     assert done == updates, f"Vault was force-updated {done} times for one certificate"
     assert flow.converged(target), flow.last_verify()
     assert "attempts" in kv, f"the KV probe gave no report: {kv}"
+    assert kv.get("lost") == [], f"acknowledged KV writes were lost: {kv}"
+    assert kv.get("unread") == 0, f"acknowledged KV writes could not be read back: {kv}"
+    assert len(sampler.samples) > 10, "the seal sampler saw nothing"
+    assert sampler.most_not_unsealed(flow.vault_replicas) <= most_down, row.most_down
+    if updates:
+        assert sorted(restarts) == [str(n) for n in range(1, flow.vault_replicas + 1)], restarts
+        assert all(by_update == 1 for by_update, _ in restarts.values()), restarts
     if available is not None:
         gap = float(str(kv["longest_gap_s"]))
         assert gap < available, f"Vault clients could not write for {gap:.1f} s: {kv}"
+        longest = sampler.longest_without_active()
+        assert longest < available, f"no active member for {longest:.1f} s"
     row.outcome = f"pass: {done} restart(s), no mixed pair"
     return row
+
+
+def _diagnosis(bed: Bed) -> str:
+    """What an operator would read first when a row fails: tasks, verify, the unsealers, and
+    every distributor's reload and sync checks."""
+    parts = []
+    try:
+        parts.append(bed.flow.diagnosis())
+        parts.append(f"vault update: {bed.flow.update_state()}")
+        for node in bed.lab.nodes:
+            if not node.running():
+                parts.append(f"{node.name}: stopped")
+                continue
+            doc = bed.lab.health(node, bed.flow.service("cert-distributor"))
+            checks = doc.get("checks") if doc else None
+            for name in ("reload", "sync", "swarm"):
+                check = checks.get(name) if isinstance(checks, dict) else None
+                if isinstance(check, dict):
+                    parts.append(f"{node.name} distributor {name}: {check.get('status')}: "
+                                 f"{check.get('message')}")  # fmt: skip
+    except (LabError, subprocess.SubprocessError, OSError) as exc:
+        parts.append(f"(diagnosis cut short: {exc})")
+    return "\n".join(parts)
+
+
+def _restarts(
+    tasks: list[dict[str, str]], *, since: float, force: int
+) -> dict[str, tuple[int, str]]:
+    """Per slot: the tasks Vault's update started (the new force counter's first task in the
+    slot: 0 or 1), and a text with the tasks the fault's own restarts added."""
+    per_slot: dict[str, list[dict[str, str]]] = {}
+    for task in tasks:
+        created = datetime.fromisoformat(task["created"]).timestamp()
+        if created >= since - 1:
+            per_slot.setdefault(task["slot"], []).append(task)
+    result: dict[str, tuple[int, str]] = {}
+    for slot, started in per_slot.items():
+        by_update = 1 if any(t["force"] == str(force) for t in started) else 0
+        others = len(started) - by_update
+        text = f"{by_update}" + (f" (+{others} by the fault)" if others else "")
+        result[slot] = (by_update, text)
+    return result
+
+
+def _verify_names(
+    bed: Bed, number: str, *words: str, node: Node | None = None, within: float = 0
+) -> str:
+    """Run ``certflow verify`` during the fault (on ``node``): its failing checks must name the
+    cause. ``within``: a fault that shows a moment later (members restarting) is asked again for
+    up to that long."""
+    deadline = time.monotonic() + within
+    while True:
+        code, doc, out = bed.flow.verify(node)
+        checks = (doc or {}).get("checks")
+        failing = [
+            f"{c.get('check')}: {c.get('summary')}"
+            for c in (checks if isinstance(checks, list) else [])
+            if isinstance(c, dict) and c.get("outcome") != "ok"
+        ]
+        hits = [f for f in failing if any(w.lower() in f.lower() for w in words)]
+        if (code != 0 and hits) or time.monotonic() >= deadline:
+            break
+        time.sleep(1)
+    assert code != 0, f"certflow verify passed during the fault: {out[-2000:]}"
+    assert hits, f"certflow verify did not name the fault ({words}); it said {failing}"
+    bed.verify_said[number] = hits[0][:160]
+    return hits[0]
 
 
 def _kv_summary(kv: dict[str, object]) -> str:
     if "attempts" not in kv:
         return "no report"
-    return f"{kv['failed']}/{kv['attempts']} failed, longest gap {kv['longest_gap_s']} s"
+    lost = kv.get("lost")
+    return (
+        f"{kv['failed']}/{kv['attempts']} failed, longest gap {kv['longest_gap_s']} s, "
+        f"lost {len(lost) if isinstance(lost, list) else '?'}"
+    )
 
 
 def _summary(seen: list[str], *words: str) -> str:
@@ -223,6 +334,9 @@ def _non_leader(bed: Bed, *, not_swag: bool = True) -> Node:
 
 
 # -- the matrix ---------------------------------------------------------------------------------
+
+# What `certflow verify` says while a node (and its Vault member) is gone.
+_NODE_LOST = ("not converged", "tasks running")
 
 
 def _marked_down(bed: Bed, node: Node) -> None:
@@ -251,6 +365,7 @@ def test_01_vault_node_down_during_a_rotation(bed: Bed) -> None:
         leader = lab.node(lab.leader() or lab.nodes[0].name)
         seen = _watch_health(bed, leader, "cert-distributor", 30)
         assert flow.force_updates() == before, "Vault was restarted while a member's node was down"
+        _verify_names(bed, "1", *_NODE_LOST)
         lab.start_node(victim)
         return time.monotonic(), _summary(seen, "quorum", "not ready")
 
@@ -289,6 +404,7 @@ def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
             new_leader = lab.node(lab.leader() or "")
             seen = _watch_health(bed, new_leader, "cert-distributor", 30)
             assert flow.force_updates() == before, "Vault restarted while a member's node was down"
+            _verify_names(bed, "2", *_NODE_LOST)
             lab.start_node(leader)
         finally:
             lab.unblock_box(lagging)
@@ -297,7 +413,7 @@ def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
         )
 
     title = "swarm leader (coordinator and a raft member) stopped mid-rotation, then back"
-    _scenario(bed, "2", title, fault, setup=lambda: lab.block_box(lagging))
+    _scenario(bed, "2", title, fault, observer=lagging, setup=lambda: lab.block_box(lagging))
 
 
 def test_03_storage_box_unreachable_from_one_node(bed: Bed) -> None:
@@ -312,6 +428,7 @@ def test_03_storage_box_unreachable_from_one_node(bed: Bed) -> None:
             seen = _watch_health(bed, victim, "cert-distributor", 30)
             # Nothing restarts while a live Vault node cannot have the new pair.
             assert flow.force_updates() == before
+            _verify_names(bed, "3", "storage box", node=victim)
             lab.unblock_box(victim)
             return time.monotonic(), _summary(seen, "storage", "sync", "source", "errno")
 
@@ -334,6 +451,7 @@ def test_04_node_partitioned_and_rejoined(bed: Bed) -> None:
             wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
             leader = lab.node(lab.leader() or lab.nodes[0].name)
             seen = _watch_health(bed, leader, "cert-distributor", 30)
+            _verify_names(bed, "4", *_NODE_LOST)
         finally:
             lab.heal_partition(victim)
         return time.monotonic(), _summary(seen, "quorum", "not ready")
@@ -421,19 +539,25 @@ def test_07_vault_replica_and_unsealer_killed(bed: Bed) -> None:
     victim = lab.nodes[2]
 
     def fault(renewal: Renewal) -> tuple[float, str]:
-        for _ in range(3):
+        for n in range(3):
             wait_until(
                 f"a Vault process on {victim.name}",
                 lambda: kill_vault_server(victim) > 0,
                 timeout=90,
                 every=0.5,
             )
-            time.sleep(8)
+            if n == 0:
+                _verify_names(bed, "7", "sealed", "unreachable", "tasks running", within=20)
+            else:
+                time.sleep(8)
         kill_service_process(lab.nodes[0], "unsealer")
         seen = _watch_health(bed, lab.nodes[1], "vault-unsealer", 20)
         return time.monotonic(), "; ".join(seen[:1]) or "(sealed replicas unsealed between polls)"
 
-    _scenario(bed, "7", "a Vault member killed -9 three times; an unsealer killed -9", fault)
+    # A kill can land while Vault's update restarts another member (the gate checks before each
+    # step, a crash comes between two checks): two members down at once is the fault's doing.
+    title = "a Vault member killed -9 three times; an unsealer killed -9"
+    _scenario(bed, "7", title, fault, most_down=2)
 
 
 def test_08_docker_daemon_restarts(bed: Bed) -> None:
@@ -487,6 +611,7 @@ def test_09_unseal_secret_rotated_wrong_then_right(bed: Bed) -> None:
     def fault(renewal: Renewal) -> tuple[float, str]:
         point_to("fm_wrong_key")
         seen = _watch_health(bed, lab.nodes[0], "vault-unsealer", 60)
+        _verify_names(bed, "9", "sealed")
         point_to(good)
         return time.monotonic(), _summary(seen, "key", "unseal")
 
@@ -506,10 +631,13 @@ def _bad_generation(flow: LabFlow, kind: str) -> None:
             blocks[0] + b"-----END CERTIFICATE-----\n" + intermediate[: len(intermediate) // 2]
         )
         key = (swag.live / "privkey.pem").read_bytes()
+    elif kind == "untrusted issuer":
+        # Valid names, dates and key, from a CA that Vault's clients do not trust.
+        ca = CA("untrusted-issuer")
+        leaf = ca.leaf(days=2000)  # outlives the published one: not refused as a downgrade
+        fullchain, key = ca.fullchain(leaf), leaf.key_pem
     else:  # expired
         ca = CA("expired-issuer")
-        from datetime import UTC, datetime, timedelta
-
         now = datetime.now(UTC)
         leaf = ca.leaf(not_before=now - timedelta(days=100), not_after=now - timedelta(days=1))
         fullchain, key = ca.fullchain(leaf), leaf.key_pem
@@ -553,10 +681,13 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
         ("another key", ("match", "key")),
         ("truncated chain", ("chain", "truncat", "pem", "parse")),
         ("expired", ("expired",)),
+        ("untrusted issuer", ("trust", "issuer")),
     ):
         _bad_generation(flow, kind)
         seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 12)
         notes.append(f"{kind}: {_summary(seen, *words)}")
+        if kind == "untrusted issuer":
+            _verify_names(bed, "10", "rejected", node=lab.nodes[0])
         assert (flow.storagebox / MANIFEST_NAME).read_bytes() == box_before
         _restore_generation(flow, good)
     assert flow.force_updates() == updates_before
@@ -568,7 +699,7 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
     _scenario(
         bed,
         "10",
-        "SWAG writes bad renewals (another key, truncated chain, expired)",
+        "SWAG writes bad renewals (another key, truncated chain, expired, untrusted issuer)",
         fault,
         available=AVAILABLE_GAP,
     )
@@ -625,6 +756,7 @@ def test_12_active_member_node_stopped_mid_rotation(bed: Bed) -> None:
             watcher = lab.node(lab.leader() or "")
             seen = _watch_health(bed, watcher, "cert-distributor", 30)
             assert flow.force_updates() == before, "Vault restarted while a member's node was down"
+            _verify_names(bed, "12", *_NODE_LOST)
             lab.start_node(active)
         finally:
             lab.unblock_box(lagging)
@@ -635,7 +767,13 @@ def test_12_active_member_node_stopped_mid_rotation(bed: Bed) -> None:
 
     title = "the node of the active Vault member stopped mid-rotation, then back"
     _scenario(
-        bed, "12", title, fault, available=NODE_LOSS_GAP, setup=lambda: lab.block_box(lagging)
+        bed,
+        "12",
+        title,
+        fault,
+        available=NODE_LOSS_GAP,
+        observer=lagging,
+        setup=lambda: lab.block_box(lagging),
     )
 
 
@@ -651,6 +789,7 @@ def test_13_full_cluster_restart_mid_rotation(bed: Bed) -> None:
             wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
             killed = [kill_vault_server(node) for node in lab.nodes]
             assert killed == [1, 1, 1], f"OpenBao servers killed per node: {killed}"
+            _verify_names(bed, "13", "no active", "sealed", "unreachable", within=30)
             # Every member comes back sealed; the unsealers unseal them and raft elects a leader.
             back = wait_until(
                 "one active member again",
@@ -665,7 +804,279 @@ def test_13_full_cluster_restart_mid_rotation(bed: Bed) -> None:
         return time.monotonic(), "; ".join([said, *seen[:1]])
 
     title = "full cluster restart: every Vault member killed -9 at once mid-rotation"
-    _scenario(bed, "13", title, fault, setup=lambda: lab.block_box(lagging))
+    _scenario(bed, "13", title, fault, most_down=3, setup=lambda: lab.block_box(lagging))
+
+
+def _scale(bed: Bed, name: str, replicas: int) -> None:
+    """``docker service scale`` and wait until that many tasks of it run."""
+    service = bed.flow.service(name)
+    bed.lab.manager().docker("service", "scale", "--detach", f"{service}={replicas}", timeout=60)
+
+    def settled() -> bool:
+        running = sum(len(bed.lab.containers(n, service)) for n in bed.lab.nodes if n.running())
+        return running == replicas
+
+    wait_until(f"{replicas} task(s) of {service}", settled, timeout=180, every=1)
+
+
+def test_15_unsealer_scaled_to_zero(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    unsealers = int(
+        lab.manager().docker(
+            "service", "inspect", flow.service("vault-unsealer"),
+            "--format", "{{.Spec.Mode.Replicated.Replicas}}", timeout=30,
+        ).strip()
+    )  # fmt: skip
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        try:
+            # Vault's update restarts one member; nobody unseals it: the rollout must stop there.
+            wait_until(
+                "a restarted member left sealed",
+                lambda: "sealed" in _verify_failing(bed),
+                timeout=300,
+                every=2,
+            )
+            leader = lab.node(lab.leader() or "")
+            # The coordinator holds the update on the sealed member ("waits": ok until the
+            # member bound, then failing).
+            seen = _watch_health(bed, leader, "cert-distributor", 40, ok_too=True)
+            _verify_names(bed, "15", "sealed")
+        finally:
+            _scale(bed, "vault-unsealer", unsealers)
+        return time.monotonic(), _summary(seen, "sealed")
+
+    _scenario(
+        bed,
+        "15",
+        "the unsealer scaled to 0 while Vault's update needs it, then back",
+        fault,
+        setup=lambda: _scale(bed, "vault-unsealer", 0),
+    )
+
+
+def _verify_failing(bed: Bed) -> str:
+    """The failing checks of one ``certflow verify --json``, as one text."""
+    _, doc, _ = bed.flow.verify()
+    checks = (doc or {}).get("checks")
+    return " / ".join(
+        f"{c.get('check')}: {c.get('summary')}"
+        for c in (checks if isinstance(checks, list) else [])
+        if isinstance(c, dict) and c.get("outcome") != "ok"
+    )
+
+
+def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    installed = {n.name: (lab.ssl_dir(n) / CERT_NAME).read_bytes() for n in lab.nodes}
+    updates_before = flow.force_updates()
+    notes = []
+    # The reloader would repair the box at its next check: out of the way while the forgery sits.
+    _scale(bed, "cert-reloader", 0)
+    try:
+        for signed_with, reason in ((None, "unsigned"), (secrets.token_bytes(32), "unknown_key")):
+            forge_pair(
+                flow.storagebox, cert_name=CERT_NAME, key_name=KEY_NAME, signed_with=signed_with
+            )
+
+            def refused_everywhere(reason: str = reason) -> bool:
+                for node in lab.nodes:
+                    doc = lab.health(node, flow.service("cert-distributor"))
+                    checks = doc.get("checks") if doc else None
+                    sync = checks.get("sync") if isinstance(checks, dict) else None
+                    if not isinstance(sync, dict) or sync.get("reason") != reason:
+                        return False
+                    bed.health_seen.append(json.dumps(doc))
+                return True
+
+            wait_until(f"every distributor to refuse the {reason} forgery", refused_everywhere,
+                       timeout=120, every=1)  # fmt: skip
+            time.sleep(6)  # several distributor polls: nothing installed, nothing restarted
+            assert {n.name: (lab.ssl_dir(n) / CERT_NAME).read_bytes() for n in lab.nodes} == (
+                installed
+            )
+            assert flow.force_updates() == updates_before
+            notes.append(f"{reason}: refused on every node")
+        _verify_names(bed, "16", "differs", str(FORGED_GENERATION))
+    finally:
+        _scale(bed, "cert-reloader", 1)
+    wait_until(
+        "the reloader to put the real pair back on the box",
+        lambda: _box_publisher(flow) not in ("", FORGED_PUBLISHER),
+        timeout=180,
+        every=1,
+    )
+    assert flow.force_updates() == updates_before
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        return time.monotonic(), " / ".join(notes) + "; the reloader put the real pair back"
+
+    title = "a forged pair and manifest written straight to the Storage Box (unsigned, foreign key)"
+    _scenario(bed, "16", title, fault, available=AVAILABLE_GAP)
+
+
+def _box_publisher(flow: LabFlow) -> str:
+    try:
+        return Manifest.from_json((flow.storagebox / MANIFEST_NAME).read_bytes()).publisher
+    except (OSError, ValueError):
+        return ""
+
+
+def _update_on(bed: Bed, node: Node) -> bool:
+    """Vault's update is on ``node``'s member: the newest task of the current force counter runs
+    there. With stop-first, the members of every other slot are untouched until it is back."""
+    force = str(bed.flow.force_updates())
+    new = [t for t in bed.flow.vault_tasks() if t["force"] == force]
+    ids = {row.get("Hostname"): row.get("ID") for row in bed.lab.nodes_table()}
+    return bool(new) and max(new, key=lambda t: t["created"])["node"] == ids.get(node.name)
+
+
+def test_17_leader_node_lost_mid_rollout(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    leader = lab.node(lab.leader() or "")
+    observer = _other(bed, leader)
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        wait_until(
+            "the gated vault rollout to start",
+            lambda: flow.update_state() == "updating",
+            timeout=240,
+            every=0.5,
+        )
+        # Lose the node while Swarm's update is on its own member: the node takes no second
+        # member down with it (that would be two faults, and raft's quorum).
+        wait_until(
+            f"Vault's update on {leader.name}'s member",
+            lambda: _update_on(bed, leader),
+            timeout=300,
+            every=0.5,
+        )
+        state = flow.update_state()
+        _node_down(bed, leader)
+        wait_until("a new swarm leader", lambda: lab.leader() not in (None, leader.name),
+                   timeout=120)  # fmt: skip
+        new_leader = lab.node(lab.leader() or "")
+        seen = _watch_health(bed, new_leader, "cert-distributor", 30, ok_too=True)
+        _verify_names(bed, "17", *_NODE_LOST, "update")
+        lab.start_node(leader)
+        return time.monotonic(), (
+            f"{leader.name} stopped with the update {state} on its member; {new_leader.name}: "
+            + _summary(seen, "not ready", "rolling update", "rollout", "missing")
+        )
+
+    title = "the node of the leader distributor (coordinator) lost mid-rollout, then back"
+    _scenario(bed, "17", title, fault, observer=observer)
+
+
+def test_18_every_docker_daemon_restarts_mid_rotation(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    # Mid-rotation, as in row 13: one node cannot read the Storage Box until the cluster is back.
+    lagging = _other(bed, lab.node(lab.leader() or ""))
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        try:
+            wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
+            for node in lab.nodes:  # all at once: no daemon waits for another to come back
+                node.sh("pkill -x dockerd")
+            for node in lab.nodes:
+                wait_until(f"dockerd back on {node.name}", node.engine_up, timeout=180, every=1)
+            wait_until("a swarm leader again", lambda: lab.leader() is not None, timeout=180)
+            _verify_names(
+                bed, "18", "no active", "sealed", "unreachable", "tasks running", within=60
+            )
+            back = wait_until(
+                "one active member again",
+                lambda: flow.active_node() is not None,
+                timeout=300,
+                every=1,
+            )
+            seen = _watch_health(bed, lab.nodes[1], "vault-unsealer", 5)
+        finally:
+            lab.unblock_box(lagging)
+        said = f"every node's dockerd restarted at once; one active member after {back:.0f} s"
+        return time.monotonic(), "; ".join([said, *seen[:1]])
+
+    title = "whole cluster restart: every node's Docker daemon restarted at once mid-rotation"
+    # Every member goes down with its daemon: the fault itself takes them all.
+    _scenario(bed, "18", title, fault, most_down=3, setup=lambda: lab.block_box(lagging))
+
+
+def _reload_mode(bed: Bed, mode: str) -> None:
+    """Every distributor in ``mode`` (restart or signal), its rolling update finished."""
+    service = bed.flow.service("cert-distributor")
+    manager = bed.lab.manager()
+    manager.docker(
+        "service", "update", "--detach", "--env-add", f"DISTRIBUTOR_RELOAD_MODE={mode}", service,
+        timeout=120,
+    )  # fmt: skip
+
+    def updated() -> bool:
+        state = manager.docker(
+            "service", "inspect", service,
+            "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", timeout=30,
+        ).strip()  # fmt: skip
+        return state in ("", "completed") and bed.flow.service_running("cert-distributor", 3)
+
+    wait_until(f"every distributor in {mode} mode", updated, timeout=300, every=2)
+
+
+def _canary_signal_in(logs: str) -> bool:
+    """A ``vault.signalled`` event with ``canary`` true (a JSON log line, fields in any order)."""
+    for line in logs.splitlines():
+        try:
+            event = json.loads(line[line.index("{") :])
+        except ValueError:
+            continue
+        if event.get("event") == "vault.signalled" and event.get("canary") is True:
+            return True
+    return False
+
+
+def test_19_canary_member_killed_in_signal_mode(bed: Bed) -> None:
+    lab, flow = bed.lab, bed.flow
+    distributor = flow.service("cert-distributor")
+    _reload_mode(bed, "signal")
+    landed: dict[str, str] = {}
+    try:
+
+        def fault(renewal: Renewal) -> tuple[float, str]:
+            # The canary is the lowest slot; its node signals it, alone. Kill -9 that member as
+            # soon as its node says so, before it has proven the new certificate.
+            slots = lab.manager().docker(
+                "service", "ps", flow.service("vault"), "--filter", "desired-state=running",
+                "--format", "{{.Slot}} {{.Node}}", timeout=30,
+            ).split("\n")  # fmt: skip
+            node = lab.node(min(line.split() for line in slots if line.strip())[1])
+            (cid,) = lab.containers(node, distributor)
+
+            def canary_signalled() -> bool:
+                out = node.sh(f"docker logs --since 5m {cid} 2>&1", check=False)
+                if _canary_signal_in(out):
+                    landed["node"] = node.name
+                    return True
+                return False
+
+            wait_until("the canary signalled", canary_signalled, timeout=240, every=0.2)
+            killed = kill_vault_server(lab.node(landed["node"]))
+            assert killed == 1, f"OpenBao servers killed on {landed['node']}: {killed}"
+            seen = _watch_health(bed, lab.node(landed["node"]), "cert-distributor", 20, ok_too=True)
+            return time.monotonic(), (
+                f"canary on {landed['node']} killed -9 right after its SIGHUP; "
+                + _summary(seen, "canary", "reload")
+            )
+
+        title = "signal mode: the canary member killed -9 right after its SIGHUP"
+        _scenario(bed, "19", title, fault, updates=0, available=NODE_LOSS_GAP)
+        # One SIGHUP per member for the certificate: the canary's replacement started on the new
+        # pair and was never signalled again.
+        signalled = len(_SIGNALLED.findall(lab.logs(distributor)))
+        assert signalled == flow.vault_replicas, f"{signalled} SIGHUPs for one certificate"
+        bed.rows[-1].restarts = f"{signalled} SIGHUPs, no restart (+1 canary killed by the fault)"
+    finally:
+        _reload_mode(bed, "restart")
+
+
+_SIGNALLED = re.compile(r"vault\.signalled")
 
 
 def test_14_no_secret_in_any_log_or_health(bed: Bed) -> None:
@@ -722,16 +1133,25 @@ def _write_matrix(bed: Bed) -> None:
         f"Bed: {setup}. Pair watcher samples: {bed.watcher.samples}, mixed pairs seen: "
         f"{len(bed.watcher.violations)}.",
         "",
-        "| # | scenario | outcome | recovery | what /health (or the fault) showed "
-        "| KV writes during the row |",
-        "|---|---|---|---|---|---|",
+        "Columns: recovery = fault removed -> every member unsealed on the new certificate "
+        "(`certflow verify`); not unsealed = the most members at once a seal sampler (every "
+        "0.5 s, on a node the fault leaves alone) saw not unsealed; no active = seconds with no "
+        "active member (total, and the longest stretch); KV = a client's writes through the "
+        "members every 0.5 s (failed/total, longest gap between successful writes, "
+        "acknowledged writes missing when read back); restarts = per Swarm slot, the restart "
+        "Vault's update made, and tasks the fault's own restarts added.",
+        "",
+        "| # | scenario | outcome | recovery | not unsealed | no active | KV writes | restarts "
+        "| what /health (or the fault) showed | what `certflow verify` named |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in bed.rows:
         recovery = "n/a" if row.recovery is None else f"{row.recovery:.1f} s"
         health = row.health.replace("|", "/")
         lines.append(
-            f"| {row.number} | {row.scenario} | {row.outcome or 'FAILED'} | {recovery} | {health} "
-            f"| {row.kv} |"
+            f"| {row.number} | {row.scenario} | {row.outcome or 'FAILED'} | {recovery} "
+            f"| {row.most_down} | {row.no_active} | {row.kv} | {row.restarts} | {health} "
+            f"| {row.verify.replace('|', '/') or '-'} |"
         )
     out.write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

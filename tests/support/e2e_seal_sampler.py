@@ -1,9 +1,10 @@
 """Sample every Vault replica's seal status continuously, from a container on the Vault network.
 
 ``SealSampler`` runs the ``_PROBE`` loop in a one-off container of the project image (the overlay
-network is not reachable from the host). Each ~0.2 s it resolves ``tasks.<alias>``, reads every
-address's served leaf and ``/v1/sys/health`` (sealed, standby), and prints one JSON line per
-round. ``seconds_without_unsealed()``, ``seconds_without_active()`` and ``converged_at()`` read
+network is not reachable from the host), on the host's engine or, with ``docker``, on a lab
+node's. Each round it resolves ``tasks.<alias>``, reads every address's served leaf and
+``/v1/sys/health`` (sealed, standby), and prints one JSON line per round (every ``every``
+seconds). ``seconds_without_unsealed()``, ``seconds_without_active()`` and ``converged_at()`` read
 those rounds afterwards.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tests.support.e2e_names import unique
@@ -59,55 +61,67 @@ class Sample:
     active: int = 0
 
 
+# A hole this long between two rounds means the sampler was not running (a round takes at most
+# ~0.5 s per member that does not answer).
+UNOBSERVED_AFTER = 10.0
+
+
+def _host_docker(*argv: str, check: bool = True) -> str:
+    done = subprocess.run(
+        ["docker", *argv], capture_output=True, text=True, timeout=120, check=check
+    )
+    return done.stdout
+
+
 class SealSampler:
-    def __init__(self, *, image: str, network: str, alias: str = "vault", port: int = 8200):
+    """``docker``: runs a docker command on the engine the sampler lives on (default: the host's)
+    and returns its stdout; ``check=False`` must not raise."""
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        network: str,
+        alias: str = "vault",
+        port: int = 8200,
+        every: float = 0.2,
+        docker: Callable[..., str] = _host_docker,
+    ):
         self.image = image
         self.network = network
         self.alias = alias
         self.port = port
+        self.every = every
+        self.docker = docker
         self.name = unique("certflow-sealsampler-")
         self.samples: list[Sample] = []
 
     def start(self) -> SealSampler:
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "-d",
-                "--name",
-                self.name,
-                "--network",
-                self.network,
-                "--entrypoint",
-                "python3",
-                self.image,
-                "-c",
-                _PROBE,
-                self.alias,
-                str(self.port),
-                "0.2",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        self.docker(
+            "run", "-d", "--name", self.name, "--network", self.network,
+            # Back after a restart of its Docker daemon; the hole in between counts as unobserved.
+            "--restart", "unless-stopped",
+            "--entrypoint", "python3", self.image, "-c", _PROBE,
+            self.alias, str(self.port), str(self.every),
+        )  # fmt: skip
         return self
 
     def stop(self) -> list[Sample]:
-        logs = subprocess.run(
-            ["docker", "logs", self.name], capture_output=True, text=True, timeout=60
-        ).stdout
-        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+        logs = self.docker("logs", self.name, check=False)
+        self.docker("rm", "-f", self.name, check=False)
         self.samples = []
         for line in logs.splitlines():
             try:
                 doc = json.loads(line)
             except ValueError:
                 continue
-            self.samples.append(
-                Sample(
-                    doc["t"], int(doc["unsealed"]), dict(doc["states"]), int(doc.get("active", 0))
-                )
+            sample = Sample(
+                doc["t"], int(doc["unsealed"]), dict(doc["states"]), int(doc.get("active", 0))
             )
+            if self.samples and sample.t - self.samples[-1].t > UNOBSERVED_AFTER:
+                # The sampler itself was down (its daemon restarted): assume the worst of the hole.
+                self.samples.append(Sample(self.samples[-1].t + self.every, 0, {}, 0))
+            self.samples.append(sample)
         return self.samples
 
     def seconds_without_unsealed(self, since: float | None = None) -> float:
@@ -132,6 +146,17 @@ class SealSampler:
         """The most members at once that did not answer unsealed (stopped, sealed, unreachable)."""
         rounds = [s for s in self.samples if since is None or s.t >= since]
         return max((replicas - s.unsealed for s in rounds), default=0)
+
+    def longest_without_active(self) -> float:
+        """The longest stretch of consecutive rounds in which no member answered active."""
+        longest, began = 0.0, None
+        for current, following in itertools.pairwise(self.samples):
+            if current.active == 0:
+                began = current.t if began is None else began
+                longest = max(longest, following.t - began)
+            else:
+                began = None
+        return longest
 
     def serving(self, sample: Sample, cert_sha256: str) -> int:
         """Replicas in ``sample`` that are unsealed and serve the leaf with this DER digest."""

@@ -1,4 +1,4 @@
-"""A Vault client that writes a KV v2 secret on a period and reports failed writes and gaps.
+"""A Vault client that writes KV v2 secrets on a period and reports failed writes, gaps and losses.
 
 Runs inside a container on the Vault network (``python -m tests.support.kv_probe``), with only the
 standard library and httpx, so the project image can run it with this directory mounted. Each write
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import secrets
 import signal
 import socket
 import ssl
@@ -42,8 +43,27 @@ class Probe:
         self.stop = threading.Event()
         self.attempts: list[dict[str, Any]] = []
         self._next = 0
+        self.run_id = secrets.token_hex(4)
+        self.journal = Path(args.journal) if args.journal else None
+        self.resumed = False
+        if self.journal is not None and self.journal.exists():
+            lines = self.journal.read_text().splitlines()
+            # A line cut short by the crash is dropped: that attempt never got its answer.
+            self.attempts = [json.loads(line) for line in lines if line.endswith("}")]
+            if self.attempts:
+                self.run_id = str(self.attempts[0]["run"])
+                self.resumed = True
 
-    def _request(self, method: str, ip: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    def _record(self, attempt: dict[str, Any]) -> None:
+        attempt["run"] = self.run_id
+        self.attempts.append(attempt)
+        if self.journal is not None:
+            with self.journal.open("a") as out:
+                out.write(json.dumps(attempt) + "\n")
+
+    def _request(
+        self, method: str, ip: str, path: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
         return self.http.request(
             method,
             f"https://{ip}:{self.args.port}{path}",
@@ -74,40 +94,83 @@ class Probe:
         ips = _addresses(self.args.dns, self.args.port)
         at = time.time()
         if not ips:
-            self.attempts.append({"at": at, "ok": False, "error": "no address"})
+            self._record({"at": at, "ok": False, "error": "no address"})
             return
         ip = ips[self._next % len(ips)]
         self._next += 1
+        n = len(self.attempts)
         try:
             answer = self._request(
-                "POST",
-                ip,
-                f"/v1/{self.args.mount}/data/certflow/kv-probe",
-                {"data": {"n": str(len(self.attempts))}},
+                "POST", ip, self._path(n), {"data": {"n": str(n), "run": self.run_id}}
             )
             ok = answer.status_code == 200
             error = "" if ok else f"HTTP {answer.status_code} from {ip}"
         except httpx.HTTPError as exc:
             ok, error = False, f"{type(exc).__name__} to {ip}"
-        self.attempts.append({"at": at, "ok": ok, "error": error})
+        self._record({"at": at, "ok": ok, "error": error, "n": n})
+
+    def _path(self, n: int) -> str:
+        return f"/v1/{self.args.mount}/data/certflow/kv-probe/{self.run_id}/{n}"
+
+    def _read(self, n: int) -> bool | None:
+        """Whether write ``n`` is there: True, False (a member said 404), None (no answer)."""
+        for ip in _addresses(self.args.dns, self.args.port):
+            try:
+                answer = self._request("GET", ip, self._path(n))
+            except httpx.HTTPError:
+                continue
+            if answer.status_code == 200:
+                return bool(answer.json()["data"]["data"].get("n") == str(n))
+            if answer.status_code == 404:
+                return False
+        return None
+
+    def read_back(self, deadline: float) -> tuple[list[int], int]:
+        """Acknowledged writes that are gone, and how many could not be read before ``deadline``.
+
+        A 404 is asked again a few times first: a member that has just rejoined may serve a
+        stale read for a few seconds (../shared/reference/openbao-raft-facts.md).
+        """
+        pending = [a["n"] for a in self.attempts if a["ok"]]
+        lost: list[int] = []
+        tries: dict[int, int] = {}
+        while pending and time.monotonic() < deadline:
+            n = pending.pop(0)
+            found = self._read(n)
+            if found is True:
+                continue
+            tries[n] = tries.get(n, 0) + 1
+            if found is False and tries[n] >= 5:
+                lost.append(n)
+                continue
+            pending.append(n)
+            time.sleep(0.2)
+        return lost, len(pending)
 
     def run(self) -> dict[str, Any]:
-        self.ensure_mount()
+        if not self.resumed:
+            self.ensure_mount()
         # Writes may fail for a moment after the mount (KV v2 upgrades itself): start once one
         # succeeds, bounded, so that the report measures the rotation, not the mount.
         deadline = time.monotonic() + 30
-        while not self.stop.is_set() and time.monotonic() < deadline:
+        while not self.resumed and not self.stop.is_set() and time.monotonic() < deadline:
             self.write_once()
             if self.attempts[-1]["ok"]:
                 break
             time.sleep(self.args.interval)
-        self.attempts.clear()
+        if not self.resumed:
+            self.attempts.clear()
+            if self.journal is not None:
+                self.journal.write_text("")
         print("kv-probe: writing", flush=True)
         end = time.monotonic() + self.args.max_duration
         while not self.stop.is_set() and time.monotonic() < end:
             self.write_once()
             self.stop.wait(self.args.interval)
-        return report(self.attempts, self.args.interval)
+        result = report(self.attempts, self.args.interval)
+        lost, unread = self.read_back(time.monotonic() + self.args.read_back)
+        result.update(acknowledged=len(self.attempts) - result["failed"], lost=lost, unread=unread)
+        return result
 
 
 def report(attempts: list[dict[str, Any]], interval: float) -> dict[str, Any]:
@@ -141,7 +204,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--max-duration", type=float, default=900.0)
+    parser.add_argument(
+        "--read-back", type=float, default=60.0, help="seconds to read back acknowledged writes"
+    )
     parser.add_argument("--out", required=True)
+    parser.add_argument("--journal", default="", help="append every attempt here; resume from it")
     args = parser.parse_args(argv)
     probe = Probe(args)
     signal.signal(signal.SIGTERM, lambda *_: probe.stop.set())

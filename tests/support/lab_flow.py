@@ -267,18 +267,20 @@ class LabFlow:
 
     # -- a Vault client during the rows ---------------------------------------------------------
 
-    def start_kv_probe(self) -> str:
-        """tests/support/kv_probe.py in a container on the Vault network (on the manager)."""
+    def start_kv_probe(self, node: Node) -> str:
+        """tests/support/kv_probe.py in a container on the Vault network, on ``node`` (one the
+        row's fault leaves alone: the probe must see the whole row)."""
         shutil.copy(ROOT / "tests" / "support" / "kv_probe.py", self.lab.workdir / "lab")
         name = f"{self.stack}-kvprobe-{token_hex(3)}"
-        node = self.lab.manager()
         node.docker(
             "run", "-d", "--name", name, "--network", self.network, "--user", "0:0",
             "-v", "/lab:/lab:ro", "-v", "/certflow-ca:/certflow-ca:ro",
-            "-v", "/tmp/certflow-kv:/out",
+            "-v", "/tmp/certflow-kv:/out", "--restart", "unless-stopped",
             "--entrypoint", "/opt/certflow/bin/python", self.image, "/lab/kv_probe.py",
             "--dns", f"tasks.{self.service('vault')}", "--ca", "/certflow-ca/roots.pem",
             "--token-file", "/lab/root-token", "--out", f"/out/{name}.json",
+            # A restart of the node's dockerd restarts the probe: it resumes from its journal.
+            "--journal", f"/out/{name}.jsonl",
         )  # fmt: skip
         wait_until(
             "the KV probe to start writing",
@@ -288,10 +290,11 @@ class LabFlow:
         return f"{node.name}/{name}"
 
     def stop_kv_probe(self, handle: str) -> dict[str, object]:
-        """Stop the probe; its report (attempts, failed, longest_gap_s, errors)."""
+        """Stop the probe; its report (attempts, failed, longest_gap_s, errors, lost, unread)."""
         node_name, name = handle.split("/", 1)
         node = self.lab.node(node_name)
-        node.docker("stop", "-t", "15", name, check=False, timeout=60)
+        # The probe reads back every acknowledged write before it reports (up to 60 s).
+        node.docker("stop", "-t", "90", name, check=False, timeout=150)
         out = node.docker("logs", name, check=False, timeout=30)
         node.docker("rm", "-f", name, check=False, timeout=60)
         start = out.rfind('{"attempts"')
@@ -303,10 +306,13 @@ class LabFlow:
 
     # -- observation ----------------------------------------------------------------------------
 
-    def verify(self) -> tuple[int, dict[str, object] | None, str]:
+    def verify(self, node: Node | None = None) -> tuple[int, dict[str, object] | None, str]:
+        """``certflow verify --json`` on ``node`` (a manager; its own Storage Box mount and
+        installed pair are the ones checked)."""
         code, out = self.run_tool(
             "verify", "--json",
             env={"VERIFY_STACK": self.stack, "VERIFY_VAULT_CA_FILE": "/certflow-ca/roots.pem"},
+            node=node,
         )  # fmt: skip
         try:
             doc = json.loads(out[out.index("{") :])
@@ -383,6 +389,25 @@ class LabFlow:
             "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", timeout=30,
         )  # fmt: skip
         return out.strip()
+
+    def vault_tasks(self) -> list[dict[str, str]]:
+        """Every Vault task Swarm still remembers: slot, force-update counter, node, created."""
+        manager = self.lab.manager()
+        ids = manager.docker(
+            "service", "ps", "-q", "--no-trunc", self.service("vault"), timeout=30
+        ).split()
+        if not ids:
+            return []
+        created = '{{.CreatedAt.Format "2006-01-02T15:04:05.000Z07:00"}}'
+        out = manager.docker(
+            "inspect", "--format", "{{.Slot}} {{.Spec.ForceUpdate}} {{.NodeID}} " + created,
+            *ids, timeout=30,
+        )  # fmt: skip
+        tasks = []
+        for line in out.splitlines():
+            slot, force, node, created = line.split(" ", 3)
+            tasks.append({"slot": slot, "force": force, "node": node, "created": created})
+        return tasks
 
     def force_updates(self) -> int:
         out = self.lab.manager().docker(

@@ -653,6 +653,13 @@ class BaoCluster:
     def seal_status(self, i: int) -> dict[str, Any]:
         return self.api(i).seal_status()
 
+    def cluster_id(self, i: int) -> str:
+        """The cluster id member ``i`` reports (only an unsealed member reports one)."""
+        status = self.seal_status(i)
+        if not status.get("cluster_id"):
+            raise RuntimeError(f"member {i} reports no cluster id (sealed: {status.get('sealed')})")
+        return str(status["cluster_id"])
+
     def init(self, i: int = 0, shares: int = 1, threshold: int = 1) -> InitResult:
         result = self.api(i).init(shares, threshold)
         self._initialized = True

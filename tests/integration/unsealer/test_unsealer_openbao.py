@@ -3,13 +3,17 @@
 What only a real server shows: members that have not joined yet (uninitialized while the cluster
 exists), the unsealer joining them to the active member by address (the Swarm stack's shape: no
 ``retry_join``), a wrong key answered by a joined member, a member whose raft data was lost coming
-back with a new identity, and the one-active rule. One test keeps the other shape, members that
-join by their own ``retry_join`` stanzas naming every other member, with the unsealer's join off.
+back with a new identity, and the one-active rule. Some tests keep the other shape, members that
+join by their own ``retry_join`` stanzas naming every other member, with the unsealer's join off:
+there the key document's cluster id (written by ``certflow vault-bootstrap``) is what lets a fresh
+unsealer give the key to joiners beside an unsealed leader, or refuse a document of another cluster.
 """
 
 from __future__ import annotations
 
 import base64
+import io
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +22,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.unsealer.conftest import UnsealerProcess
+from services.unsealer.bootstrap import Bootstrap, secret_document
+from services.unsealer.keys import parse_keys
+from services.unsealer.vault_client import TlsConfig, VaultClient
+from shared.swarm import SecretInfo
+from tests.integration.unsealer.conftest import UnsealerProcess, assert_no_keys, write_atomic
+from tests.support.fake_engine import FakeEngine
 from tests.support.openbao import BaoCluster, InitResult
 
 MakeUnsealer = Callable[..., UnsealerProcess]
@@ -52,6 +61,17 @@ def env_for(cluster: BaoCluster, key_file: Path, **extra: str) -> dict[str, str]
 def write_keys(path: Path, keys: list[str]) -> Path:
     path.write_text("\n".join(keys) + "\n")
     path.chmod(0o600)
+    return path
+
+
+def write_document(path: Path, init: InitResult, cluster_id: str) -> Path:
+    """The key document as ``certflow vault-bootstrap`` writes it, naming ``cluster_id``."""
+    reply = {
+        "keys_base64": list(init.keys_b64),
+        "keys": [base64.b64decode(k).hex() for k in init.keys_b64],
+    }
+    shares = len(init.keys_b64)
+    write_atomic(path, secret_document(reply, shares, shares, cluster_id=cluster_id).decode())
     return path
 
 
@@ -124,6 +144,149 @@ def test_members_joining_by_their_own_retry_join_are_waited_for_and_unsealed(
     unsealer = unsealers(env_for(bao, keys, UNSEALER_RAFT_JOIN="false"))
     wait(lambda: bao.roles().count("active") == 1 and bao.roles().count("standby") == 2, "cluster")
     assert '"raft.joined"' not in unsealer.logs()
+
+
+def submissions(unsealer: UnsealerProcess, cluster: BaoCluster, i: int) -> float:
+    return unsealer.metric("certflow_unsealer_key_submissions_total", cluster.address(i))
+
+
+def test_a_fresh_unsealer_gives_joiners_beside_an_unsealed_leader_a_key_naming_the_cluster(
+    bao_retry_join: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    bao = bao_retry_join
+    init = bao.init(0)
+    # First a key of no cluster: member 0 (sealed, joined) refuses it with a clean 400, and 1 and
+    # 2, which cannot join while 0 is sealed, are seen not joined: joiners to this process.
+    wrong = base64.b64encode(secrets.token_bytes(32)).decode()
+    keys = tmp_path / "keys"
+    write_atomic(keys, wrong + "\n")
+    env = env_for(bao, keys, UNSEALER_RAFT_JOIN="false", UNSEALER_FAST_INTERVAL="0.2")
+    unsealer = unsealers(env)
+    wait(
+        lambda: (
+            "key rejected" in str(member_check(unsealer, bao, 0).get("message"))
+            and all(member_check(unsealer, bao, i).get("role") == "not joined" for i in (1, 2))
+        ),
+        "the key refused by member 0, members 1 and 2 seen not joined",
+    )
+    # Someone else unseals the leader: this process has unsealed nothing, and the only sealed
+    # members are joiners, so a key file that does not name the cluster is withheld for good.
+    bao.unseal(0, init.keys_b64[0])
+    wait(lambda: bao.role(0) == "active", "member 0 active")
+    wait(
+        lambda: all(
+            "joining" in str(member_check(unsealer, bao, i).get("message")) for i in (1, 2)
+        ),
+        "the key withheld from the joiners",
+    )
+    time.sleep(3)  # several passes
+    assert submissions(unsealer, bao, 1) == submissions(unsealer, bao, 2) == 0
+    # The key document naming this cluster: the leader reports the same id, so it is given to
+    # the joiners at once, with nothing to prove it on first.
+    write_document(keys, init, bao.cluster_id(0))
+    wait(
+        lambda: sorted(bao.roles()) == ["active", "standby", "standby"],
+        "one active member and two standbys",
+        timeout=90,
+    )
+    assert all_answer(bao)
+    assert any(e.get("event") == "keys.cluster_matches" for e in unsealer.events())
+    texts = [unsealer.logs(), unsealer.health_text(), unsealer.metrics()]
+    assert_no_keys(texts, [*init.keys_b64, wrong])
+    assert all(init.root_token not in text for text in texts)
+
+
+def test_a_key_file_of_another_cluster_is_given_to_no_member(
+    bao_retry_join: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    bao = bao_retry_join
+    init = bao.init(0)
+    bao.unseal(0, init.keys_b64[0])
+    # 1 and 2 fetch their join challenge and wait for the key: initialized and sealed, they look
+    # joined, yet a wrong key would lock them for good.
+    wait(lambda: bao.roles() == ["active", "sealed", "sealed"], "members 1 and 2 joining")
+    here = bao.cluster_id(0)
+    with BaoCluster(1, base_dir=tmp_path, retry_join=False) as other:
+        stranger = other.init(0)
+        other.unseal(0, stranger.keys_b64[0])
+        there = other.cluster_id(0)
+    keys = write_document(tmp_path / "keys", stranger, there)
+    env = env_for(bao, keys, UNSEALER_RAFT_JOIN="false", UNSEALER_FAST_INTERVAL="0.2")
+    unsealer = unsealers(env)
+    mismatch = f"the key file is for cluster {there}, the members are cluster {here}"
+    wait(
+        lambda: mismatch in str(checks(unsealer).get("cluster", {}).get("message")),
+        "the mismatch named on /health",
+    )
+    time.sleep(3)  # several passes with the stranger's document in place
+    assert all_answer(bao), "a member stopped answering: it was given another cluster's key"
+    assert checks(unsealer)["cluster"]["status"] == "failing"
+    for i in (1, 2):
+        assert mismatch in str(member_check(unsealer, bao, i).get("message"))
+        assert submissions(unsealer, bao, i) == 0
+    refused = [e for e in unsealer.events() if e.get("event") == "keys.other_cluster"]
+    assert refused, "no keys.other_cluster event"
+    assert refused[0]["key_cluster"] == there
+    # The right document comes back: every member is unsealed.
+    write_document(keys, init, here)
+    wait(
+        lambda: sorted(bao.roles()) == ["active", "standby", "standby"],
+        "one active member and two standbys",
+        timeout=90,
+    )
+    assert all_answer(bao)
+    wait(lambda: checks(unsealer).get("cluster", {}).get("status") == "ok", "cluster check ok")
+    texts = [unsealer.logs(), unsealer.health_text(), unsealer.metrics()]
+    assert_no_keys(texts, [*init.keys_b64, *stranger.keys_b64])
+    assert all(t not in text for t in (init.root_token, stranger.root_token) for text in texts)
+
+
+class _RecordingEngine(FakeEngine):
+    """The Docker engine bootstrap talks to, keeping what it puts in the secret."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.payloads: list[bytes] = []
+
+    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> SecretInfo:
+        self.payloads.append(data)
+        return super().create_secret(name, data, labels)
+
+
+def test_vault_bootstrap_records_the_cluster_id_a_fresh_unsealer_proves_its_key_with(
+    bao_retry_join: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
+) -> None:
+    bao = bao_retry_join
+    engine = _RecordingEngine()  # no Docker: the secret's content is what is looked at
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with VaultClient(bao.address(0), TlsConfig(bao.ca_file, bao.tls_name)) as first:
+        Bootstrap(
+            vault=first,
+            engine=engine,
+            secret_name="vault_unseal_key",
+            services=[],
+            shares=1,
+            threshold=1,
+            out=io.StringIO(),
+            output_dir=private,
+            root_token_file="root-token",
+        ).run()
+    (document,) = engine.payloads
+    status = bao.seal_status(0)  # bootstrap unsealed member 0 to learn its cluster
+    assert parse_keys(document).cluster_id == status["cluster_id"]
+    assert json.loads(document)["cluster_name"] == status["cluster_name"]
+    keys = tmp_path / "keys"
+    write_atomic(keys, document.decode())
+    unsealer = unsealers(env_for(bao, keys, UNSEALER_RAFT_JOIN="false"))
+    wait(
+        lambda: sorted(bao.roles()) == ["active", "standby", "standby"],
+        "one active member and two standbys",
+        timeout=90,
+    )
+    assert '"keys.cluster_matches"' in unsealer.logs()
+    texts = [unsealer.logs(), unsealer.health_text(), unsealer.metrics()]
+    assert_no_keys(texts, list(parse_keys(document).keys))
 
 
 def test_not_joined_members_are_named_so_never_sent_to_bootstrap(

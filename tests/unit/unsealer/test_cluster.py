@@ -1,10 +1,24 @@
-"""The cluster view: roles, the one-active rule, and who may be given an unproven key."""
+"""The cluster view: roles, the one-active rule, who may be given an unproven key, and what the
+key document's cluster id proves."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from services.unsealer.cluster import MemberView, cluster_exists, judge, plan_keys, roles
+from services.unsealer.cluster import (
+    NO_OWNER,
+    KeyOwner,
+    MemberView,
+    Owner,
+    cluster_exists,
+    judge,
+    key_owner,
+    plan_keys,
+    roles,
+    unsealed_cluster_ids,
+)
 from services.unsealer.status import MemberHealth, Role
 
 ACTIVE = MemberHealth(initialized=True, sealed=False, standby=False)
@@ -81,3 +95,90 @@ def test_a_full_cluster_restart_starts_with_one_member() -> None:
     plan = plan_keys([m("a", SEALED), m("b", SEALED), m("c", SEALED)], key_proven=False)
     assert plan.recipients == {"a"}
     assert set(plan.withheld) == {"b", "c"}
+
+
+HERE = "aea0926c-24b0-8d67-0ed4-dba6847e7d21"
+THERE = "0b1c2d3e-0000-4000-8000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("document", "members", "owner"),
+    [
+        (HERE, [HERE], Owner.THIS),
+        (HERE, [HERE, HERE, None], Owner.THIS),  # a member unsealed this cycle has not said yet
+        (HERE, [THERE], Owner.OTHER),
+        (HERE, [THERE, None], Owner.OTHER),
+        (None, [HERE], Owner.UNKNOWN),  # a line-format file or an older document
+        (HERE, [], Owner.UNKNOWN),  # a full cluster restart: nobody unsealed to compare with
+        (HERE, [None, None], Owner.UNKNOWN),
+        (HERE, [HERE, THERE], Owner.UNKNOWN),  # two clusters behind one name: proves nothing
+        (None, [], Owner.UNKNOWN),
+    ],
+)
+def test_the_document_cluster_id_against_the_unsealed_members(
+    document: str | None, members: list[str | None], owner: Owner
+) -> None:
+    assert key_owner(document, members).owner is owner
+
+
+def test_a_mismatch_names_both_clusters() -> None:
+    found = key_owner(HERE, [THERE, THERE])
+    assert found.message == f"the key file is for cluster {HERE}, the members are cluster {THERE}"
+    assert THERE in key_owner(HERE, [HERE, THERE]).message  # said, though it changes nothing
+
+
+def test_only_unsealed_members_report_a_cluster_id() -> None:
+    members = [
+        m("a", replace(ACTIVE, cluster_id=HERE)),
+        m("b", replace(STANDBY, cluster_id=HERE)),
+        m("c", replace(SEALED, cluster_id=THERE)),  # cannot happen, and would not count
+        m("d", None),
+        m("e", UNINIT),
+    ]
+    assert unsealed_cluster_ids(members) == [HERE, HERE]
+
+
+LEADER = m("a", replace(ACTIVE, cluster_id=HERE))
+JOINERS = [m("b", SEALED, joining=True), m("c", SEALED, joining=True)]
+THIS = key_owner(HERE, [HERE])
+OTHER = key_owner(THERE, [HERE])
+
+
+@pytest.mark.parametrize(
+    ("members", "proven", "owner", "recipients", "refused"),
+    [
+        # a fresh unsealer beside an unsealed leader, only joiners sealed (retry_join shape)
+        ([LEADER, *JOINERS], False, THIS, {"b", "c"}, False),
+        ([LEADER, *JOINERS], False, NO_OWNER, set(), False),  # withheld: nobody to prove it on
+        ([LEADER, *JOINERS], False, OTHER, set(), True),
+        # members that look joined: the matching document goes to all, another to nobody
+        ([LEADER, m("b", SEALED), m("c", SEALED)], False, THIS, {"b", "c"}, False),
+        # a matching document may hold stale keys (a missed rekey): joined members go first
+        ([LEADER, m("b", SEALED), *JOINERS[1:]], False, THIS, {"b"}, False),
+        ([LEADER, m("b", SEALED), m("c", SEALED)], False, OTHER, set(), True),
+        ([LEADER, m("b", SEALED), m("c", SEALED)], False, NO_OWNER, {"b"}, False),
+        # the key unsealed a member in this process: that beats what the document says
+        ([LEADER, *JOINERS], True, OTHER, {"b", "c"}, False),
+        # nobody unsealed (full restart): today's way, one joined member first
+        ([m("a", SEALED), m("b", SEALED)], False, NO_OWNER, {"a"}, False),
+    ],
+)
+def test_the_plan_follows_the_proof(
+    members: list[MemberView],
+    proven: bool,
+    owner: KeyOwner,
+    recipients: set[str],
+    refused: bool,
+) -> None:
+    plan = plan_keys(members, key_proven=proven, owner=owner)
+    assert plan.recipients == recipients
+    assert bool(plan.refused) is refused
+    assert plan.proven is (proven or owner.owner is Owner.THIS)
+    sealed = {v.address for v in members if v.health is not None and v.health.sealed}
+    assert set(plan.withheld) == sealed - recipients
+
+
+def test_a_refused_document_is_named_to_every_sealed_member() -> None:
+    plan = plan_keys([LEADER, *JOINERS], key_proven=False, owner=OTHER)
+    assert plan.refused == OTHER.message
+    assert all(OTHER.message in why and "withheld" in why for why in plan.withheld.values())

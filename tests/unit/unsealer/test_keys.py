@@ -119,3 +119,41 @@ def test_repr_and_fingerprint_hide_the_keys() -> None:
         for fragment in secret_fragments():
             assert fragment not in text
     assert parse_keys("\n".join(B64[:2]).encode()).fingerprint != keys.fingerprint
+
+
+CLUSTER = "aea0926c-24b0-8d67-0ed4-dba6847e7d21"
+
+
+@pytest.mark.parametrize(
+    ("content", "cluster_id"),
+    [
+        (json.dumps({"unseal_keys_b64": B64, "cluster_id": CLUSTER, "cluster_name": "v"}), CLUSTER),
+        (json.dumps({"keys_base64": B64, "cluster_id": CLUSTER}), CLUSTER),
+        (json.dumps({"unseal_keys_b64": B64}), None),  # an older document
+        (json.dumps({"unseal_keys_b64": B64, "cluster_id": None}), None),
+        ("\n".join(B64) + "\n", None),  # one key per line cannot say
+    ],
+    ids=["bootstrap json", "api json", "older json", "null", "lines"],
+)
+def test_the_document_may_name_its_cluster(content: str, cluster_id: str | None) -> None:
+    keys = parse_keys(content.encode())
+    assert keys.cluster_id == cluster_id
+    assert keys.keys == tuple(B64)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [5, "", " ", "x" * 129, ["id"], {"id": 1}, True, "two words", "id\n", "-leading"],
+    ids=["int", "empty", "blank", "too long", "list", "object", "bool", "space", "newline", "dash"],
+)
+def test_a_bad_cluster_id_is_refused_naming_the_field_not_the_keys(value: object) -> None:
+    with pytest.raises(KeyFileError, match="cluster_id must be a non-empty string") as caught:
+        parse_keys(json.dumps({"unseal_keys_b64": B64, "cluster_id": value}).encode())
+    for fragment in secret_fragments():
+        assert fragment not in str(caught.value)
+
+
+def test_the_repr_shows_the_cluster_not_the_keys() -> None:
+    keys = parse_keys(json.dumps({"unseal_keys_b64": B64, "cluster_id": CLUSTER}).encode())
+    assert CLUSTER in repr(keys)
+    assert not any(fragment in repr(keys) for fragment in secret_fragments())

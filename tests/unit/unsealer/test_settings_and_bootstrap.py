@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import secrets
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.unsealer.bootstrap import (
@@ -24,6 +28,7 @@ from services.unsealer.bootstrap import (
 )
 from services.unsealer.keys import parse_keys
 from services.unsealer.settings import UnsealerSettings
+from services.unsealer.vault_client import TlsConfig, VaultClient
 from shared.errors import ConfigError
 from shared.settings import load_settings
 from shared.swarm import SecretInfo, SecretRef
@@ -73,6 +78,18 @@ def test_secret_document_round_trips_through_the_key_parser() -> None:
     assert document["unseal_shares"] == 2
     assert document["unseal_threshold"] == 2
     assert parse_keys(payload).keys == tuple(reply["keys_base64"])
+
+
+def test_secret_document_records_the_cluster_when_known() -> None:
+    reply = {"keys": ["ab" * 32], "keys_base64": [base64.b64encode(b"k" * 32).decode()]}
+    cluster = "aea0926c-24b0-8d67-0ed4-dba6847e7d21"
+    payload = secret_document(reply, 1, 1, cluster_id=cluster, cluster_name="vault-cluster-1")
+    document = json.loads(payload)
+    assert document["cluster_id"] == cluster
+    assert document["cluster_name"] == "vault-cluster-1"
+    assert document["unseal_keys_b64"] == reply["keys_base64"]  # still `operator init` JSON
+    assert parse_keys(payload).cluster_id == cluster
+    assert "cluster_id" not in json.loads(secret_document(reply, 1, 1))
 
 
 def test_versioned_name() -> None:
@@ -197,3 +214,97 @@ def test_the_token_path_names_the_output_directory_and_there_is_no_default(tmp_p
         _output(tmp_path / "missing", None)
     with pytest.raises(ConfigError, match="differs from --output-dir"):
         _output(tmp_path / "a", str(tmp_path / "b" / "root-token"))
+
+
+CLUSTER_ID = "aea0926c-24b0-8d67-0ed4-dba6847e7d21"
+
+
+@dataclass
+class FakeVault:
+    """Just enough of ``sys/init``, ``seal-status`` and ``unseal`` for one fresh member."""
+
+    key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+    unseal_works: bool = True
+    cluster_id: str = CLUSTER_ID
+    initialized: bool = False
+    sealed: bool = True
+
+    def handle(self, request: httpx.Request, calls: list[str]) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        path = request.url.path
+        if path == "/v1/sys/init" and request.method == "GET":
+            return httpx.Response(200, json={"initialized": self.initialized})
+        if path == "/v1/sys/init":
+            self.initialized = True
+            raw = base64.b64decode(self.key)
+            body = {"keys": [raw.hex()], "keys_base64": [self.key], "root_token": "s.root"}
+            return httpx.Response(200, json=body)
+        if path == "/v1/sys/unseal":
+            if not self.unseal_works:
+                return httpx.Response(500, json={"errors": ["internal error"]})
+            self.sealed = json.loads(request.content)["key"] != self.key
+        status: dict[str, object] = {"initialized": self.initialized, "sealed": self.sealed}
+        if not self.sealed:
+            status |= {"cluster_id": self.cluster_id, "cluster_name": "vault-cluster-1"}
+        return httpx.Response(200, json=status)
+
+
+class RecordingEngine(FakeEngine):
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+        self.payloads: list[bytes] = []
+
+    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> SecretInfo:
+        self.calls.append("create secret")
+        self.payloads.append(data)
+        return super().create_secret(name, data, labels)
+
+
+def run_bootstrap(vault: FakeVault, tmp_path: Path) -> tuple[list[str], bytes, str]:
+    calls: list[str] = []
+    engine = RecordingEngine(calls)
+    out = io.StringIO()
+    transport = httpx.MockTransport(lambda request: vault.handle(request, calls))
+    with VaultClient(
+        "https://10.0.0.5:8200", TlsConfig(None, "vault.iklim.co"), transport=transport
+    ) as client:
+        Bootstrap(
+            vault=client,
+            engine=engine,
+            secret_name="vault_unseal_key",
+            services=[],
+            shares=1,
+            threshold=1,
+            out=out,
+            output_dir=tmp_path,
+            root_token_file="root-token",
+        ).run()
+    assert len(engine.payloads) == 1
+    return calls, engine.payloads[0], out.getvalue()
+
+
+def test_bootstrap_unseals_the_first_member_and_records_its_cluster(tmp_path: Path) -> None:
+    vault = FakeVault()
+    calls, payload, said = run_bootstrap(vault, tmp_path)
+    assert calls.index("PUT /v1/sys/unseal") < calls.index("create secret")
+    assert parse_keys(payload).cluster_id == CLUSTER_ID
+    assert json.loads(payload)["cluster_name"] == "vault-cluster-1"
+    assert CLUSTER_ID in said
+    assert vault.key not in said
+
+
+def test_a_failed_unseal_still_stores_the_keys_without_a_cluster_id(tmp_path: Path) -> None:
+    vault = FakeVault(unseal_works=False)
+    _, payload, said = run_bootstrap(vault, tmp_path)
+    keys = parse_keys(payload)
+    assert keys.keys == (vault.key,)  # the keys reached the secret all the same
+    assert keys.cluster_id is None
+    assert "no cluster id" in said
+    assert vault.key not in said
+
+
+def test_an_id_the_unsealer_would_refuse_is_not_recorded(tmp_path: Path) -> None:
+    _, payload, said = run_bootstrap(FakeVault(cluster_id="not an id"), tmp_path)
+    assert parse_keys(payload).cluster_id is None  # the key file stays readable
+    assert "no cluster id" in said

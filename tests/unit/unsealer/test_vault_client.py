@@ -76,3 +76,30 @@ def test_non_json_answer_is_a_vault_error() -> None:
 
     with pytest.raises(VaultError, match="not JSON"):
         client_for(httpx.MockTransport(html)).seal_status()
+
+
+CLUSTER = "aea0926c-24b0-8d67-0ed4-dba6847e7d21"
+
+
+@pytest.mark.parametrize(
+    ("extra", "cluster_id"),
+    [
+        ({"cluster_id": CLUSTER, "cluster_name": "vault-cluster-1"}, CLUSTER),
+        ({}, None),  # a sealed member says nothing
+        ({"cluster_id": None}, None),
+        ({"cluster_id": ""}, None),
+        ({"cluster_id": 7}, None),
+        ({"cluster_id": "x" * 500}, None),
+    ],
+)
+def test_the_cluster_id_is_read_when_a_member_reports_it(
+    extra: dict[str, object], cluster_id: str | None
+) -> None:
+    body = {"initialized": True, "sealed": cluster_id is None, "standby": True, **extra}
+    status = answering(200, body).seal_status()
+    health = answering(200, body).health()
+    assert status.cluster_id == cluster_id
+    assert health.cluster_id == cluster_id
+    assert health.seal_status().cluster_id == cluster_id
+    if cluster_id is not None:
+        assert status.cluster_name == "vault-cluster-1"
