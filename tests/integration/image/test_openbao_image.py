@@ -41,20 +41,26 @@ _HEALTHCHECK = ["vault", "status", "-address=https://127.0.0.1:8200", "-tls-skip
 _STACK = Path(__file__).resolve().parents[3] / "stacks" / "docker-stack-vault.yml"
 
 
-def _stack_healthcheck() -> list[str]:
-    """The Vault service's healthcheck shell command, as `docker stack config` renders it."""
-    out = subprocess.run(
+def _rendered_stack() -> str:
+    """The Vault stack file as `docker stack config` renders it."""
+    return subprocess.run(
         ["docker", "stack", "config", "-c", str(_STACK)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    check = re.search(r"- CMD-SHELL\n\s+- (.*)", out)
+
+
+def _scalar(text: str) -> str:
+    """A YAML plain or single-quoted scalar's value ('' stands for ' inside quotes)."""
+    return text[1:-1].replace("''", "'") if text.startswith("'") else text
+
+
+def _stack_healthcheck() -> list[str]:
+    """The Vault service's healthcheck shell command, as `docker stack config` renders it."""
+    check = re.search(r"- CMD-SHELL\n\s+- (.*)", _rendered_stack())
     assert check
-    command = check.group(1)
-    if command.startswith("'"):  # a YAML single-quoted scalar: '' stands for '
-        command = command[1:-1].replace("''", "'")
-    return ["sh", "-c", command]
+    return ["sh", "-c", _scalar(check.group(1))]
 
 
 def _docker(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -222,18 +228,11 @@ def test_the_deploy_check_names_an_image_without_a_vault_cli(project_image: str)
 
 def _stack_entrypoint() -> list[str]:
     """The Vault service's entrypoint, as `docker stack config` renders it."""
-    out = subprocess.run(
-        ["docker", "stack", "config", "-c", str(_STACK)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    found = re.search(r"entrypoint:\n\s+- /bin/sh\n\s+- -c\n\s+- (.*)\n\s+- (vault-member)\n", out)
+    found = re.search(
+        r"entrypoint:\n\s+- /bin/sh\n\s+- -c\n\s+- (.*)\n\s+- (vault-member)\n", _rendered_stack()
+    )
     assert found, "the vault service has no /bin/sh -c entrypoint"
-    script = found.group(1)
-    if script.startswith("'"):  # a YAML single-quoted scalar: '' stands for '
-        script = script[1:-1].replace("''", "'")
-    return ["/bin/sh", "-c", script, found.group(2)]
+    return ["/bin/sh", "-c", _scalar(found.group(1)), found.group(2)]
 
 
 def test_the_stack_entrypoint_keeps_a_members_cluster_port_in_its_data(openbao_image: str) -> None:
