@@ -82,7 +82,7 @@ def _vault_started(flow: LocalFlow) -> dict[str, str]:
 
 
 def _forge(flow: LocalFlow, *, signed_with: bytes | None) -> None:
-    forge_pair(flow.storagebox, cert_name=CERT_NAME, key_name=KEY_NAME, signed_with=signed_with)
+    forge_pair(flow.storagebox, signed_with=signed_with)
 
 
 def _scale_reloader(flow: LocalFlow, replicas: int) -> None:

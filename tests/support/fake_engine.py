@@ -35,6 +35,7 @@ class FakeEngine:
     node_list: dict[str, NodeInfo] = field(default_factory=dict)
     container_list: list[tuple[str, str, ContainerInfo]] = field(default_factory=list)
     secret_list: dict[str, SecretInfo] = field(default_factory=dict)
+    secret_data: dict[str, bytes] = field(default_factory=dict)  # what each secret was made of
     posted: list[tuple[str, SpecEdit]] = field(default_factory=list)
     signalled: list[tuple[str, str]] = field(default_factory=list)
     # Called before each posted update; it may change the service (a concurrent writer).
@@ -205,6 +206,7 @@ class FakeEngine:
         self._check()
         secret = SecretInfo(f"sid-{len(self.secret_list)}", name, dict(labels))
         self.secret_list[secret.secret_id] = secret
+        self.secret_data[secret.secret_id] = data
         return secret
 
     def remove_secret(self, secret_id: str) -> None:

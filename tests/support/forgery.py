@@ -7,36 +7,22 @@ either unsigned or signed with a key the distributors do not hold.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.atomic import write_file_atomic
-from shared.certs import leaf_info
-from shared.manifest import MANIFEST_NAME, FileEntry, Manifest
+from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, sign_manifest
+from tests.support.boxes import make_pair, publish
 from tests.support.pki import CA
 
 FORGED_GENERATION = 999
 FORGED_PUBLISHER = "attacker"
 
 
-def forge_pair(
-    box: Path, *, cert_name: str, key_name: str, signed_with: bytes | None = None
-) -> None:
-    attacker = CA("attacker")
-    leaf = attacker.leaf()
-    cert, key = attacker.fullchain(leaf), leaf.key_pem
-    manifest = Manifest(
-        generation=FORGED_GENERATION,
-        published_at=datetime.now(UTC),
-        cert=FileEntry.of(cert_name, cert),
-        key=FileEntry.of(key_name, key),
-        leaf=leaf_info(leaf.cert),
-        publisher=FORGED_PUBLISHER,
-    )
-    raw = manifest.to_json()
+def forge_pair(box: Path, *, signed_with: bytes | None = None) -> None:
+    pair = make_pair(CA("attacker"), FORGED_GENERATION, publisher=FORGED_PUBLISHER)
+    raw = pair.manifest.to_json()
     if signed_with is not None:
         raw = sign_manifest(MacKeys.of(signed_with), raw)
-    write_file_atomic(box / cert_name, cert)
-    write_file_atomic(box / key_name, key, mode=0o600)
+    publish(box, pair, manifest=False)
     write_file_atomic(box / MANIFEST_NAME, raw)

@@ -28,11 +28,11 @@ from services.distributor.settings import DistributorSettings
 from shared.certs import fingerprint
 from shared.docker_engine import DockerPyEngine, open_engine
 from shared.settings import load_settings
+from tests.support.boxes import CERT, KEY, make_pair, publish
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_names import unique
 from tests.support.openbao_image import build_openbao_image
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, make_pair, publish
 
 pytestmark = [pytest.mark.timeout(300)]
 

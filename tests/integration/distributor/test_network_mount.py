@@ -9,8 +9,8 @@ from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
 from shared.settings import load_settings
 from shared.watch import ChangeWatcher, Wake
+from tests.support.boxes import CERT, KEY, make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, make_pair, publish
 
 from .conftest import wait_for
 from .sshfs_box import sshfs_box

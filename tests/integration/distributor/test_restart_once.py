@@ -15,8 +15,8 @@ from services.distributor.docker_ops import force_update_once
 from services.distributor.facts import FINGERPRINT_LABEL
 from services.distributor.service import Distributor
 from shared.docker_engine import DockerPyEngine
+from tests.support.boxes import make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import make_pair, publish
 
 from .conftest import Fleet, StandIns, running_tasks, service_state, wait_for, wait_update_done
 

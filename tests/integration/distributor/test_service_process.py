@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 
 from shared.atomic import TEMP_MARKER
+from tests.support.boxes import CERT, KEY, make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, make_pair, publish
 
 from .conftest import wait_for
 

@@ -18,10 +18,10 @@ import pytest
 from shared.atomic import write_file_atomic
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, key_id, sign_manifest
+from tests.support.boxes import CERT, KEY, Pair, make_pair, publish
 from tests.support.certflow_procs import REPO, DistributorProcess, clean_env, wait_for
 from tests.support.mac_keys import write_key_file
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, Pair, make_pair, publish
 
 
 def _key_file(path: Path) -> bytes:

@@ -25,7 +25,6 @@ import pytest
 from services.unsealer.bootstrap import Bootstrap, secret_document
 from services.unsealer.keys import parse_keys
 from services.unsealer.vault_client import TlsConfig, VaultClient
-from shared.swarm import SecretInfo
 from tests.integration.unsealer.conftest import UnsealerProcess, assert_no_keys, write_atomic
 from tests.support.fake_engine import FakeEngine
 from tests.support.openbao import BaoCluster, InitResult
@@ -241,23 +240,11 @@ def test_a_key_file_of_another_cluster_is_given_to_no_member(
     assert all(t not in text for t in (init.root_token, stranger.root_token) for text in texts)
 
 
-class _RecordingEngine(FakeEngine):
-    """The Docker engine bootstrap talks to, keeping what it puts in the secret."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.payloads: list[bytes] = []
-
-    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> SecretInfo:
-        self.payloads.append(data)
-        return super().create_secret(name, data, labels)
-
-
 def test_vault_bootstrap_records_the_cluster_id_a_fresh_unsealer_proves_its_key_with(
     bao_retry_join: BaoCluster, unsealers: MakeUnsealer, tmp_path: Path
 ) -> None:
     bao = bao_retry_join
-    engine = _RecordingEngine()  # no Docker: the secret's content is what is looked at
+    engine = FakeEngine()  # no Docker: the secret's content is what is looked at
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     with VaultClient(bao.address(0), TlsConfig(bao.ca_file, bao.tls_name)) as first:
@@ -272,7 +259,7 @@ def test_vault_bootstrap_records_the_cluster_id_a_fresh_unsealer_proves_its_key_
             output_dir=private,
             root_token_file="root-token",
         ).run()
-    (document,) = engine.payloads
+    (document,) = engine.secret_data.values()
     status = bao.seal_status(0)  # bootstrap unsealed member 0 to learn its cluster
     assert parse_keys(document).cluster_id == status["cluster_id"]
     assert json.loads(document)["cluster_name"] == status["cluster_name"]

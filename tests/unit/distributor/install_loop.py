@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.distributor.install import PairInstaller
 from shared.manifest import Manifest
-from tests.unit.distributor.boxes import CERT, KEY
+from tests.support.boxes import CERT, KEY
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ import pytest
 from services.distributor.install import DATA_LINK, PairInstaller
 from shared.atomic import TEMP_MARKER
 from shared.manifest import MANIFEST_NAME, Manifest
+from tests.support.boxes import CERT, KEY, Pair, make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, Pair, make_pair, publish
 
 REPO = Path(__file__).resolve().parents[3]
 

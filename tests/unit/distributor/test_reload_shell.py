@@ -21,9 +21,9 @@ from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
 from shared.settings import load_settings
 from shared.swarm import ContainerInfo, ExecResult
+from tests.support.boxes import CERT, make_pair, publish
 from tests.support.fake_engine import FakeEngine
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, make_pair, publish
 
 VAULT = "iklimco_vault"
 FP = "AA:NEW"

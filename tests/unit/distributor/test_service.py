@@ -19,8 +19,8 @@ from services.distributor.settings import DistributorSettings
 from shared.errors import ConfigError
 from shared.health import build_app
 from shared.settings import load_settings
+from tests.support.boxes import CERT, KEY, make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, make_pair, publish
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -14,8 +14,8 @@ from shared.certs import required_names
 from shared.errors import CertificateInvalid, Reason, StorageError
 from shared.manifest import MANIFEST_NAME
 from shared.storagebox import read_snapshot
+from tests.support.boxes import CERT, KEY, make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, make_pair, publish
 
 NOW = datetime.now(UTC)
 

@@ -12,9 +12,9 @@ from services.distributor.service import Distributor
 from shared.atomic import write_file_atomic
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, key_id, sign_manifest
+from tests.support.boxes import CERT, KEY, Pair, make_pair, publish
 from tests.support.mac_keys import write_key_file
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import CERT, KEY, Pair, make_pair, publish
 
 from .test_service import get_health, settings
 

@@ -250,14 +250,14 @@ class FakeVault:
 
 
 class RecordingEngine(FakeEngine):
+    """Puts the secret's creation in the same call list as the Vault calls (their order)."""
+
     def __init__(self, calls: list[str]) -> None:
         super().__init__()
         self.calls = calls
-        self.payloads: list[bytes] = []
 
     def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> SecretInfo:
         self.calls.append("create secret")
-        self.payloads.append(data)
         return super().create_secret(name, data, labels)
 
 
@@ -280,8 +280,8 @@ def run_bootstrap(vault: FakeVault, tmp_path: Path) -> tuple[list[str], bytes, s
             output_dir=tmp_path,
             root_token_file="root-token",
         ).run()
-    assert len(engine.payloads) == 1
-    return calls, engine.payloads[0], out.getvalue()
+    (payload,) = engine.secret_data.values()
+    return calls, payload, out.getvalue()
 
 
 def test_bootstrap_unseals_the_first_member_and_records_its_cluster(tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ class Pair:
     manifest: Manifest
 
 
-def make_pair(ca: CA, generation: int, leaf: Issued | None = None) -> Pair:
+def make_pair(
+    ca: CA, generation: int, leaf: Issued | None = None, *, publisher: str = "test"
+) -> Pair:
     leaf = leaf or ca.leaf()
     cert, key = ca.fullchain(leaf), leaf.key_pem
     manifest = Manifest(
@@ -31,7 +33,7 @@ def make_pair(ca: CA, generation: int, leaf: Issued | None = None) -> Pair:
         cert=FileEntry.of(CERT, cert),
         key=FileEntry.of(KEY, key),
         leaf=leaf_info(leaf.cert),
-        publisher="test",
+        publisher=publisher,
     )
     return Pair(cert, key, manifest)
 
