@@ -190,6 +190,7 @@ def report(attempts: list[dict[str, Any]], interval: float) -> dict[str, Any]:
         "interval_s": interval,
         "errors": errors,
         "failed_at": [a["at"] for a in attempts if not a["ok"]],
+        "last_at": attempts[-1]["at"] if attempts else 0.0,  # the probe saw the row until then
     }
 
 
