@@ -19,10 +19,10 @@ from services.distributor.coordinator import Kind
 from services.distributor.service import Distributor
 from shared.logs import configure_logging
 from tests.integration.distributor.conftest import Fleet, StandIns, service_state
+from tests.support.boxes import make_pair, publish
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import make_pair, publish
 
 
 def converge(dist: Distributor, deadline: float) -> None:

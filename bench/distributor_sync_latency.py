@@ -24,8 +24,8 @@ from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
 from shared.logs import configure_logging
 from shared.settings import load_settings
+from tests.support.boxes import make_pair, publish
 from tests.support.pki import CA
-from tests.unit.distributor.boxes import make_pair, publish
 
 
 def percentile(values: list[float], pct: float) -> float:
