@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from shared.health import HealthRegistry, build_app
@@ -27,10 +28,19 @@ class HealthServer:
     """uvicorn in a thread; ``port`` is the bound port (useful with port 0 in tests)."""
 
     def __init__(
-        self, health: HealthRegistry, metrics: CollectorRegistry, *, host: str, port: int
+        self,
+        health: HealthRegistry,
+        metrics: CollectorRegistry,
+        *,
+        host: str,
+        port: int,
+        routes: Callable[[FastAPI], None] | None = None,
     ) -> None:
+        app = build_app(health, metrics)
+        if routes is not None:
+            routes(app)
         config = uvicorn.Config(
-            build_app(health, metrics),
+            app,
             host=host,
             port=port,
             log_config=None,
@@ -86,10 +96,12 @@ def run_service(
     port: int,
     worker: Callable[[threading.Event], int],
     stop: threading.Event | None = None,
+    routes: Callable[[FastAPI], None] | None = None,
 ) -> int:
-    """Serve health while ``worker(stop)`` runs; return the worker's exit code."""
+    """Serve health (and a service's own ``routes``) while ``worker(stop)`` runs; return the
+    worker's exit code."""
     stop = stop or threading.Event()
-    server = HealthServer(health, metrics, host=host, port=port)
+    server = HealthServer(health, metrics, host=host, port=port, routes=routes)
     with stop_on_signals(stop):
         bound = server.start()
         _log.info("health.listening", host=host, port=bound)

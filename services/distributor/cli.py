@@ -58,4 +58,5 @@ def run(args: argparse.Namespace) -> int:
         host=settings.health_host,
         port=settings.health_port,
         worker=distributor.run,
+        routes=distributor.routes,
     )

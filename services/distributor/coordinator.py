@@ -1,57 +1,72 @@
-"""Whether to restart Vault now: a pure function of what the leader's distributor observed.
+"""Whether to restart a Vault member now, and which: a pure function of what the leader observed.
 
-Exactly one restart per certificate comes from three rules: only the Swarm leader decides; the
-restart is a single service update that also writes the fingerprint into the service label
-``certflow.fingerprint`` (so a label equal to the fingerprint means "already done", for this and
-every later or concurrent coordinator); and it waits until every live Vault node reports the new
-pair installed, so no Vault task restarts onto old files. When the label is lost (a stack redeploy
-replaces service labels) but every Vault task started after its node installed the pair, the
-fingerprint is recorded without a restart.
+A certificate reaches Vault by restarting each member once, one at a time. The distributor on the
+member's node stops that member's container (SIGTERM, so an active member steps down first) and
+Swarm's restart policy starts the same task spec again, which reads the pair now installed. The
+standbys go first and the active member last, so leadership moves once per certificate.
 
-A rolling update that Swarm paused (a task of the update failed, typically because its node went
-down or rejoined mid-update) is resumed by posting the same spec again, which restarts only the
-tasks still on the old spec, never the ones already restarted. It is resumed only once the cause is
-gone (every Vault node live and holding the pair), a bounded number of times per certificate.
+No Swarm service update is used for this. Swarm's updater starts again whenever a new Swarm
+leader takes over, and it then replaces the next member at once, with no gate: losing the leader
+manager mid-rollout would stop a second member while the first was still down (lab row 17).
+
+Exactly one restart per member per certificate comes from four rules:
+- only the Swarm leader decides;
+- before a member is asked to stop, its slot and task go into the Vault service label
+  ``certflow.rollout``. No coordinator, this one or the next leader's, orders a second stop for a
+  slot already in it. It only sends the same order again, for the same task, and that task is
+  stopped only while it still runs;
+- a member that already serves the installed certificate is never stopped;
+- once every member serves it, the fingerprint goes into ``certflow.fingerprint``: done.
+
+Each stop waits for the gate. The member stopped last must be back: running, unsealed, serving
+the installed certificate and trusted by Vault's clients, and back long enough to be a raft voter.
+Every other member must be running and unsealed, and no Vault node may be down. Otherwise the
+rollout waits, and past a bound it reports itself halted. It never stops a second member.
+
+A rolling update certflow did not start (an operator's ``docker stack deploy``) is gated the same
+way: its member must be back before the coordinator moves Swarm on (``advance``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from enum import StrEnum
 
-from shared.swarm import FAILED_UPDATE_STATES, NodeInfo
+from shared.rollout import Ordered
+from shared.swarm import NodeInfo
 
 from .facts import DistributorInfo
 
 BUSY_UPDATE_STATES = frozenset({"updating", "rollback_started"})
+# An update Swarm paused: a member it stopped may be down, and a restart now would start the
+# member on the half-rolled spec. No member is stopped until an operator resumes or rolls back.
+PAUSED_UPDATE_STATES = frozenset({"paused", "rollback_paused"})
 
 
 class Kind(StrEnum):
     SYNC_ONLY = "sync_only"  # not the leader: install locally, decide nothing
     WAIT = "wait"  # not yet: nothing installed here, nodes still syncing, another update running
-    RESTART = "restart"  # every live Vault node has the pair: force one update now
-    ADOPT = "adopt"  # Vault tasks already started after the install: record the label, no restart
+    RESTART = "restart"  # every node has the pair, the gate is open: stop this member now
+    ADOPT = "adopt"  # every member serves the installed certificate: record it, no restart
     LAGGING = "lagging"  # a live Vault node lags past the timeout: failing, no restart
     NO_TASKS = "no_tasks"  # the Vault service runs no task on a live node
-    FAILED = "failed"  # our update paused or rolled back
-    RESUME = "resume"  # our update paused, its cause is gone: post the same spec again
-    DONE = "done"  # the service already runs with this fingerprint
+    FAILED = "failed"  # an update of Vault's own (not certflow's) is paused: nothing restarted
+    DONE = "done"  # every member serves this fingerprint and it is recorded
     HELD = "held"  # a vault member is not back (sealed or unhealthy): no restart until it is
-    NOT_BACK = "not_back"  # our update finished but a member is not back: not done yet
-    GATE = "gate"  # rolling update: the restarted member is not back yet (within its bound)
-    HALTED = "halted"  # rolling update: the restarted member is not back past its bound
-    ADVANCE = "advance"  # rolling update: the restarted member is back: let Swarm go on
+    NOT_BACK = "not_back"  # recorded done, but a member is not back now
+    GATE = "gate"  # the member stopped last (or updated by Swarm) is not back yet (within bound)
+    HALTED = "halted"  # that member is not back past its bound, or a restart did not take
+    ADVANCE = "advance"  # someone else's rolling update: its member is back, let Swarm go on
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
     """One Vault member (a task Swarm wants running), as the leader sees it.
 
-    ``sealed``/``proven`` come from the probe its node's distributor runs inside the container
-    (local_members.py); None: no probe yet. ``proven``: it serves the leaf installed on its node
-    and that chain verifies against the trust Vault's clients use.
+    ``sealed``/``proven``/``active`` come from the probe its node's distributor runs inside the
+    container (local_members.py); None: no probe yet. ``proven``: it serves the leaf installed on
+    its node and that chain verifies against the trust Vault's clients use.
     """
 
     task_id: str
@@ -62,6 +77,9 @@ class Member:
     proven: bool | None = None
     fingerprint: str | None = None  # the installed leaf its probe compared with
     detail: str = ""
+    slot: int | None = None
+    node_id: str = ""
+    active: bool | None = None  # the raft leader; None: not probed, sealed or not HA
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,27 +96,23 @@ class Observed:
     failures: Mapping[str, str] = field(default_factory=dict)  # node ID -> why it was not heard
     pending_since: float | None = None  # when this fingerprint was first found waiting
     lag_timeout: float = 300.0
-    posted: bool = False  # this coordinator posted the update and Swarm has not reported on it yet
-    vault_started: Mapping[str, float] = field(default_factory=dict)  # node -> oldest task start
-    clock_skew: float = 30.0
-    paused_since: float | None = None  # when this coordinator first saw our update paused
-    resumes_left: int = 0  # how many more times a paused update of this fingerprint may resume
-    resume_after: float = 30.0  # seconds a pause must last before it is resumed
     # Vault tasks Swarm wants running that are not running (healthy) now, labelled for operators:
     # a member that is sealed stays "starting" (the stack's healthcheck calls sealed unhealthy).
     not_back: tuple[str, ...] = ()
-    # Members with no task Swarm wants running at all (also in not_back): a replaced member's new
-    # task is held back until the old one has stopped, for up to a minute when its node was lost,
-    # and the old one no longer counts. Without this, that member would simply not be seen.
+    # Members with no task Swarm wants running at all (also in not_back): a stopped member's
+    # new task waits out the restart delay, and a lost node's task is replaced after a while.
+    # Without this, that member would simply not be seen.
     missing: tuple[str, ...] = ()
     members: tuple[Member, ...] = ()
-    # The rolling update's gate (filled from the step's memory): the member it waits on, since
-    # when, since when that member is back, and whether we already moved the update past it.
+    # The stop orders recorded for this fingerprint (ROLLOUT_LABEL), oldest first.
+    ordered: tuple[Ordered, ...] = ()
+    # The gate (filled from the step's memory): the task it waits on, since when, since when its
+    # member is back, and whether we already moved someone else's update past it.
     gate_task: str | None = None
     gate_since: float | None = None
     back_since: float | None = None
     advanced: bool = False
-    member_bound: float = 120.0  # a restarted member not back after this long halts the update
+    member_bound: float = 120.0  # a stopped member not back after this long halts the rollout
     voter_wait: float = 12.0  # a member back this long has become a raft voter
 
 
@@ -109,6 +123,8 @@ class Decision:
     fingerprint: str | None = None
     nodes: tuple[str, ...] = ()  # lagging or waited-for nodes
     left_out: tuple[str, ...] = ()  # Vault nodes that are down and were not asked
+    member: Member | None = None  # RESTART: the member to stop; GATE: the one asked to stop
+    resend: bool = False  # GATE: the stop order is due to be sent again (same task)
 
 
 def _label(node: str, nodes: Mapping[str, NodeInfo]) -> str:
@@ -122,27 +138,10 @@ def _live(node: str, nodes: Mapping[str, NodeInfo]) -> bool:
     return info is None or info.state == "ready"
 
 
-def _all_started_after_install(live: list[str], obs: Observed) -> bool:
-    for node in live:
-        started = obs.vault_started.get(node)
-        installed = obs.reports[node].installed_at if node in obs.reports else None
-        if started is None or installed is None:
-            return False
-        try:
-            installed_ts = datetime.fromisoformat(installed).timestamp()
-        except ValueError:
-            return False
-        if started <= installed_ts + obs.clock_skew:
-            return False
-    return True
-
-
-def _all_serve(obs: Observed, fp: str) -> bool:
-    """Every member is probed unsealed and serving ``fp``. Task start times alone cannot say it:
-    Swarm rewrites a task's status time when a manager re-syncs it (after a partition or a
-    leader change), so a member that loaded the old pair can look newer than the install."""
-    return bool(obs.members) and all(
-        m.running and m.sealed is False and m.proven and m.fingerprint == fp for m in obs.members
+def serves(member: Member, fp: str) -> bool:
+    """Running, unsealed, and proven to serve ``fp`` trusted by Vault's clients."""
+    return bool(
+        member.running and member.sealed is False and member.proven and member.fingerprint == fp
     )
 
 
@@ -153,16 +152,20 @@ def decide(obs: Observed) -> Decision:
     if fp is None:
         return Decision(Kind.WAIT, "no pair installed on this node yet")
     state = obs.update_state
+    if state == "updating":
+        # Someone else's update (a stack deploy, say): gated the same way, one member at a time.
+        return gate(obs, fp)
+    if state in BUSY_UPDATE_STATES:
+        return Decision(Kind.WAIT, f"another vault update is {state}; waiting", fingerprint=fp)
+    if state in PAUSED_UPDATE_STATES:
+        detail = f": {obs.update_message}" if obs.update_message else ""
+        return Decision(
+            Kind.FAILED,
+            f"vault's own update is {state}{detail}; certflow restarts no member until an "
+            "operator resumes it (docker service update) or rolls it back",
+            fingerprint=fp,
+        )
     if obs.label == fp:
-        if state == "paused":
-            return _paused(obs, fp)
-        if state in FAILED_UPDATE_STATES:
-            detail = f": {obs.update_message}" if obs.update_message else ""
-            return Decision(Kind.FAILED, f"vault update {state}{detail}", fingerprint=fp)
-        if state == "updating":
-            return gate(obs, fp)
-        if state is None and obs.posted:
-            return Decision(Kind.WAIT, "vault update posted, not started yet", fingerprint=fp)
         # (members not running are in not_back already)
         short = obs.not_back + tuple(
             f"{m.where}: {_problem(m, fp)}" for m in obs.members if m.running and _problem(m, fp)
@@ -176,11 +179,15 @@ def decide(obs: Observed) -> Decision:
                 nodes=short,
             )
         return Decision(Kind.DONE, "vault runs with the installed certificate", fingerprint=fp)
-    if state == "updating":
-        # Someone else's update (a stack deploy, say): gated the same way, one member at a time.
-        return gate(obs, fp)
-    if state in BUSY_UPDATE_STATES:
-        return Decision(Kind.WAIT, f"another vault update is {state}; waiting", fingerprint=fp)
+    if obs.ordered:
+        waiting = rollout_gate(obs, fp, obs.ordered[-1])
+        if waiting is not None:
+            return waiting
+    return _next(obs, fp)
+
+
+def _next(obs: Observed, fp: str) -> Decision:
+    """No member in flight: hold, wait for the nodes, record, or stop the next member."""
     sealed = tuple(f"{m.where}: sealed" for m in obs.members if m.running and m.sealed)
     if obs.not_back or sealed:
         # Stopping a member while another is down could leave no quorum, or no unsealed member.
@@ -210,21 +217,48 @@ def decide(obs: Observed) -> Decision:
             left_out=left_out,
         )
     lagging = tuple(n for n in live if n not in obs.reports or obs.reports[n].fingerprint != fp)
-    if not lagging:
-        unprobed = tuple(f"{m.where}: not probed yet" for m in obs.members if m.sealed is None)
-        if unprobed:
-            # Restart or adopt is decided on what the members serve: wait for their probes.
-            return Decision(Kind.WAIT, "waiting for " + "; ".join(unprobed), fp, nodes=unprobed)
-        if _all_started_after_install(live, obs) and _all_serve(obs, fp):
-            # E.g. a `docker stack deploy` replaced the service labels (and maybe restarted the
-            # tasks): every Vault task already loaded this pair, so a restart would only seal it.
-            return Decision(
-                Kind.ADOPT,
-                "vault tasks started after the pair was installed; recording it, no restart",
-                fp,
-                left_out=left_out,
-            )
-        return Decision(Kind.RESTART, "every vault node has the pair", fp, left_out=left_out)
+    if lagging:
+        return _lagging(obs, fp, lagging)
+    unprobed = tuple(f"{m.where}: not probed yet" for m in obs.members if m.sealed is None)
+    if unprobed or not obs.members:
+        # Who to restart is decided on what the members serve: wait for their probes.
+        unprobed = unprobed or ("no member reported by its node's distributor yet",)
+        return Decision(Kind.WAIT, "waiting for " + "; ".join(unprobed), fp, nodes=unprobed)
+    todo = [m for m in obs.members if not serves(m, fp)]
+    if not todo:
+        why = (
+            "every member restarted onto the installed certificate"
+            if obs.ordered
+            else "every member already serves the installed certificate (no restart needed)"
+        )
+        return Decision(Kind.ADOPT, f"{why}; recording it", fp)
+    done_slots = {o.slot for o in obs.ordered}
+    again = [m for m in todo if m.slot in done_slots]
+    if again:
+        # A member restarts once per certificate: a second stop would not fix what the first
+        # restart did not, and could be the one that costs the cluster its quorum.
+        return Decision(
+            Kind.HALTED,
+            "vault rollout halted: restarted once for this certificate and still not serving it: "
+            + "; ".join(f"{m.where}: {_problem(m, fp) or 'not proven'}" for m in again)
+            + "; the members not restarted yet keep serving. Fix the member (its node's "
+            "installed pair, its trust), or restart it by hand",
+            fp,
+            nodes=tuple(m.where for m in again),
+        )
+    # Standbys first, the active member last: leadership moves once, when its turn comes.
+    pick = min(todo, key=lambda m: (m.active is True, m.active is None, m.slot or 0, m.task_id))
+    role = {True: "the active member", False: "a standby", None: "role unknown"}[pick.active]
+    return Decision(
+        Kind.RESTART,
+        f"every vault node has the pair; restarting {pick.where} ({role}), "
+        f"{len(todo) - 1} more after it",
+        fp,
+        member=pick,
+    )
+
+
+def _lagging(obs: Observed, fp: str, lagging: tuple[str, ...]) -> Decision:
     waited = obs.now - obs.pending_since if obs.pending_since is not None else 0.0
     why = []
     for node in lagging:
@@ -242,11 +276,8 @@ def decide(obs: Observed) -> Decision:
             f"no vault restart: node(s) lag for {waited:.0f}s: " + "; ".join(why),
             fp,
             nodes=lagging,
-            left_out=left_out,
         )
-    return Decision(
-        Kind.WAIT, "waiting for node(s): " + "; ".join(why), fp, nodes=lagging, left_out=left_out
-    )
+    return Decision(Kind.WAIT, "waiting for node(s): " + "; ".join(why), fp, nodes=lagging)
 
 
 def _problem(member: Member, fp: str | None) -> str:
@@ -265,8 +296,78 @@ def _problem(member: Member, fp: str | None) -> str:
     return ""
 
 
+def _others(obs: Observed, watched: Member | None, skip: str = "") -> list[str]:
+    """What keeps the gate shut besides the watched member: another member not running or not
+    proven unsealed, a Vault node down, a member with no task. Stopping the next member while
+    another vote is missing could leave raft without quorum."""
+    problems = [
+        f"{m.where}: {'not running' if not m.running else 'sealed' if m.sealed else 'not probed'}"
+        for m in obs.members
+        if m is not watched and m.task_id != skip and (not m.running or m.sealed is not False)
+    ]
+    problems += [
+        f"{_label(n, obs.nodes)}: node down"
+        for n in sorted(obs.vault_nodes)
+        if not _live(n, obs.nodes)
+    ]
+    return problems + list(obs.missing)
+
+
+def _wait_or_halt(obs: Observed, fp: str, problems: list[str], what: str) -> Decision:
+    since = obs.gate_since if obs.gate_since is not None else obs.now
+    waited = obs.now - since
+    nodes = tuple(problems)
+    if waited >= obs.member_bound:
+        return Decision(
+            Kind.HALTED,
+            f"vault rollout halted for {waited:.0f}s: " + "; ".join(problems) + "; the members "
+            "not restarted yet keep serving; it goes on by itself once this is fixed",
+            fp,
+            nodes=nodes,
+        )
+    return Decision(Kind.GATE, f"{what} waits: " + "; ".join(problems), fp, nodes=nodes)
+
+
+def replacement(obs: Observed, stopped: Ordered) -> Member | None:
+    """The member that took over ``stopped``'s slot (Swarm's restart of it), if any yet."""
+    found = [m for m in obs.members if m.slot == stopped.slot and m.task_id != stopped.task_id]
+    return max(found, key=lambda m: (m.running, m.started_at or 0.0, m.task_id), default=None)
+
+
+def rollout_gate(obs: Observed, fp: str, stopped: Ordered) -> Decision | None:
+    """The gate after certflow asked ``stopped`` to stop; None once it is open."""
+    still = next((m for m in obs.members if m.task_id == stopped.task_id and m.running), None)
+    if still is not None:
+        # Asked, not stopped yet: the order is on its way (or was lost: it is sent again).
+        waited = obs.now - (obs.gate_since if obs.gate_since is not None else obs.now)
+        problem = f"{still.where}: asked to stop {waited:.0f}s ago, still running"
+        decision = _wait_or_halt(obs, fp, [problem], "vault rollout")
+        return replace(decision, member=still)
+    member = replacement(obs, stopped)
+    if member is None:
+        problems = [f"slot {stopped.slot}: stopped, Swarm has not started it again yet"]
+    elif why := _problem(member, fp):
+        problems = [f"{member.where}: {why}"]
+    else:
+        problems = []
+    others = _others(obs, member, skip=stopped.task_id)
+    problems += [p for p in others if not p.startswith(f"slot {stopped.slot}:")]
+    if problems:
+        return _wait_or_halt(obs, fp, problems, "vault rollout")
+    assert member is not None  # no problem means the member is there
+    back_for = obs.now - (obs.back_since if obs.back_since is not None else obs.now)
+    if back_for < obs.voter_wait:
+        return Decision(
+            Kind.GATE,
+            f"vault rollout: {member.where} is back; {obs.voter_wait - back_for:.0f}s more for "
+            "it to become a raft voter",
+            fp,
+        )
+    return None
+
+
 def newest_member(members: tuple[Member, ...]) -> Member | None:
-    """The member the rolling update touched last: one not running yet, else the newest start."""
+    """The member a rolling update touched last: one not running yet, else the newest start."""
     if not members:
         return None
     starting = [m for m in members if not m.running]
@@ -276,14 +377,9 @@ def newest_member(members: tuple[Member, ...]) -> Member | None:
 
 
 def gate(obs: Observed, fp: str) -> Decision:
-    """A rolling update restarts one member, then Swarm waits (the stack's long ``delay``).
-
-    The update moves on only when that member is back: running, unsealed, serving the installed
-    certificate and trusted by Vault's clients, every other member running and probed unsealed, no
-    Vault node down, and the member back
-    for ``voter_wait`` (a member that has just rejoined raft is a non-voter for about 10 s, and
-    stopping the active member then loses quorum). Past ``member_bound`` the rollout is halted:
-    reported failing, and left waiting, never moved on.
+    """Someone else's rolling update restarts one member, then Swarm waits (the stack's long
+    ``delay``). It moves on only when that member is back (as for certflow's own restarts:
+    :func:`rollout_gate`). Past ``member_bound`` it is reported halted, and never moved on.
     """
     newest = newest_member(obs.members)
     if newest is None:
@@ -295,34 +391,9 @@ def gate(obs: Observed, fp: str) -> Decision:
             fp,
         )
     problems = [f"{newest.where}: {why}"] if (why := _problem(newest, fp)) else []
-    # Every other member must be proven unsealed, and no Vault node down: stopping the next member
-    # while another vote is missing could leave raft without quorum.
-    problems += [
-        f"{m.where}: {'not running' if not m.running else 'sealed' if m.sealed else 'not probed'}"
-        for m in obs.members
-        if m is not newest and (not m.running or m.sealed is not False)
-    ]
-    problems += [
-        f"{_label(n, obs.nodes)}: node down"
-        for n in sorted(obs.vault_nodes)
-        if not _live(n, obs.nodes)
-    ]
-    problems += obs.missing
-    since = obs.gate_since if obs.gate_since is not None else obs.now
+    problems += _others(obs, newest)
     if problems:
-        waited = obs.now - since
-        nodes = tuple(problems)
-        if waited >= obs.member_bound:
-            return Decision(
-                Kind.HALTED,
-                f"vault rollout halted for {waited:.0f}s: " + "; ".join(problems) + "; the members "
-                "not restarted yet keep serving; it goes on by itself once this is fixed",
-                fp,
-                nodes=nodes,
-            )
-        return Decision(
-            Kind.GATE, "vault rolling update waits: " + "; ".join(problems), fp, nodes=nodes
-        )
+        return _wait_or_halt(obs, fp, problems, "vault rolling update")
     back_for = obs.now - (obs.back_since if obs.back_since is not None else obs.now)
     if back_for < obs.voter_wait:
         return Decision(
@@ -332,42 +403,6 @@ def gate(obs: Observed, fp: str) -> Decision:
             fp,
         )
     return Decision(Kind.ADVANCE, f"vault rolling update: {newest.where} is back; moving on", fp)
-
-
-def _paused(obs: Observed, fp: str) -> Decision:
-    """Our update is paused: resume it once its cause is gone, within the resume budget."""
-    detail = f": {obs.update_message}" if obs.update_message else ""
-    failed = f"vault update paused{detail}"
-    if obs.resumes_left <= 0:
-        return Decision(Kind.FAILED, failed + " (no automatic resume left)", fingerprint=fp)
-    down = tuple(sorted(n for n in obs.vault_nodes if not _live(n, obs.nodes)))
-    lagging = tuple(
-        sorted(
-            n
-            for n in obs.vault_nodes
-            if _live(n, obs.nodes) and (n not in obs.reports or obs.reports[n].fingerprint != fp)
-        )
-    )
-    if obs.not_back:
-        # The member the update stopped at is still sealed (or unhealthy): resuming would stop
-        # the next one while it is down. Halt here until it is back.
-        return Decision(
-            Kind.FAILED,
-            f"{failed}; halted: member(s) not back (sealed or unhealthy): "
-            + "; ".join(obs.not_back),
-            fp,
-            nodes=obs.not_back,
-        )
-    if down or lagging or not obs.vault_nodes:
-        why = "no running vault task" if not obs.vault_nodes else "vault node(s) down or lagging"
-        nodes = tuple(_label(n, obs.nodes) for n in (*down, *lagging))
-        return Decision(Kind.FAILED, f"{failed}; resume waits: {why}", fp, nodes=nodes)
-    paused_for = obs.now - obs.paused_since if obs.paused_since is not None else 0.0
-    if paused_for < obs.resume_after:
-        return Decision(
-            Kind.FAILED, f"{failed}; resuming in {obs.resume_after - paused_for:.0f}s", fp
-        )
-    return Decision(Kind.RESUME, f"{failed}; every vault node is up with the pair: resuming", fp)
 
 
 def nodes_not_ready(nodes: Mapping[str, NodeInfo]) -> tuple[str, ...]:
@@ -388,82 +423,80 @@ def nodes_not_ready(nodes: Mapping[str, NodeInfo]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """What the restart decision remembers between steps, for one certificate.
+    """What the decision remembers between steps, for one certificate.
 
-    Only ``resumes`` must survive a leader change (it bounds the automatic resumes): it is
-    written into the Vault service's labels in the same spec write as the resume itself. The
-    rest only times things (how long nodes lag, how long a pause lasted, whether our post has
-    started), and a new leader that starts them from zero only waits a little longer.
+    Nothing here must survive a leader change: which members were asked to stop is in the
+    service label. The rest only times things (how long nodes lag, how long the gate waits, when
+    an order was last sent), and a new leader that starts them from zero only waits a little
+    longer, or sends an order once more (which is harmless: it names one task).
     """
 
     fingerprint: str | None = None
     pending_since: float | None = None  # first seen waiting for nodes
-    posted_at: float | None = None  # our update (or resume) posted
-    post_window: float = 0.0  # how long "no UpdateStatus yet" means "not started yet"
-    paused_since: float | None = None  # first seen our update paused
-    resumes: int = 0  # automatic resumes posted for this fingerprint
-    gate_task: str | None = None  # the member the rolling update waits on
+    gate_task: str | None = None  # the task the gate waits on (asked to stop, or updated)
     gate_since: float | None = None  # since when it waits on it
-    back_since: float | None = None  # since when that member is back
-    advanced: bool = False  # we moved the update past gate_task
+    back_since: float | None = None  # since when its member is back
+    advanced: bool = False  # we moved someone else's update past gate_task
+    sent_at: float | None = None  # the stop order for gate_task was last sent
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     lag_timeout: float = 300.0
-    update_timeout: float = 900.0  # how long a posted update may take to show an UpdateStatus
-    resume_window: float = 15.0  # the same, after a resume
-    max_resumes: int = 3
-    resume_after: float = 30.0
     member_bound: float = 120.0
     voter_wait: float = 12.0
+    resend_every: float = 10.0  # a stop order not carried out is sent again this often
+
+
+def _watched(obs: Observed) -> tuple[str, Member | None] | None:
+    """The gate's subject: (the task it waits on, the member whose return it waits for)."""
+    if obs.update_state == "updating":
+        newest = newest_member(obs.members)
+        return (newest.task_id, newest) if newest is not None else None
+    if obs.ordered and obs.label != obs.fingerprint:
+        stopped = obs.ordered[-1]
+        still = any(m.task_id == stopped.task_id and m.running for m in obs.members)
+        return stopped.task_id, None if still else replacement(obs, stopped)
+    return None
 
 
 def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memory]:
-    """One decision with its memory: ``obs`` is what was seen now; the timing fields of ``obs``
-    (pending_since, posted, paused_since, resumes_left, lag_timeout, resume_after) are filled
-    from ``memory`` and ``limits`` here, and the memory for the next step comes back.
+    """One decision with its memory: the timing fields of ``obs`` (pending_since, the gate's)
+    are filled from ``memory`` and ``limits`` here, and the memory for the next step comes back.
     """
     fp = obs.fingerprint
     if memory.fingerprint != fp:
         memory = Memory(fingerprint=fp)
-    done_label = fp is not None and obs.label == fp
-    posted = (
-        done_label
-        and memory.posted_at is not None
-        and obs.update_state is None
-        and obs.now - memory.posted_at < memory.post_window
-    )
-    if not posted:
-        memory = replace(memory, posted_at=None, post_window=0.0)
-    paused = done_label and obs.update_state == "paused"
-    if paused and memory.paused_since is None:
-        memory = replace(memory, paused_since=obs.now)
-    elif not paused:
-        memory = replace(memory, paused_since=None)
-    waiting = fp is not None and not done_label
+    waiting = fp is not None and obs.label != fp
     if waiting and memory.pending_since is None:
         memory = replace(memory, pending_since=obs.now)
     elif not waiting:
         memory = replace(memory, pending_since=None)
-    if obs.update_state == "updating" and (newest := newest_member(obs.members)) is not None:
-        if memory.gate_task != newest.task_id:
+    watched = _watched(obs)
+    if watched is None:
+        memory = replace(
+            memory, gate_task=None, gate_since=None, back_since=None, advanced=False, sent_at=None
+        )
+    else:
+        task, member = watched
+        if memory.gate_task != task:
             memory = replace(
                 memory,
-                gate_task=newest.task_id,
+                gate_task=task,
                 gate_since=obs.now,
                 back_since=None,
                 advanced=False,
+                sent_at=None,
             )
-        back = not _problem(newest, fp) and not any(
-            m.running and m.sealed for m in obs.members if m is not newest
+        back = (
+            member is not None
+            and not _problem(member, fp)
+            and not any(m.running and m.sealed for m in obs.members if m is not member)
         )
         if back and memory.back_since is None:
             memory = replace(memory, back_since=obs.now)
         elif not back:
             memory = replace(memory, back_since=None)
-    else:
-        memory = replace(memory, gate_task=None, gate_since=None, back_since=None, advanced=False)
     decision = decide(
         replace(
             obs,
@@ -473,30 +506,27 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
             advanced=memory.advanced,
             member_bound=limits.member_bound,
             voter_wait=limits.voter_wait,
-            posted=posted,
             pending_since=memory.pending_since,
             lag_timeout=limits.lag_timeout,
-            paused_since=memory.paused_since,
-            resumes_left=limits.max_resumes - memory.resumes,
-            resume_after=limits.resume_after,
         )
     )
-    if decision.kind is Kind.RESTART:
-        memory = Memory(
-            fingerprint=fp, posted_at=obs.now, post_window=limits.update_timeout, resumes=0
+    if decision.kind is Kind.RESTART and decision.member is not None:
+        # The order goes out now; the gate watches this task from here.
+        memory = replace(
+            memory,
+            gate_task=decision.member.task_id,
+            gate_since=obs.now,
+            back_since=None,
+            advanced=False,
+            sent_at=obs.now,
         )
+    elif decision.kind in {Kind.GATE, Kind.HALTED} and decision.member is not None:
+        due = memory.sent_at is None or obs.now - memory.sent_at >= limits.resend_every
+        if due:
+            decision = replace(decision, resend=True)
+            memory = replace(memory, sent_at=obs.now)
     elif decision.kind is Kind.ADOPT:
         memory = Memory(fingerprint=fp)
     elif decision.kind is Kind.ADVANCE:
-        # Swarm clears UpdateStatus on the spec write until its updater starts again (or for
-        # good, when no member is left on the old spec): a short window, like a resume.
-        memory = replace(memory, advanced=True, posted_at=obs.now, post_window=limits.resume_window)
-    elif decision.kind is Kind.RESUME:
-        memory = replace(
-            memory,
-            resumes=memory.resumes + 1,
-            paused_since=None,
-            posted_at=obs.now,
-            post_window=limits.resume_window,
-        )
+        memory = replace(memory, advanced=True)
     return decision, memory

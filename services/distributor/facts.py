@@ -1,37 +1,12 @@
-"""What the distributor's decisions read: peer reports, local replicas, the fingerprint label.
+"""What the distributor's decisions read: the peers' reports and their members' probes.
 
-Plain data only, so the pure modules (``coordinator``, ``catchup``) and the effectful ones
+Plain data only, so the pure modules (``coordinator``, ``stop_order``) and the effectful ones
 (``peers``, ``docker_ops``) share these types without importing each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import BaseModel, ConfigDict
-
-# Service label (and container label) holding the fingerprint Vault was last restarted for.
-FINGERPRINT_LABEL = "certflow.fingerprint"
-
-# Service label holding how many times this certificate's paused update was resumed, as
-# "<fingerprint> <count>": the resume budget then holds across leader changes.
-RESUMES_LABEL = "certflow.resumes"
-
-# Service label the coordinator writes to move a gated rolling update on: the task ID of the
-# member just proven back (any new value makes Swarm go on with the next member).
-ADVANCE_LABEL = "certflow.advanced-past"
-
-
-def resumes_from_label(value: str | None, fingerprint: str | None) -> int:
-    """The resume count recorded for ``fingerprint`` ("<fp> <n>"); 0 for another or none."""
-    if not value or fingerprint is None:
-        return 0
-    fp, _, count = value.rpartition(" ")
-    return int(count) if fp == fingerprint and count.isdigit() else 0
-
-
-def resumes_label(fingerprint: str, count: int) -> str:
-    return f"{fingerprint} {count}"
 
 
 class MemberProbe(BaseModel):
@@ -49,6 +24,7 @@ class MemberProbe(BaseModel):
     container_id: str = ""
     fingerprint: str | None = None  # the installed leaf the probe compared with
     sealed: bool | None = None
+    active: bool | None = None  # the raft leader (status' is_self); None: sealed or unknown
     serves_installed: bool | None = None
     trusted: bool | None = None
     detail: str = ""  # short reason, never a secret
@@ -74,10 +50,3 @@ class DistributorInfo(BaseModel):
     last_sync: str | None = None  # ISO time of the last complete pass
     last_error: str | None = None
     members: list[MemberProbe] = []  # this node's Vault members; older peers report none
-
-
-@dataclass(frozen=True, slots=True)
-class LocalReplica:
-    container_id: str
-    fingerprint: str | None  # the certflow.fingerprint container label, if the restart set one
-    started_at: float  # epoch seconds, the engine's clock (the same node as the install)

@@ -106,6 +106,7 @@ class LocalMemberProber:
             update={
                 "fingerprint": verdict.fingerprint,
                 "sealed": verdict.sealed,
+                "active": verdict.active,
                 "serves_installed": verdict.serves_installed,
                 "trusted": verdict.trusted,
                 "detail": verdict.detail,

@@ -67,6 +67,7 @@ class Verdict:
     serves_installed: bool | None
     trusted: bool | None
     detail: str
+    active: bool | None = None
 
 
 _SECTION = re.compile(r"^@@(\w+)(?: (.*))?$")
@@ -107,6 +108,18 @@ def _sealed(body: str) -> bool | None:
         return None
     sealed = doc.get("sealed") if isinstance(doc, dict) else None
     return sealed if isinstance(sealed, bool) else None
+
+
+def _active(body: str) -> bool | None:
+    """Whether an unsealed HA member leads (is the active member). The CLI leaves ``is_self``
+    out when it is false, so a standby is an HA member without it."""
+    try:
+        doc = json.loads(body[body.index("{") :])
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("sealed") is not False or not doc.get("ha_enabled"):
+        return None
+    return doc.get("is_self") is True
 
 
 def _status(code_text: str, body: str) -> tuple[bool | None, bool | None, str]:
@@ -155,13 +168,17 @@ def interpret(exit_code: int, output: str) -> Verdict:
             # Serving another certificate (the old one, before a reload): the call that trusts
             # the clients' bundle still tells whether it is sealed.
             sealed = trust_sealed
+    # Either call's answer says whether it leads, whichever certificate it serves.
+    active = _active(sections["leaf"][1]) if serves else None
+    if active is None and trust_arg != "none":
+        active = _active(trust_body)
     if serves is True:
         detail = leaf_detail if trusted is True else f"serves it, not trusted: {trust_detail}"
     elif serves is False:
         detail = f"serves another certificate: {leaf_detail}"
     else:
         detail = f"cannot tell: {leaf_detail}"
-    return Verdict(installed, sealed, serves, trusted, detail)
+    return Verdict(installed, sealed, serves, trusted, detail, active)
 
 
 def slot_of(task_name: str | None, service: str) -> int | None:

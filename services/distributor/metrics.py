@@ -53,22 +53,24 @@ class DistributorMetrics:
         )
         self.restarts = Counter(
             "certflow_distributor_vault_restarts_total",
-            "Forced Vault updates posted by this process (as coordinator)",
+            "Vault member restarts ordered by this process (as coordinator), one per member",
             registry=self.registry,
         )
         self.adoptions = Counter(
             "certflow_distributor_label_adoptions_total",
-            "Fingerprints recorded without a restart (Vault tasks already newer than the install)",
-            registry=self.registry,
-        )
-        self.resumes = Counter(
-            "certflow_distributor_update_resumes_total",
-            "Paused Vault updates resumed by posting the same spec again (no extra restart)",
+            "Fingerprints recorded once every Vault member served them",
             registry=self.registry,
         )
         self.advances = Counter(
             "certflow_distributor_update_advances_total",
-            "Gated Vault rolling updates moved on after the restarted member was proven back",
+            "Vault rolling updates certflow did not start, moved on once their member was back",
+            registry=self.registry,
+        )
+        self.stop_orders = Counter(
+            "certflow_distributor_stop_orders_total",
+            "Stop orders for local Vault members received, by outcome (stopped, gone, or why "
+            "refused)",
+            ["outcome"],
             registry=self.registry,
         )
         self.rollout_halted = Gauge(

@@ -132,6 +132,7 @@ class PeerDirectory:
         timeout: float = 3.0,
         transport: httpx.AsyncBaseTransport | None = None,
         static: Mapping[str, str] | None = None,
+        sync_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.engine = engine
         self.service = service
@@ -139,6 +140,40 @@ class PeerDirectory:
         self.timeout = timeout
         self.transport = transport
         self.static = dict(static) if static is not None else None
+        self._sync_transport = sync_transport
+
+    def url_of(self, node_id: str, path: str) -> str | None:
+        """The URL of ``path`` on the distributor of ``node_id`` (from the task list: a manager)."""
+        if self.static is not None:
+            base = self.static.get(node_id)
+        elif self.engine is not None:
+            try:
+                base = urls_from_tasks(self.engine, self.service, self.port).get(node_id)
+            except DockerError:
+                base = None
+        else:
+            base = None
+        return base.removesuffix("/health") + path if base else None
+
+    def post(self, node_id: str, path: str, body: bytes) -> tuple[int, str]:
+        """POST ``body`` (JSON) to ``path`` on the distributor of ``node_id``: (HTTP status, its
+        answer's message). Status 0 when it could not be asked; never raises."""
+        url = self.url_of(node_id, path)
+        if url is None:
+            return 0, f"no distributor task found on node {node_id}"
+        try:
+            with httpx.Client(timeout=self.timeout, transport=self._sync_transport) as client:
+                response = client.post(
+                    url, content=body, headers={"Content-Type": "application/json"}
+                )
+        except httpx.HTTPError as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+        try:
+            answer = response.json()
+            message = str(answer.get("message", "")) if isinstance(answer, dict) else ""
+        except ValueError:
+            message = response.text[:200]
+        return response.status_code, message
 
     def survey(self) -> PeerSurvey:
         started = time.monotonic()

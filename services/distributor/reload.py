@@ -1,19 +1,27 @@
-"""The coordinator's loop step: observe Docker and the peers, ask :func:`decide`, act on it.
+"""The coordinator's loop step: observe Docker and the peers, ask :func:`step`, act on it.
 
-It never blocks on a rolling update: after posting the update it returns, and the next steps see
-the label already set and follow ``UpdateStatus`` (updating -> completed, or paused/rolled back).
-A restarted or second coordinator therefore picks up exactly where the first one was.
+It never blocks on a member: after asking one to stop it returns, and the next steps follow the
+member's task back (the gate). A restarted or second coordinator picks up where the first one was:
+which members were asked to stop is in the Vault service label ``certflow.rollout``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from shared.docker_engine import DockerEngine
+from shared.errors import DockerError
 from shared.logs import get_logger
-from shared.swarm import NodeInfo, TaskInfo
+from shared.manifest_auth import MacKeys
+from shared.rollout import (
+    FINGERPRINT_LABEL,
+    ROLLOUT_LABEL,
+    Ordered,
+    rollout_from_label,
+    rollout_label,
+)
+from shared.swarm import NodeInfo, ServiceState, SpecEdit, TaskInfo
 
 from .coordinator import (
     Decision,
@@ -25,23 +33,23 @@ from .coordinator import (
     decide,
     step,
 )
-from .docker_ops import advance_update, force_update_once, resume_update
-from .facts import FINGERPRINT_LABEL, RESUMES_LABEL, DistributorInfo, resumes_from_label
+from .docker_ops import advance_update, record_fingerprint
+from .facts import DistributorInfo
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
+from .stop_order import PATH, StopOrder, encode
 
 _log = get_logger(__name__)
 
-# Swarm starts a resumed update within a second when a task is out of date; past this window an
-# absent UpdateStatus means nothing was left to update.
-RESUME_START_WINDOW = 15.0
+# Carries out a stop order on this node (the member is local): HTTP status and message.
+LocalStop = Callable[[StopOrder], tuple[int, str]]
 
 
 class RestartCoordinator:
     """The shell around :func:`coordinator.step`: observe Docker and the peers, decide, act.
 
-    The decision's memory lives in ``self._memory`` between steps; the part that must survive a
-    leader change (the resume count) is written into the Vault service's labels with the resume.
+    The decision's memory lives in ``self._memory`` between steps; what must survive a leader
+    change (which members were asked to stop) is in the Vault service's labels.
     """
 
     def __init__(
@@ -51,31 +59,30 @@ class RestartCoordinator:
         vault_service: str,
         peers: PeerDirectory,
         lag_timeout: float,
-        clock_skew: float = 30.0,
-        update_timeout: float = 900.0,
+        keys: MacKeys | None = None,
+        local_stop: LocalStop | None = None,
+        node_id: Callable[[], str] | None = None,
         metrics: DistributorMetrics | None = None,
         clock: Callable[[], float] = time.time,
         leader: Callable[[], bool] | None = None,
-        max_resumes: int = 3,
-        resume_after: float = 30.0,
         member_bound: float = 120.0,
         voter_wait: float = 12.0,
+        resend_every: float = 10.0,
     ) -> None:
         self.engine = engine
         self.vault_service = vault_service
         self.peers = peers
+        self.keys = keys
+        self.local_stop = local_stop
+        self._node_id = node_id or (lambda: engine.local_node().node_id)
         self.metrics = metrics or DistributorMetrics()
         self.clock = clock
         self._leader = leader or engine.is_leader
-        self.clock_skew = clock_skew
         self.limits = Limits(
             lag_timeout=lag_timeout,
-            update_timeout=update_timeout,
-            resume_window=RESUME_START_WINDOW,
-            max_resumes=max_resumes,
-            resume_after=resume_after,
             member_bound=member_bound,
             voter_wait=voter_wait,
+            resend_every=resend_every,
         )
         self._memory = Memory()
 
@@ -91,11 +98,6 @@ class RestartCoordinator:
         nodes = self.engine.nodes()
         running = [t for t in all_tasks if t.state == "running"]
         missing = missing_members(all_tasks, state.replicas)
-        memory = self._memory
-        if memory.fingerprint != fingerprint:
-            memory = Memory(fingerprint=fingerprint)
-        recorded = resumes_from_label(state.labels.get(RESUMES_LABEL), fingerprint)
-        memory = replace(memory, resumes=max(memory.resumes, recorded))
         # The peers report what they installed and how their Vault members answer (the gate).
         survey = None
         if fingerprint is not None:
@@ -112,46 +114,101 @@ class RestartCoordinator:
             nodes=nodes,
             reports=survey.reports if survey else {},
             failures=survey.failures if survey else {},
-            vault_started=_oldest_start(running),
-            clock_skew=self.clock_skew,
             not_back=_not_back(all_tasks, nodes) + missing,
             missing=missing,
             members=_members(all_tasks, nodes, survey.reports if survey else {}),
+            ordered=rollout_from_label(state.labels.get(ROLLOUT_LABEL), fingerprint),
         )
-        decision, self._memory = step(observed, memory, self.limits)
+        decision, self._memory = step(observed, self._memory, self.limits)
         waiting = fingerprint is not None and label != fingerprint
         self.metrics.lagging_nodes.set(len(decision.nodes) if waiting else 0)
-        if decision.kind in {Kind.RESTART, Kind.ADOPT} and fingerprint is not None:
-            force = decision.kind is Kind.RESTART
-            outcome = force_update_once(
-                self.engine, self.vault_service, fingerprint, observed=state, force=force
+        if fingerprint is None:
+            return decision
+        if decision.kind is Kind.RESTART and decision.member is not None:
+            recorded = self._record_order(state, fingerprint, decision.member)
+            if recorded is not None:
+                if recorded:
+                    self.metrics.restarts.inc()
+                # Recorded by a concurrent coordinator for the same task: sent again, harmless.
+                self._send(fingerprint, decision.member, now)
+            else:  # another task of this slot was ordered: nothing of ours to follow
+                self._memory = Memory(fingerprint=fingerprint)
+        elif decision.resend and decision.member is not None:
+            self._send(fingerprint, decision.member, now, again=True)
+        elif decision.kind is Kind.ADOPT:
+            outcome = record_fingerprint(
+                self.engine, self.vault_service, fingerprint, observed=state
             )
             self.metrics.update_conflicts.inc(outcome.conflicts)
-            if outcome.posted and force:
-                self.metrics.restarts.inc()
-            elif outcome.posted:
+            if outcome.posted:
                 self.metrics.adoptions.inc()
-            else:  # someone else acted first: nothing of ours to wait for
-                self._memory = replace(self._memory, posted_at=None, post_window=0.0)
-        elif decision.kind is Kind.ADVANCE and self._memory.gate_task is not None:
-            if advance_update(
+        elif (
+            decision.kind is Kind.ADVANCE
+            and self._memory.gate_task is not None
+            and advance_update(
                 self.engine, self.vault_service, self._memory.gate_task, observed=state
-            ):
-                self.metrics.advances.inc()
-        elif decision.kind is Kind.RESUME and fingerprint is not None:
-            # When every task already runs the current spec, Swarm starts no update and
-            # UpdateStatus stays absent: a short window, after which absent reads as done.
-            if resume_update(
-                self.engine,
-                self.vault_service,
-                fingerprint,
-                observed=state,
-                resumes=self._memory.resumes,
-            ):
-                self.metrics.resumes.inc()
-            else:
-                self._memory = replace(self._memory, posted_at=None, post_window=0.0)
+            )
+        ):
+            self.metrics.advances.inc()
         return decision
+
+    def _record_order(self, state: ServiceState, fingerprint: str, member: Member) -> bool | None:
+        """Write the order into ROLLOUT_LABEL before it is sent (compare-and-swap). True: this
+        write recorded it; False: a concurrent coordinator recorded the same order; None: the
+        slot had another order for this certificate, or the rollout is done (send nothing)."""
+        if member.slot is None:
+            return None
+        order = Ordered(member.slot, member.task_id)
+        verdict: list[bool | None] = []
+
+        def edit_for(current: ServiceState) -> SpecEdit | None:
+            verdict.clear()
+            if current.labels.get(FINGERPRINT_LABEL) == fingerprint:
+                verdict.append(None)  # done meanwhile
+                return None
+            orders = rollout_from_label(current.labels.get(ROLLOUT_LABEL), fingerprint)
+            same = [o for o in orders if o.slot == order.slot]
+            if same:
+                verdict.append(False if same == [order] else None)
+                return None
+            verdict.append(True)
+            return SpecEdit(labels={ROLLOUT_LABEL: rollout_label(fingerprint, (*orders, order))})
+
+        outcome = self.engine.update_service(
+            self.vault_service, edit_for, what="record stop order", observed=state, attempts=6
+        )
+        self.metrics.update_conflicts.inc(outcome.conflicts)
+        return verdict[0] if verdict else None
+
+    def _send(self, fingerprint: str, member: Member, now: float, *, again: bool = False) -> None:
+        """Deliver the stop order to the member's node: this process, or its distributor."""
+        if member.slot is None:
+            return
+        order = StopOrder(self.vault_service, member.slot, member.task_id, fingerprint, now)
+        try:
+            local = member.node_id == self._node_id()
+        except DockerError:
+            local = False
+        if local and self.local_stop is not None:
+            status, message = self.local_stop(order)
+            where = "this node"
+        elif self.keys is None:
+            status, message = 0, "no manifest key to sign the order with"
+            where = member.node_id
+        else:
+            status, message = self.peers.post(member.node_id, PATH, encode(order, self.keys))
+            where = member.node_id
+        log = _log.info if 200 <= status < 300 else _log.warning
+        log(
+            "vault.stop_ordered",
+            member=member.where,
+            slot=member.slot,
+            task=member.task_id[:12],
+            node=where,
+            again=again,
+            status=status,
+            answer=message,
+        )
 
 
 def _empty(
@@ -191,6 +248,9 @@ def _members(
                 proven=probe.proven if probe and probe.sealed is not None else None,
                 fingerprint=probe.fingerprint if probe else None,
                 detail=probe.detail if probe else "",
+                slot=task.slot,
+                node_id=task.node_id,
+                active=probe.active if probe else None,
             )
         )
     return tuple(out)
@@ -226,14 +286,3 @@ def missing_members(tasks: list[TaskInfo], replicas: int | None) -> tuple[str, .
         absent = [s for s in range(1, replicas + 1) if s not in slots]
         return tuple(f"slot {s}: no task (Swarm is replacing the member)" for s in absent)
     return (f"{short} of {replicas} members: no task (Swarm is replacing them)",)
-
-
-def _oldest_start(tasks: list[TaskInfo]) -> dict[str, float]:
-    """Per node, when its oldest running Vault task started (epoch seconds)."""
-    oldest: dict[str, float] = {}
-    for task in tasks:
-        if task.started_at is None:
-            continue
-        started = task.started_at.timestamp()
-        oldest[task.node_id] = min(started, oldest.get(task.node_id, started))
-    return oldest

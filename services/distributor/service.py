@@ -7,6 +7,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
 from shared import __version__
 from shared.atomic import write_file_atomic
 from shared.docker_engine import DockerEngine, open_engine
@@ -16,22 +20,25 @@ from shared.logs import get_logger
 from shared.status import iso
 from shared.watch import ChangeWatcher, Wake
 
-from .catchup import stale_replicas
 from .coordinator import Decision, Kind, nodes_not_ready
-from .docker_ops import local_replicas
 from .facts import DistributorInfo, MemberProbe
-from .install import Installed, PairInstaller, installed_at
-from .local_members import LocalMemberProber
+from .install import PairInstaller, installed_at
+from .local_members import TASK_ID_LABEL, LocalMemberProber
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 from .reload import RestartCoordinator
 from .settings import DistributorSettings
 from .signal_canary import Member, Plan, View, plan, read_marker, render_marker, serves
 from .signal_canary import Step as CanaryStep
+from .stop_order import PATH as STOP_PATH
+from .stop_order import LocalTask, OrderRefused, StopOrder, decode, judge
 from .sync import Step, Syncer, SyncResult
 
 _log = get_logger(__name__)
 SIGNALLED_MARKER = ".certflow-signalled"
+# A member still running this long after its SIGTERM is killed when its stop order comes again
+# (the stack's stop_grace_period for Vault is 20 s).
+KILL_AFTER = 30.0
 # Quiet period after a Storage Box event before the pass reads the files.
 _SETTLE = 0.05
 
@@ -45,7 +52,6 @@ _RELOAD_STATUS = {
     Kind.NO_TASKS: Status.DEGRADED,
     Kind.LAGGING: Status.FAILING,
     Kind.FAILED: Status.FAILING,
-    Kind.RESUME: Status.DEGRADED,
     Kind.HELD: Status.DEGRADED,
     Kind.NOT_BACK: Status.DEGRADED,
     Kind.GATE: Status.OK,
@@ -117,20 +123,20 @@ class Distributor:
                 vault_service=settings.vault_service,
                 peers=self.peers,
                 lag_timeout=settings.lag_timeout,
-                clock_skew=settings.clock_skew,
-                update_timeout=settings.update_timeout,
+                keys=settings.manifest_keys,
+                local_stop=self.stop_member,
+                node_id=self._node_id,
                 metrics=self.metrics,
-                max_resumes=settings.update_resumes,
-                resume_after=settings.resume_after,
                 member_bound=settings.member_bound,
                 voter_wait=settings.voter_wait,
             )
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
-        self._caught_up: set[str] = set()  # local Vault containers already sent a catch-up SIGHUP
         self.members: list[MemberProbe] = []  # this node's Vault members, as last probed
         self._canary_wait: tuple[str, float] | None = None  # fingerprint, waiting since
         self._canary_logged: set[tuple[str, str, str]] = set()  # (fingerprint, event, container)
+        self._stop_lock = threading.Lock()  # stop orders arrive on the HTTP server's thread
+        self._terminated: dict[str, float] = {}  # container -> when it was first sent SIGTERM
         self._report_auth()
         self._publish_info(None)
 
@@ -263,7 +269,6 @@ class Distributor:
             if mode == "signal":
                 self._signal_canary(self.engine, fingerprint)
                 return None
-            self._catch_up(self.engine, installed)
             if self.coordinator is None:
                 return None
             decision = self.coordinator.step(fingerprint)
@@ -291,27 +296,6 @@ class Distributor:
             )
             log("vault.reload", decision=decision.kind.value, message=decision.message)
         return decision
-
-    def _catch_up(self, engine: DockerEngine, installed: Installed | None) -> None:
-        """SIGHUP a local Vault replica created for this pair but started before it was here."""
-        if installed is None:
-            return
-        at = installed_at(installed.directory)
-        stale = stale_replicas(
-            local_replicas(engine, self.settings.vault_service, self._node_id()),
-            installed=installed.manifest.fingerprint,
-            installed_at=at.timestamp() if at else None,
-            signalled=frozenset(self._caught_up),
-        )
-        for container_id in stale:
-            if engine.signal_container(container_id):
-                self.metrics.signals.inc()
-                _log.warning(
-                    "vault.catch_up",
-                    container=container_id[:12],
-                    why="replica started before this node had the pair it was restarted for",
-                )
-            self._caught_up.add(container_id)
 
     def _probe_members(self, fingerprint: str | None) -> None:
         """Probe the local Vault members (due ones only) and publish them in /health."""
@@ -467,6 +451,85 @@ class Distributor:
             members=self.members,
         )
         self.health.set_info(**info.model_dump(mode="json"))
+
+    # -- stop orders (restart mode: the coordinator restarts a member through its node) ---------
+
+    def receive_stop_order(self, raw: bytes) -> tuple[int, str]:
+        """An order from the coordinator, as the HTTP route hands it over: (status, message)."""
+        try:
+            order = decode(raw, self.settings.manifest_keys, now=time.time())
+        except OrderRefused as exc:
+            self.metrics.stop_orders.labels(outcome=exc.reason).inc()
+            _log.warning("vault.stop_refused", reason=exc.reason, error=str(exc))
+            return exc.status, str(exc)
+        return self.stop_member(order)
+
+    def stop_member(self, order: StopOrder) -> tuple[int, str]:
+        """Stop the local member ``order`` names (SIGTERM: an active member steps down first;
+        Swarm's restart policy starts it again on the installed pair). Safe to repeat."""
+        if self.engine is None or self.settings.reload_mode != "restart":
+            self.metrics.stop_orders.labels(outcome="not_restart_mode").inc()
+            return 409, "this distributor does not restart Vault (DISTRIBUTOR_RELOAD_MODE)"
+        with self._stop_lock:
+            try:
+                installed = self.installer.installed()
+                containers = self.engine.containers(self.settings.vault_service, self._node_id())
+            except (StorageError, DockerError) as exc:
+                self.metrics.stop_orders.labels(outcome="error").inc()
+                return 503, f"cannot check the order: {exc}"
+            fp = installed.manifest.fingerprint if installed else None
+            probes = {m.container_id: m for m in self.members}
+            local = [
+                LocalTask(
+                    c.container_id,
+                    c.labels.get(TASK_ID_LABEL, ""),
+                    serves=fp is not None
+                    and (p := probes.get(c.container_id)) is not None
+                    and p.proven
+                    and p.sealed is False
+                    and p.fingerprint == fp,
+                )
+                for c in containers
+            ]
+            try:
+                task = judge(order, service=self.settings.vault_service, installed=fp, local=local)
+            except OrderRefused as exc:
+                self.metrics.stop_orders.labels(outcome=exc.reason).inc()
+                _log.warning("vault.stop_refused", reason=exc.reason, error=str(exc))
+                return exc.status, str(exc)
+            if task is None:
+                self.metrics.stop_orders.labels(outcome="gone").inc()
+                return 200, f"slot {order.slot}: task {order.task_id[:12]} no longer runs here"
+            # SIGTERM: Vault steps down and exits. A member still running long after it (a
+            # hung shutdown) gets SIGKILL when the order comes again, as `docker stop` would.
+            first = self._terminated.setdefault(task.container_id, time.monotonic())
+            signal = "SIGKILL" if time.monotonic() - first > KILL_AFTER else "SIGTERM"
+            try:
+                sent = self.engine.signal_container(task.container_id, signal)
+            except DockerError as exc:
+                self.metrics.stop_orders.labels(outcome="error").inc()
+                return 503, f"cannot stop the member: {exc}"
+            if self.prober is not None:
+                self.prober.forget(task.container_id)
+        self.metrics.stop_orders.labels(outcome="stopped" if sent else "gone").inc()
+        _log.info(
+            "vault.member_stopped",
+            slot=order.slot,
+            task=order.task_id[:12],
+            container=task.container_id[:12],
+            signal=signal,
+            fingerprint=order.fingerprint,
+        )
+        return 202, f"slot {order.slot}: stopping ({signal}); Swarm starts it again"
+
+    def routes(self, app: FastAPI) -> None:
+        """The distributor's own HTTP routes, beside /health and /metrics."""
+
+        @app.post(STOP_PATH)
+        async def post_stop_member(request: Request) -> JSONResponse:
+            raw = await request.body()
+            status, message = await run_in_threadpool(self.receive_stop_order, raw)
+            return JSONResponse({"message": message}, status_code=status)
 
     # -- the loop ------------------------------------------------------------------------------
 

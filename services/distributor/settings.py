@@ -107,44 +107,12 @@ class DistributorSettings(CertPairSettings):
         le=86400,
         description="Seconds the leader waits for Vault nodes to install a pair before failing",
     )
-    # Allowance for clocks differing between nodes when judging "this Vault task started after
-    # the pair was installed on its node" (then the label is recorded without a restart).
-    clock_skew: float = Field(
-        30.0,
-        alias="DISTRIBUTOR_CLOCK_SKEW",
-        ge=0,
-        le=3600,
-        description="Allowed clock skew between nodes (seconds) when comparing task start times",
-    )
-    update_timeout: float = Field(
-        900.0,
-        alias="DISTRIBUTOR_UPDATE_TIMEOUT",
-        gt=0,
-        le=86400,
-        description="Seconds a posted Vault restart may lack UpdateStatus before counting as done",
-    )
     keep: int = Field(
         2,
         alias="DISTRIBUTOR_KEEP",
         ge=2,
         le=100,
         description="Installed generations kept on disk, the current one included (at least 2)",
-    )
-    # A Vault update that Swarm paused (a node went down mid-update) is resumed this many times
-    # per certificate once every Vault node is up with the pair; 0 leaves it to the operator.
-    update_resumes: int = Field(
-        3,
-        alias="DISTRIBUTOR_UPDATE_RESUMES",
-        ge=0,
-        le=100,
-        description="Resumes of a paused Vault update per certificate; 0: left to the operator",
-    )
-    resume_after: float = Field(
-        30.0,
-        alias="DISTRIBUTOR_RESUME_AFTER",
-        ge=0,
-        le=86400,
-        description="Seconds a Vault update must have been paused before it is resumed",
     )
     member_bound: float = Field(
         120.0,

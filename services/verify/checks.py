@@ -20,6 +20,7 @@ from services.verify.facts import (
     ReplicaFacts,
     ServiceFacts,
 )
+from shared.rollout import rollout_in_progress
 from shared.swarm import FAILED_UPDATE_STATES
 
 _ERROR_LEVELS = frozenset({"error", "critical", "fatal", "exception"})
@@ -94,6 +95,17 @@ def check_service(facts: ServiceFacts, *, deploy_hint: str) -> Result:
             check,
             f"a rolling update is in progress ({counts})",
             f"wait for it (docker service ps {facts.name}) and run certflow verify again",
+            **details,
+        )
+    rollout = rollout_in_progress(facts.labels)
+    if rollout is not None:
+        fingerprint, orders = rollout
+        return _fail(
+            check,
+            f"a certflow rollout is in progress: {len(orders)} of {facts.desired} members "
+            f"restarted so far for certificate sha256 {short(fingerprint)} ({counts})",
+            "the leader distributor's /health (reload check) says what it waits for; run "
+            "certflow verify again once it is done",
             **details,
         )
     if facts.desired == 0 or facts.running < facts.desired:

@@ -22,6 +22,7 @@ class ServiceFacts:
     running: int = 0
     update_state: str | None = None  # UpdateStatus.State, None when no update ever ran
     update_message: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
     task_errors: tuple[str, ...] = ()  # Status.Err of tasks that should run but do not
     error: str = ""  # the Engine API could not be asked
 

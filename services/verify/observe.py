@@ -64,6 +64,7 @@ def observe_service(engine: DockerEngine, name: str) -> ServiceFacts:
         running=running,
         update_state=service.update_state,
         update_message=service.update_message,
+        labels=dict(service.labels),
         task_errors=tuple(t.error for t in tasks if t.state != "running" and t.error),
     )
 

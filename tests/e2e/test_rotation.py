@@ -39,20 +39,23 @@ def _summary(rotation: Rotation) -> str:
         f"generation {rotation.generation}: every replica on the new leaf after {took}, "
         f"{rotation.seconds_without_unsealed:.1f} s without an unsealed replica, "
         f"{rotation.seconds_without_active:.1f} s without an active member, "
-        f"{rotation.force_updates} force update(s); KV writes every 0.5 s: "
+        f"restarts per slot {rotation.restarts}; KV writes every 0.5 s: "
         f"{rotation.writes.get('failed')}/{rotation.writes.get('attempts')} failed, longest gap "
         f"{rotation.writes.get('longest_gap_s')} s, errors {rotation.writes.get('errors')}"
     )
 
 
-def _assert_rotation(flow: LocalFlow, rotation: Rotation, *, force_updates: int) -> None:
+def _assert_rotation(flow: LocalFlow, rotation: Rotation, *, restarts: int) -> None:
     # The Storage Box and /opt/iklimco/ssl hold certbot's new pair, byte for byte.
     for directory in (flow.storagebox, flow.ssl_dir):
         assert (directory / CERT_NAME).read_bytes() == rotation.fullchain
         assert (directory / KEY_NAME).read_bytes() == rotation.key
     manifest = Manifest.from_json((flow.storagebox / MANIFEST_NAME).read_bytes())
     assert manifest.leaf.not_after == rotation.not_after
-    assert rotation.force_updates == force_updates
+    # Each member restarted ``restarts`` times, by certflow stopping it; no Swarm update ran.
+    assert rotation.force_updates == 0
+    slots = range(1, flow.vault_replicas + 1)
+    assert {s: rotation.restarts.get(s, 0) for s in slots} == dict.fromkeys(slots, restarts)
     assert rotation.writes.get("attempts"), rotation.writes  # the client wrote throughout
     # openssl s_client against each replica, as the runbook does, shows the new notAfter.
     expected = "notAfter=" + rotation.not_after.strftime("%b %e %H:%M:%S %Y GMT")
@@ -73,12 +76,11 @@ def test_a_restart_mode_renewal_reaches_every_member(
     flow: LocalFlow, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # One renewal here: the halt test below runs a second one in restart mode.
-    before = flow.force_update_count()
     rotation = rotate(flow)
-    _assert_rotation(flow, rotation, force_updates=1)
+    _assert_rotation(flow, rotation, restarts=1)
     # Exactly once: no second restart came after the rotation was measured either (the
     # assertions above take several distributor polls; the signal test covers the last one).
-    assert flow.force_update_count() == before + 1
+    assert flow.restarts_since(rotation.renewed_at) == rotation.restarts
     with capsys.disabled():
         print(f"\nrestart mode, {_summary(rotation)}")
 
@@ -114,7 +116,7 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
     flow: LocalFlow, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The gate: with no unsealer, the first restarted member stays sealed, so the coordinator
-    does not move Swarm's update on; past its bound the rollout is reported halted, naming the
+    stops no other member; past its bound the rollout is reported halted, naming the
     member. The other members are never stopped, Vault keeps an active member and takes writes.
     Once the unsealer is back, the rollout continues by itself, each member restarted once."""
     before = _serving_tasks(flow)
@@ -157,11 +159,7 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         sampler.stop()
         writes = flow.stop_kv_probe(probe)
         flow.scale("vault-unsealer", 1)
-    after = flow.vault_tasks_by_slot()
-    restarts = {
-        slot: sum(1 for t in tasks if str(t["CreatedAt"]) > _iso(renewed_at))
-        for slot, tasks in after.items()
-    }
+    restarts = flow.restarts_since(renewed_at)
     # Exactly one restart per member for this certificate, the halted one included.
     assert all(restarts[slot] == 1 for slot in before), restarts
     most_down = sampler.most_not_unsealed(flow.vault_replicas, since=renewed_at)
@@ -178,10 +176,6 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         )
 
 
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
-
-
 def test_signal_mode_reloads_without_restart_or_seal(
     flow: LocalFlow, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -189,7 +183,7 @@ def test_signal_mode_reloads_without_restart_or_seal(
     # The halt test below waits this long for a canary that cannot load the pair.
     _set_distributor_env(flow, DISTRIBUTOR_CANARY_TIMEOUT="20")
     rotation = rotate(flow)
-    _assert_rotation(flow, rotation, force_updates=0)
+    _assert_rotation(flow, rotation, restarts=0)
     assert rotation.seconds_without_unsealed == 0
     from shared.certs import read_leaf
 

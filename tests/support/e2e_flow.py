@@ -454,6 +454,15 @@ class LocalFlow:
         tasks = open_engine(ping=False).tasks(self.service("vault"))
         return sorted(ip for t in tasks for ip in t.addresses.get(self.network, ())[:1])
 
+    def restarts_since(self, epoch: float) -> dict[int, int]:
+        """Per Vault slot, how many tasks Swarm created since ``epoch``: each is one restart of
+        that member (certflow's stop, a crash, an update)."""
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+        return {
+            slot: sum(1 for t in tasks if str(t["CreatedAt"]) > since)
+            for slot, tasks in self.vault_tasks_by_slot().items()
+        }
+
     def force_update_count(self, name: str = "vault") -> int:
         out = docker(
             "service",
@@ -559,7 +568,9 @@ class Rotation:
     key: bytes
     leaf_sha256: str  # digest of the leaf's DER, what the sampler reads from each replica
     not_after: datetime
-    force_updates: int  # how often the Vault service was force-updated meanwhile
+    force_updates: int  # how often the Vault service was force-updated meanwhile (never, now)
+    restarts: dict[int, int]  # per slot, the member's restarts since the renewal
+    renewed_at: float  # when the renewal started (epoch seconds)
     seconds_to_converge: float | None  # renewal -> every replica unsealed on the new leaf
     seconds_without_unsealed: float  # time in which no replica answered unsealed
     seconds_without_active: float  # time in which no member answered as the active one
@@ -624,6 +635,8 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
         leaf_sha256=leaf_sha256,
         not_after=not_after,
         force_updates=flow.force_update_count() - before,
+        restarts=flow.restarts_since(renewed_at),
+        renewed_at=renewed_at,
         seconds_to_converge=(
             None
             if (at := sampler.converged_at(renewed_at, leaf_sha256, flow.vault_replicas)) is None
@@ -770,7 +783,7 @@ def up() -> int:
     )
     print(
         f"up: generation {rotation.generation} (notAfter {rotation.not_after.isoformat()}) is on "
-        f"every replica after {converge}; Vault force-updated {rotation.force_updates}x; "
+        f"every replica after {converge}; member restarts per slot {rotation.restarts}; "
         f"{rotation.seconds_without_unsealed:.1f} s without an unsealed replica, "
         f"{rotation.seconds_without_active:.1f} s without an active one; a client "
         f"writing every 0.5 s: {rotation.writes.get('failed')} of "

@@ -100,6 +100,16 @@ class FakeEngine:
             )
         )
 
+    def restart_task(self, service: str, task_id: str, *, state: str = "running") -> str:
+        """What Swarm's restart policy does once a task's container stopped: a new task (new
+        ID) in the same slot on the same node. Returns the new task's ID."""
+        tasks = self.service_tasks[service]
+        index = next(i for i, t in enumerate(tasks) if t.task_id == task_id)
+        old = tasks[index]
+        new_id = f"r{sum(t.task_id.startswith('r') for t in tasks)}-{old.node_id}"
+        tasks[index] = replace(old, task_id=new_id, state=state)
+        return new_id
+
     def add_container(self, service: str, node_id: str, container: ContainerInfo) -> None:
         self.container_list.append((service, node_id, container))
 

@@ -38,8 +38,8 @@ def test_help_lists_every_setting(command: str, settings_cls: type[ServiceSettin
 
 def test_the_epilog_gives_default_and_meaning_and_keeps_one_line_per_setting() -> None:
     text = _help("distributor")
-    assert "DISTRIBUTOR_RESUME_AFTER (default 30.0): Seconds a Vault update" in text
-    assert "\n  DISTRIBUTOR_UPDATE_RESUMES (default 3): " in text
+    assert "DISTRIBUTOR_LAG_TIMEOUT (default 300.0): Seconds the leader waits" in text
+    assert "\n  DISTRIBUTOR_MEMBER_BOUND (default 120.0): " in text
     assert "Exit status: 0 ok" in text
 
 

@@ -11,7 +11,7 @@ import pytest
 
 PURE = [
     "services.distributor.coordinator",
-    "services.distributor.catchup",
+    "services.distributor.stop_order",
     "services.distributor.member_probe",
     "services.distributor.signal_canary",
     "services.distributor.facts",

@@ -25,13 +25,22 @@ from tests.support.images import ensure_base_image
 CERT_NAME = "STAR.iklim.co.full.crt"  # the default CERTFLOW_CERT_NAME
 
 # The stand-in traps HUP and appends its hostname (= container ID prefix) to a bind-mounted file;
-# it exits at once on TERM so rolling updates are quick, and at start when /hup/fail exists.
+# it exits at once on TERM so restarts are quick, and at start when /hup/fail exists. Like Vault,
+# it "serves" the certificate file as it was when it started or was last signalled: a copy in
+# /tmp/served, which the stand-in CLI below compares with the file.
 STANDIN = r"""
-import os, signal, socket, sys, time
+import os, shutil, signal, socket, sys, time
 log = os.path.join("/hup", socket.gethostname())
 if os.path.exists("/hup/fail"):
-    sys.exit(1)  # lets a test make the rolling update fail
+    sys.exit(1)  # lets a test make a restart fail
+def load():
+    cert = os.path.join("/vault/certs", os.environ.get("VAULT_CERT_FILE", ""))
+    if os.path.isfile(cert):
+        shutil.copyfile(cert, "/tmp/served.new")
+        os.replace("/tmp/served.new", "/tmp/served")
+load()
 def hup(*_):
+    load()
     with open(log, "a") as f:
         f.write("HUP\n")
 signal.signal(signal.SIGHUP, hup)
@@ -43,11 +52,17 @@ while True:
 
 
 # The member probe (services/distributor/member_probe.py) runs `vault status` inside each Vault
-# container. These tests are about Swarm's update mechanics, not Vault, so the stand-in carries a
-# stand-in of the external Vault CLI that answers "unsealed" for any trust file: the probe then
-# proves whatever /vault/certs holds (the first distributor's installed pair, d0). The real probe
-# against real OpenBao: tests/integration/distributor/test_member_probe_openbao.py.
+# container. These tests are about Swarm's restart mechanics, not Vault, so the stand-in carries a
+# stand-in of the external Vault CLI. It answers "unsealed" to the clients' trust check, and to
+# the check that trusts only the installed leaf when the stand-in serves the file as installed now
+# (the first distributor's pair, d0), else "unknown authority", as Vault's CLI does for another
+# certificate. The real probe against real OpenBao: test_member_probe_openbao.py.
 FAKE_VAULT_CLI = """#!/bin/sh
+case "$*" in
+  *-ca-cert=/certflow-ca/*) ;;
+  *) cmp -s /tmp/served "/vault/certs/$VAULT_CERT_FILE" || {
+       echo 'x509: certificate signed by unknown authority'; exit 1; } ;;
+esac
 echo '{"initialized": true, "sealed": false}'
 exit 0
 """
@@ -144,6 +159,8 @@ class StandIns:
             update_config=docker.types.UpdateConfig(
                 parallelism=1, delay=0, monitor=int(monitor * 1e9), failure_action="pause"
             ),
+            # As the stack's Vault: a stopped member is started again (1 s here, 5 s there).
+            restart_policy=docker.types.RestartPolicy(condition="any", delay=int(1e9)),
             stop_grace_period=int(2e9),
             labels={"certflow.test": "distributor"},
         )
@@ -205,8 +222,8 @@ class Fleet:
         peer: str = "",
         box: str = "box",
         lag_timeout: float = 60.0,
-        clock_skew: float = 30.0,
-        resume_after: float = 30.0,
+        member_bound: float = 120.0,
+        voter_wait: float = 1.0,
     ) -> tuple[Distributor, str]:
         env = {
             "DISTRIBUTOR_SOURCE_DIR": str(self.tmp / box),
@@ -214,8 +231,9 @@ class Fleet:
             "DISTRIBUTOR_RELOAD_MODE": mode,
             "DISTRIBUTOR_VAULT_SERVICE": vault_service,
             "DISTRIBUTOR_LAG_TIMEOUT": str(lag_timeout),
-            "DISTRIBUTOR_CLOCK_SKEW": str(clock_skew),
-            "DISTRIBUTOR_RESUME_AFTER": str(resume_after),
+            "DISTRIBUTOR_MEMBER_BOUND": str(member_bound),
+            # The stand-in is no raft member: no voter to wait for.
+            "DISTRIBUTOR_VOTER_WAIT": str(voter_wait),
         }
         settings = load_settings(DistributorSettings, env)
         engine = DockerPyEngine(self.client)

@@ -1,4 +1,7 @@
-"""Exactly one forced update of the (stand-in) Vault service per certificate, on a real swarm."""
+"""Exactly one restart per member per certificate, of a (stand-in) Vault service on a real swarm.
+
+The coordinator stops the member's container through its node's distributor (here: itself, one
+node) and Swarm's restart policy starts it again; no Swarm service update is involved."""
 
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from services.distributor.coordinator import Kind
-from services.distributor.docker_ops import force_update_once
-from services.distributor.facts import FINGERPRINT_LABEL
+from services.distributor.docker_ops import record_fingerprint
 from services.distributor.service import Distributor
 from shared.docker_engine import DockerPyEngine
+from shared.rollout import FINGERPRINT_LABEL, ROLLOUT_LABEL
 from tests.support.boxes import make_pair, publish
 from tests.support.pki import CA
 
@@ -46,7 +49,22 @@ def converge(
     return seen
 
 
-def test_one_forced_update_per_certificate(
+def started(hup_dir: Path) -> int:
+    """How many containers the stand-in service has started (one file each)."""
+    return len(list(hup_dir.glob("started-*")))
+
+
+def stops(dist: Distributor) -> float:
+    return sum(
+        sample.value
+        for metric in dist.metrics.registry.collect()
+        if metric.name == "certflow_distributor_stop_orders"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["outcome"] == "stopped"
+    )
+
+
+def test_one_restart_per_member_per_certificate(
     standins: StandIns, fleet: Fleet, tmp_path: Path
 ) -> None:
     vault, hup_dir = standins.service()
@@ -54,18 +72,19 @@ def test_one_forced_update_per_certificate(
     first = make_pair(ca, 1)
     publish(tmp_path / "box", first)
     dist, _ = fleet.distributor(vault)
-    before = service_state(fleet.client, vault).force_update
+    before = service_state(fleet.client, vault)
     kinds = converge(dist)
+    # Restart, then the gate (the member is stopped, started again, probed), then recorded.
     assert Kind.RESTART in kinds
-    # Restart, then the gate (the member is replaced, then probed), then done.
-    assert kinds[0] is Kind.RESTART or kinds.index(Kind.RESTART) < kinds.index(Kind.DONE)
+    assert kinds.index(Kind.RESTART) < kinds.index(Kind.GATE) < kinds.index(Kind.DONE)
+    assert Kind.ADOPT in kinds
     assert kinds[-1] is Kind.DONE
-    assert set(kinds[kinds.index(Kind.RESTART) + 1 : -1]) & {Kind.WAIT, Kind.GATE}
     state = service_state(fleet.client, vault)
-    assert state.update_state == "completed"
-    assert len(list(hup_dir.glob("started-*"))) == 2  # the task was really replaced
-    assert state.force_update == before + 1
+    assert started(hup_dir) == 2  # the member was really stopped and started again
+    assert stops(dist) == 1
+    assert state.force_update == before.force_update  # no Swarm update at all
     assert state.labels[FINGERPRINT_LABEL] == first.manifest.fingerprint
+    assert state.labels[ROLLOUT_LABEL].startswith(first.manifest.fingerprint + " 1:")
     swarm = dist.health.check("swarm")  # the coordinator watches the nodes for the operator
     assert swarm is not None
     assert (swarm.status.value, swarm.message) == ("ok", "every node ready")
@@ -73,13 +92,13 @@ def test_one_forced_update_per_certificate(
     for _ in range(3):
         dist.sync_pass()
         dist.reload_pass()
-    assert service_state(fleet.client, vault).force_update == before + 1
+    assert started(hup_dir) == 2
     # A renewal: exactly one more.
     second = make_pair(ca, 2)
     publish(tmp_path / "box", second)
     converge(dist)
     state = service_state(fleet.client, vault)
-    assert state.force_update == before + 2
+    assert started(hup_dir) == 3
     assert state.labels[FINGERPRINT_LABEL] == second.manifest.fingerprint
     assert dist.metrics.restarts._value.get() == 2
 
@@ -87,14 +106,13 @@ def test_one_forced_update_per_certificate(
 def test_three_coordinators_racing_restart_once(
     standins: StandIns, fleet: Fleet, tmp_path: Path
 ) -> None:
-    vault, _ = standins.service()
+    vault, hup_dir = standins.service()
     publish(tmp_path / "box", make_pair(CA(), 1))
     first, url = fleet.distributor(vault, name="d0")
     others = [fleet.distributor(vault, name=f"d{i}", peer=url)[0] for i in (1, 2)]
     racers = [first, *others]
     for dist in racers:
         dist.sync_pass()
-    before = service_state(fleet.client, vault).force_update
     start = threading.Barrier(len(racers))
     errors: list[BaseException] = []
 
@@ -111,14 +129,14 @@ def test_three_coordinators_racing_restart_once(
     for thread in threads:
         thread.join()
     assert not errors, errors
-    assert service_state(fleet.client, vault).force_update == before + 1
+    assert started(hup_dir) == 2
     assert sum(d.metrics.restarts._value.get() for d in racers) == 1
 
 
 def test_coordinator_killed_mid_flight_does_not_restart_twice(
     standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
 ) -> None:
-    vault, _ = standins.service(certs_from="reporter")
+    vault, hup_dir = standins.service(certs_from="reporter")
     pair = make_pair(CA(), 1)
     publish(tmp_path / "box", pair)
     reporter, url = fleet.distributor(vault, name="reporter", mode="none")
@@ -131,7 +149,6 @@ def test_coordinator_killed_mid_flight_does_not_restart_twice(
         return bool(reporter.members)
 
     wait_for("the reporter to probe the Vault member", reporter_probed)
-    before = service_state(client, vault).force_update
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -147,13 +164,10 @@ def test_coordinator_killed_mid_flight_does_not_restart_twice(
         stdout=subprocess.DEVNULL,
     )
     try:
-        # Kill -9 as soon as the update is posted, while Swarm is still rolling it out.
+        # Kill -9 as soon as the stop order is recorded, before or just after it is carried out.
         wait_for(
-            "update posted",
-            lambda: (
-                service_state(client, vault).labels.get(FINGERPRINT_LABEL)
-                == pair.manifest.fingerprint
-            ),
+            "stop order recorded",
+            lambda: ROLLOUT_LABEL in service_state(client, vault).labels,
         )
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -161,7 +175,7 @@ def test_coordinator_killed_mid_flight_does_not_restart_twice(
     successor, _ = fleet.distributor(vault, name="successor", peer=url)
     kinds = converge(successor, also=(reporter,))
     assert Kind.RESTART not in kinds
-    assert service_state(client, vault).force_update == before + 1
+    assert started(hup_dir) == 2
     assert successor.metrics.restarts._value.get() == 0
 
 
@@ -183,91 +197,80 @@ def test_out_of_sequence_conflict_is_retried_with_a_fresh_version(
         update_config=fresh["Spec"].get("UpdateConfig"),
         fetch_current_spec=False,
     )
-    outcome = force_update_once(DockerPyEngine(client), vault, "FP:1", observed=stale)
+    outcome = record_fingerprint(DockerPyEngine(client), vault, "FP:1", observed=stale)
     assert outcome.posted
     assert outcome.conflicts == 1
     after = service_state(client, vault)
-    assert after.force_update == before.force_update + 1
+    assert after.force_update == before.force_update  # a label: no task replaced
     assert after.labels[FINGERPRINT_LABEL] == "FP:1"
     assert after.labels["concurrent"] == "yes"  # the other writer's change survived
-    wait_update_done(client, vault)
-    # A second coordinator with the same stale view: conflict, then sees the label, no update.
-    again = force_update_once(DockerPyEngine(client), vault, "FP:1", observed=stale)
+    # A second coordinator with the same stale view: conflict, then sees the label, no write.
+    again = record_fingerprint(DockerPyEngine(client), vault, "FP:1", observed=stale)
     assert not again.posted
-    assert service_state(client, vault).force_update == before.force_update + 1
+    assert service_state(client, vault).version == after.version
 
 
-def test_paused_update_is_failing_with_swarm_message_and_not_retried(
+def _decision(dist: Distributor) -> str | None:
+    dist.sync_pass()
+    dist.reload_pass()
+    check = dist.health.check("reload")
+    return None if check is None else check.details.get("decision")
+
+
+def test_an_operators_paused_update_holds_every_restart_naming_it(
     standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
 ) -> None:
     vault, hup_dir = standins.service()
+    (hup_dir / "fail").touch()  # the operator's update starts a task that exits 1: it pauses
+    client.services.get(vault).force_update()
+    wait_for("update paused", lambda: service_state(client, vault).update_state == "paused", 120)
+    (hup_dir / "fail").unlink()
     publish(tmp_path / "box", make_pair(CA(), 1))
     dist, _ = fleet.distributor(vault)
-    before = service_state(client, vault).force_update
-    (hup_dir / "fail").touch()  # the restarted task will exit 1: the update pauses
-
-    def failed() -> bool:
-        dist.sync_pass()
-        dist.reload_pass()
-        check = dist.health.check("reload")
-        return check is not None and check.details.get("decision") == Kind.FAILED.value
-
-    wait_for("update paused", failed, 120)
+    wait_for("held", lambda: _decision(dist) == Kind.FAILED.value, 60)
     check = dist.health.check("reload")
     assert check is not None
     assert check.status.value == "failing"
-    assert "vault update paused" in check.message
+    assert "vault's own update is paused" in check.message
     assert "failure or early termination" in check.message
     for _ in range(3):
-        dist.sync_pass()
-        dist.reload_pass()
-    assert service_state(client, vault).force_update == before + 1
+        assert _decision(dist) == Kind.FAILED.value
+    assert dist.metrics.restarts._value.get() == 0
+    assert stops(dist) == 0
 
 
-def test_paused_update_resumes_once_its_cause_is_gone_without_a_second_restart(
+def test_a_member_that_does_not_come_back_halts_the_rollout_and_is_stopped_once(
     standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
 ) -> None:
-    # A monitor window longer than the stand-in's failing start: the first replaced task's exit
-    # pauses the update before the second replica is touched.
-    vault, hup_dir = standins.service(replicas=2, monitor=10)
+    vault, hup_dir = standins.service(replicas=2)
     publish(tmp_path / "box", make_pair(CA(), 1))
-    dist, _ = fleet.distributor(vault, resume_after=1.0)
-    before = service_state(client, vault).force_update
-    (hup_dir / "fail").touch()  # the first replaced task exits 1: Swarm pauses the update
-
-    def decision() -> str | None:
-        dist.sync_pass()
-        dist.reload_pass()
-        check = dist.health.check("reload")
-        return None if check is None else check.details.get("decision")
-
-    wait_for("update paused", lambda: decision() == Kind.FAILED.value, 120)
-    assert service_state(client, vault).update_state == "paused"
-    # While the failing replica cannot run, the pause is reported and not resumed.
-    for _ in range(3):
-        assert decision() == Kind.FAILED.value
-    (hup_dir / "fail").unlink()  # the cause goes away; the restart policy brings the task up
-    wait_for("coordinator done", lambda: decision() == Kind.DONE.value, 180)
-    state = service_state(client, vault)
-    assert state.update_state in {"completed", None}, state.update_message
-    assert state.force_update == before + 1  # resumed, not forced again
-    assert dist.metrics.resumes._value.get() == 1
-    wait_for("both replicas running", lambda: len(running_tasks(client, vault)) == 2)
-    # 2 original starts + the replaced slot once it could start + the resumed slot: nothing else.
-    assert len(list(hup_dir.glob("started-*"))) == 4
+    dist, _ = fleet.distributor(vault, member_bound=5.0)
+    (hup_dir / "fail").touch()  # a stopped member cannot start again: Swarm retries it
+    wait_for("halted", lambda: _decision(dist) == Kind.HALTED.value, 120)
+    check = dist.health.check("reload")
+    assert check is not None
+    assert check.status.value == "failing"
+    assert "halted" in check.message
+    assert "the members not restarted yet keep serving" in check.message
+    assert stops(dist) == 1  # the other member was left alone
+    assert len(running_tasks(client, vault)) == 1
+    (hup_dir / "fail").unlink()  # the cause goes away; the restart policy brings it up
+    wait_for("coordinator done", lambda: _decision(dist) == Kind.DONE.value, 180)
+    assert stops(dist) == 2  # then the second member, once
+    assert dist.metrics.restarts._value.get() == 2
+    wait_for("both members running", lambda: len(running_tasks(client, vault)) == 2)
 
 
 def test_node_lagging_past_timeout_is_failing_and_vault_is_not_restarted(
     standins: StandIns, fleet: Fleet, tmp_path: Path, client: Any
 ) -> None:
-    vault, _ = standins.service()
+    vault, hup_dir = standins.service()
     ca = CA()
     publish(tmp_path / "old-box", make_pair(ca, 1))  # what the lagging node still sees
     publish(tmp_path / "box", make_pair(ca, 2))
     lagging, url = fleet.distributor(vault, mode="none", name="lagging", box="old-box")
     lagging.sync_pass()
     leader, _ = fleet.distributor(vault, name="leader", peer=url, lag_timeout=0.5)
-    before = service_state(client, vault)
 
     def blocked() -> bool:
         leader.sync_pass()
@@ -283,8 +286,9 @@ def test_node_lagging_past_timeout_is_failing_and_vault_is_not_restarted(
     assert node in check.message
     assert "has generation 1" in check.message
     after = service_state(client, vault)
-    assert after.force_update == before.force_update
     assert FINGERPRINT_LABEL not in after.labels
+    assert ROLLOUT_LABEL not in after.labels
+    assert started(hup_dir) == 1
 
 
 def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
@@ -293,11 +297,11 @@ def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
     vault, hup_dir = standins.service()
     pair = make_pair(CA(), 1)
     publish(tmp_path / "box", pair)
-    dist, _ = fleet.distributor(vault, clock_skew=0.5)
+    dist, _ = fleet.distributor(vault)
     converge(dist)
     assert dist.metrics.restarts._value.get() == 1
     # What `docker stack deploy` does: the whole spec is replaced with the compose file's labels
-    # (ours is gone), ForceUpdate is copied, and a changed setting rolls the tasks.
+    # (ours are gone), ForceUpdate is copied, and a changed setting rolls the tasks.
     attrs = client.services.get(vault).attrs
     spec = attrs["Spec"]
     template = spec["TaskTemplate"]
@@ -315,7 +319,7 @@ def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
     wait_update_done(client, vault)
     redeployed = service_state(client, vault)
     assert FINGERPRINT_LABEL not in redeployed.labels
-    tasks_started = len(list(hup_dir.glob("started-*")))
+    tasks_started = started(hup_dir)
     kinds = converge(dist)
     assert Kind.ADOPT in kinds
     assert Kind.RESTART not in kinds
@@ -323,5 +327,5 @@ def test_stack_redeploy_that_drops_the_label_does_not_restart_vault_again(
     assert after.force_update == redeployed.force_update
     assert after.labels[FINGERPRINT_LABEL] == pair.manifest.fingerprint
     assert dist.metrics.restarts._value.get() == 1
-    assert dist.metrics.adoptions._value.get() == 1
-    assert len(list(hup_dir.glob("started-*"))) == tasks_started  # no task was replaced
+    assert dist.metrics.adoptions._value.get() == 2  # after the restart, and after the deploy
+    assert started(hup_dir) == tasks_started  # no task was replaced

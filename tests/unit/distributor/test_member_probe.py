@@ -146,3 +146,23 @@ def _member(**kw: object) -> MemberProbe:
 def test_due(last: MemberProbe | None, installed: str, age: float, expected: bool) -> None:
     at = None if last is None else 1000.0
     assert due(last, installed=installed, last_at=at, now=1000.0 + age, interval=60) is expected
+
+
+HA_ACTIVE = '{"sealed": false, "ha_enabled": true, "is_self": true, "leader_address": "x"}'
+HA_STANDBY = '{"sealed": false, "ha_enabled": true, "leader_address": "x"}'  # is_self omitted
+
+
+@pytest.mark.parametrize(
+    ("leaf", "trust", "active"),
+    [
+        (f"0\n{HA_ACTIVE}", f"0\n{HA_ACTIVE}", True),
+        (f"0\n{HA_STANDBY}", f"0\n{HA_STANDBY}", False),
+        (f"1\n{UNKNOWN}", f"0\n{HA_STANDBY}", False),  # old certificate: the trust call says
+        (f"1\n{UNKNOWN}", f"0\n{HA_ACTIVE}", True),
+        (f"0\n{UNSEALED}", f"0\n{UNSEALED}", None),  # not HA
+        (f"2\n{SEALED}", f"2\n{SEALED}", None),
+        (f"1\n{REFUSED}", f"1\n{REFUSED}", None),
+    ],
+)
+def test_the_active_member_is_read_from_is_self(leaf: str, trust: str, active: bool | None) -> None:
+    assert interpret(0, out(leaf, trust)).active is active

@@ -6,6 +6,8 @@ the distributor pass are the real ones.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,15 +16,23 @@ import httpx
 import pytest
 
 from services.distributor.coordinator import Kind
-from services.distributor.facts import FINGERPRINT_LABEL, DistributorInfo, MemberProbe
+from services.distributor.facts import DistributorInfo, MemberProbe
+from services.distributor.local_members import TASK_ID_LABEL
 from services.distributor.peers import PeerDirectory
 from services.distributor.reload import RestartCoordinator
 from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
+from services.distributor.stop_order import PATH as STOP_PATH
+from services.distributor.stop_order import StopOrder, decode, encode
+from shared.health import build_app
+from shared.manifest import MANIFEST_NAME
+from shared.manifest_auth import MacKeys, sign_manifest
+from shared.rollout import FINGERPRINT_LABEL, ROLLOUT_LABEL
 from shared.settings import load_settings
 from shared.swarm import ContainerInfo, ExecResult
 from tests.support.boxes import CERT, make_pair, publish
 from tests.support.fake_engine import FakeEngine
+from tests.support.mac_keys import write_key_file
 from tests.support.pki import CA
 
 VAULT = "iklimco_vault"
@@ -30,20 +40,32 @@ FP = "AA:NEW"
 
 
 def peers_reporting(
-    fingerprints: dict[str, str | None], engine: FakeEngine | None = None
+    fingerprints: dict[str, str | None],
+    engine: FakeEngine | None = None,
+    *,
+    on_old: frozenset[str] = frozenset(),
+    active: str = "",
+    posts: list[tuple[str, bytes]] | None = None,
 ) -> PeerDirectory:
     """Peers on fixed URLs whose /health reports ``fingerprints`` (node ID -> installed), and
-    their local Vault members (``engine``'s tasks on that node) unsealed, serving that pair."""
+    their local Vault members (``engine``'s tasks on that node) unsealed, serving that pair
+    (the tasks in ``on_old``: another one; ``active``: the leading task). Stop orders POSTed to
+    them are kept in ``posts`` (URL, body) and answered 202."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         node = request.url.host
+        if request.method == "POST":
+            if posts is not None:
+                posts.append((str(request.url), request.content))
+            return httpx.Response(202, json={"message": "stopping"})
         members = [
             MemberProbe(
                 slot=task.slot,
                 task_id=task.task_id,
                 fingerprint=fingerprints[node],
                 sealed=False,
-                serves_installed=True,
+                active=task.task_id == active,
+                serves_installed=task.task_id not in on_old,
                 trusted=True,
             )
             for task in (engine.service_tasks.get(VAULT, []) if engine else [])
@@ -60,6 +82,7 @@ def peers_reporting(
         port=1,
         static={node: f"http://{node}/health" for node in fingerprints},
         transport=httpx.MockTransport(answer),
+        sync_transport=httpx.MockTransport(answer),
     )
 
 
@@ -80,24 +103,143 @@ def coordinator(engine: FakeEngine, **peers: str | None) -> RestartCoordinator:
         peers=peers_reporting(peers or {"n1": FP, "n2": FP}, engine),
         lag_timeout=60,
         clock=lambda: 1000.0,
-        resume_after=0.0,
     )
 
 
-def test_the_leader_restarts_vault_once_and_then_follows_the_update(engine: FakeEngine) -> None:
-    coord = coordinator(engine)
-    assert coord.step(FP).kind is Kind.RESTART
-    assert len(engine.posted) == 1
-    _, edit = engine.posted[0]
-    assert edit.force
-    assert edit.labels == {FINGERPRINT_LABEL: FP}
-    assert edit.container_labels == {FINGERPRINT_LABEL: FP}
-    assert engine.services[VAULT].force_update == 1
-    # Swarm has not reported on the update yet: waiting, not a second restart.
-    assert coord.step(FP).kind is Kind.WAIT
-    engine.set_update_state(VAULT, "completed")
-    assert coord.step(FP).kind is Kind.DONE
-    assert len(engine.posted) == 1
+KEYS = MacKeys.of(b"k" * 32)
+
+
+def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
+    engine: FakeEngine,
+) -> None:
+    # Slot 1 (n1, this node) leads; slot 2 (n2) is a standby. Both serve the old pair.
+    now = [1000.0]
+    first, second = (t.task_id for t in engine.service_tasks[VAULT])
+    on_old = {first, second}
+    posts: list[tuple[str, bytes]] = []
+    local: list[StopOrder] = []
+
+    def local_stop(order: StopOrder) -> tuple[int, str]:
+        local.append(order)
+        return 202, "stopping"
+
+    coord = RestartCoordinator(
+        engine,
+        vault_service=VAULT,
+        peers=peers_reporting(
+            {"n1": FP, "n2": FP}, engine, on_old=frozenset(on_old), active=first, posts=posts
+        ),
+        lag_timeout=60,
+        keys=KEYS,
+        local_stop=local_stop,
+        node_id=lambda: "n1",
+        clock=lambda: now[0],
+        voter_wait=10.0,
+        resend_every=10.0,
+    )
+
+    def step() -> Kind:
+        coord.peers = peers_reporting(
+            {"n1": FP, "n2": FP}, engine, on_old=frozenset(on_old), active=first, posts=posts
+        )
+        return coord.step(FP).kind
+
+    assert step() is Kind.RESTART
+    # The order is recorded in the service before it goes out, then sent to n2's distributor.
+    assert engine.services[VAULT].labels[ROLLOUT_LABEL] == f"{FP} 2:{second}"
+    assert [url for url, _ in posts] == ["http://n2/v1/stop-member"]
+    order = decode(posts[0][1], KEYS, now=now[0])
+    assert (order.slot, order.task_id, order.fingerprint) == (2, second, FP)
+    now[0] = 1005.0
+    assert step() is Kind.GATE  # asked, still running: not sent again before resend_every
+    assert len(posts) == 1
+    now[0] = 1011.0
+    assert step() is Kind.GATE
+    assert len(posts) == 2  # sent again: the same task
+    assert decode(posts[1][1], KEYS, now=now[0]).task_id == second
+    engine.restart_task(VAULT, second)  # Swarm's restart policy, on the installed pair
+    assert step() is Kind.GATE  # back: the voter wait
+    now[0] = 1022.0
+    assert step() is Kind.RESTART  # the active member, last, on this node: no HTTP
+    assert [(o.slot, o.task_id) for o in local] == [(1, first)]
+    assert len(posts) == 2
+    engine.restart_task(VAULT, first)
+    now[0] = 1023.0
+    assert step() is Kind.GATE
+    now[0] = 1034.0
+    assert step() is Kind.ADOPT
+    assert engine.services[VAULT].labels[FINGERPRINT_LABEL] == FP
+    assert step() is Kind.DONE
+    assert coord.metrics.restarts._value.get() == 2
+    assert engine.services[VAULT].force_update == 0  # no Swarm update at all
+
+
+def test_a_new_leader_sends_the_recorded_order_again_never_a_second_one(
+    engine: FakeEngine,
+) -> None:
+    first, second = (t.task_id for t in engine.service_tasks[VAULT])
+    posts: list[tuple[str, bytes]] = []
+
+    def fresh() -> RestartCoordinator:
+        return RestartCoordinator(
+            engine,
+            vault_service=VAULT,
+            peers=peers_reporting(
+                {"n1": FP, "n2": FP},
+                engine,
+                on_old=frozenset({first, second}),
+                active=first,
+                posts=posts,
+            ),
+            lag_timeout=60,
+            keys=KEYS,
+            local_stop=lambda order: (500, "unexpected"),
+            node_id=lambda: "n1",
+            clock=lambda: 1000.0,
+        )
+
+    assert fresh().step(FP).kind is Kind.RESTART
+    labels_written = len(engine.posted)
+    decision = fresh().step(FP)  # the next leader, its memory empty, the order not carried out
+    assert decision.kind is Kind.GATE
+    assert decision.resend
+    assert len(engine.posted) == labels_written
+    assert [decode(body, KEYS, now=1000.0).task_id for _, body in posts] == [second, second]
+
+
+def test_a_restart_that_did_not_take_halts_and_is_never_repeated(engine: FakeEngine) -> None:
+    first, second = (t.task_id for t in engine.service_tasks[VAULT])
+    now = [1000.0]
+    on_old = {first, second}
+    posts: list[tuple[str, bytes]] = []
+    coord = RestartCoordinator(
+        engine,
+        vault_service=VAULT,
+        peers=peers_reporting({"n1": FP, "n2": FP}, engine, posts=posts),
+        lag_timeout=60,
+        keys=KEYS,
+        node_id=lambda: "n1",
+        clock=lambda: now[0],
+        voter_wait=0.0,
+        member_bound=30.0,
+    )
+
+    def step() -> Kind:
+        coord.peers = peers_reporting(
+            {"n1": FP, "n2": FP}, engine, on_old=frozenset(on_old), active=first, posts=posts
+        )
+        return coord.step(FP).kind
+
+    assert step() is Kind.RESTART
+    new = engine.restart_task(VAULT, second)
+    on_old.add(new)  # back, unsealed, and still serving another certificate
+    assert step() is Kind.GATE
+    now[0] = 1031.0
+    halted = coord.step(FP)
+    assert halted.kind is Kind.HALTED
+    assert "does not serve the installed certificate" in halted.message
+    assert step() is Kind.HALTED
+    assert len(posts) == 1
     assert coord.metrics.restarts._value.get() == 1
 
 
@@ -108,34 +250,35 @@ def test_a_node_without_the_pair_holds_the_restart_back(engine: FakeEngine) -> N
     assert engine.posted == []
 
 
-def test_a_concurrent_writer_costs_one_conflict_not_a_second_restart(engine: FakeEngine) -> None:
-    def operator(fake: FakeEngine, name: str) -> None:
-        fake.before_post = None  # once
-        state = fake.services[name]
-        fake.services[name] = replace(state, version=state.version + 1)
-
-    engine.before_post = operator
-    coord = coordinator(engine)
-    assert coord.step(FP).kind is Kind.RESTART
-    assert coord.metrics.update_conflicts._value.get() == 1
-    assert engine.services[VAULT].force_update == 1
-    assert len(engine.posted) == 1
-
-
 def test_a_label_set_by_another_coordinator_means_done(engine: FakeEngine) -> None:
     engine.services[VAULT] = engine.add_service(VAULT, labels={FINGERPRINT_LABEL: FP})
     assert coordinator(engine).step(FP).kind is Kind.DONE
     assert engine.posted == []
 
 
-def test_a_paused_update_is_resumed_without_forcing(engine: FakeEngine) -> None:
-    engine.add_service(VAULT, labels={FINGERPRINT_LABEL: FP})
+def test_a_concurrent_writer_costs_one_conflict_not_a_second_order(engine: FakeEngine) -> None:
+    def operator(fake: FakeEngine, name: str) -> None:
+        fake.before_post = None  # once
+        state = fake.services[name]
+        fake.services[name] = replace(state, version=state.version + 1)
+
+    engine.before_post = operator
+    first, second = (t.task_id for t in engine.service_tasks[VAULT])
+    coord = coordinator(engine)
+    coord.peers = peers_reporting({"n1": FP, "n2": FP}, engine, on_old=frozenset({first, second}))
+    assert coord.step(FP).kind is Kind.RESTART
+    assert coord.metrics.update_conflicts._value.get() == 1
+    assert len(engine.posted) == 1
+
+
+def test_a_paused_update_of_vaults_own_holds_the_rollout(engine: FakeEngine) -> None:
     engine.set_update_state(VAULT, "paused", "task failed")
     coord = coordinator(engine)
-    assert coord.step(FP).kind is Kind.RESUME
-    _, edit = engine.posted[0]
-    assert not edit.force
-    assert coord.metrics.resumes._value.get() == 1
+    coord.peers = peers_reporting({"n1": FP, "n2": FP}, engine, on_old=frozenset({"t0-n1"}))
+    decision = coord.step(FP)
+    assert decision.kind is Kind.FAILED
+    assert "task failed" in decision.message
+    assert engine.posted == []
 
 
 def test_a_follower_only_syncs(engine: FakeEngine) -> None:
@@ -317,20 +460,6 @@ def make_pem_of(tmp_path: Path) -> str:
     return pem[: pem.index("-----END CERTIFICATE-----") + 25]
 
 
-def test_a_replica_restarted_before_its_node_had_the_pair_is_caught_up(
-    tmp_path: Path, engine: FakeEngine
-) -> None:
-    pair = make_pair(CA(), 1)
-    publish(tmp_path / "box", pair)
-    dist = Distributor(settings(tmp_path, "restart"), engine=engine)
-    dist.sync_pass()
-    label = {FINGERPRINT_LABEL: pair.manifest.fingerprint}
-    engine.add_container(VAULT, "n1", ContainerInfo("c-early", label, 1.0))
-    dist.reload_pass()
-    dist.reload_pass()
-    assert engine.signalled == [("c-early", "SIGHUP")]
-
-
 def test_no_restart_while_a_vault_member_is_still_starting(engine: FakeEngine) -> None:
     # The second member is sealed (its task "starting"): stopping another one could leave the
     # cluster without quorum, so the restart is held and the member named.
@@ -346,7 +475,7 @@ def test_a_rolling_update_is_moved_on_once_the_restarted_member_is_back(
 ) -> None:
     # Swarm restarted one member (the newest task) and waits; the coordinator moves it on with
     # one label write once that member has been back for the voter wait, and only once.
-    from services.distributor.facts import ADVANCE_LABEL
+    from shared.rollout import ADVANCE_LABEL
 
     now = [1000.0]
     coord = RestartCoordinator(
@@ -367,8 +496,52 @@ def test_a_rolling_update_is_moved_on_once_the_restarted_member_is_back(
     assert engine.services[VAULT].labels[ADVANCE_LABEL] == newest
     posted = len(engine.posted)
     now[0] = 1012.0
-    # Swarm clears UpdateStatus on the write until its updater runs again: not done yet.
-    assert coord.step(FP).kind is Kind.WAIT
     engine.set_update_state(VAULT, "updating")
     assert coord.step(FP).kind is Kind.GATE  # moved on already: no second write
     assert len(engine.posted) == posted
+
+
+def test_a_stop_order_reaches_the_member_through_the_distributors_http_route(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    key_file = tmp_path / "manifest.key"
+    keys = MacKeys.of(write_key_file(key_file))
+    pair = make_pair(CA(), 1)
+    box = tmp_path / "box"
+    publish(box, pair)
+    (box / MANIFEST_NAME).write_bytes(sign_manifest(keys, pair.manifest.to_json()))
+    dist = Distributor(
+        settings(tmp_path, "restart", CERTFLOW_MANIFEST_KEY_FILES=str(key_file)), engine=engine
+    )
+    dist.sync_pass()
+    fp = pair.manifest.fingerprint
+    labels = {TASK_ID_LABEL: "task2", "com.docker.swarm.task.name": f"{VAULT}.2.task2"}
+    engine.add_container(VAULT, "n1", ContainerInfo("c2", labels, 1.0))
+    app = build_app(dist.health, dist.metrics.registry)
+    dist.routes(app)
+
+    async def posted(body: bytes) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://n1") as client:
+            return (await client.post(STOP_PATH, content=body)).status_code
+
+    def post(order: StopOrder, with_keys: MacKeys = keys) -> int:
+        return asyncio.run(posted(encode(order, with_keys)))
+
+    order = StopOrder(VAULT, 2, "task2", fp, time.time())
+    assert post(order, MacKeys.of(b"x" * 32)) == 401  # not certflow's key
+    assert post(replace(order, fingerprint="BB:OTHER")) == 409  # not what this node installed
+    assert engine.signalled == []
+    assert post(order) == 202
+    assert engine.signalled == [("c2", "SIGTERM")]
+    engine.container_list.clear()  # Swarm replaced the task: the same order again is a no-op
+    assert post(order) == 200
+    assert engine.signalled == [("c2", "SIGTERM")]
+    counted = {
+        s.labels["outcome"]: s.value
+        for m in dist.metrics.registry.collect()
+        if m.name == "certflow_distributor_stop_orders"
+        for s in m.samples
+        if s.name.endswith("_total")
+    }
+    assert counted == {"unauthenticated": 1, "not_installed": 1, "stopped": 1, "gone": 1}

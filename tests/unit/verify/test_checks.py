@@ -173,6 +173,32 @@ def test_a_service_that_is_not_converged_fails(facts: ServiceFacts, words: str) 
     assert result.next_step
 
 
+ROLLING = {"certflow.rollout": "AA:NEW 2:t2", "certflow.fingerprint": "BB:OLD"}
+
+
+def test_a_certflow_rollout_under_way_fails_naming_how_far_it_got() -> None:
+    facts = ServiceFacts("v", True, "replicated", 3, 3, labels=ROLLING)
+    result = check_service(facts, deploy_hint="")
+    assert result.outcome is Outcome.FAIL
+    assert "certflow rollout is in progress: 1 of 3 members restarted" in result.summary
+    assert "reload check" in result.next_step
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"certflow.rollout": "AA:NEW 2:t2,1:t1,3:t3", "certflow.fingerprint": "AA:NEW"},
+        {"certflow.fingerprint": "AA:NEW"},
+        {},
+    ],
+)
+def test_a_finished_or_absent_rollout_is_converged(labels: dict[str, str]) -> None:
+    result = check_service(
+        ServiceFacts("v", True, "replicated", 3, 3, labels=labels), deploy_hint=""
+    )
+    assert result.ok
+
+
 def test_the_first_task_error_is_shown() -> None:
     facts = ServiceFacts("s", True, "replicated", 2, 1, task_errors=("No such image: x",))
     result = check_service(facts, deploy_hint="")
