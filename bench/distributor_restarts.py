@@ -4,7 +4,7 @@
 
 Each coordinator is a full in-process distributor in restart mode (all on this single-node swarm,
 so every one of them believes it is the leader: the worst case, as during a leadership change).
-A stand-in Vault service replaces Vault; restarts are counted from its ``ForceUpdate`` counter.
+A stand-in Vault service replaces Vault; restarts are counted from the containers it started.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from services.distributor.coordinator import Kind
 from services.distributor.service import Distributor
 from shared.logs import configure_logging
-from tests.integration.distributor.conftest import Fleet, StandIns, service_state
+from tests.integration.distributor.conftest import Fleet, StandIns
 from tests.support.boxes import make_pair, publish
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
@@ -36,12 +36,19 @@ def converge(dist: Distributor, deadline: float) -> None:
     raise SystemExit("coordinators did not converge")
 
 
+def _report(reporter: Distributor, done: threading.Event) -> None:
+    while not done.is_set():
+        reporter.sync_pass()
+        reporter.reload_pass()
+        done.wait(0.2)
+
+
 def run(count: int, renewals: int, client: object, image: str) -> tuple[list[int], float, int]:
     with tempfile.TemporaryDirectory(prefix="certflow-bench-") as tmp:
         root = Path(tmp)
         standins, fleet = StandIns(client, image, root), Fleet(client, root)
         try:
-            vault, _ = standins.service()
+            vault, hup_dir = standins.service(certs_from="reporter")
             ca = CA()
             publish(root / "box", make_pair(ca, 1))
             reporter, url = fleet.distributor(vault, mode="none", name="reporter")
@@ -54,16 +61,23 @@ def run(count: int, renewals: int, client: object, image: str) -> tuple[list[int
                 if generation > 1:
                     publish(root / "box", make_pair(ca, generation))
                 reporter.sync_pass()
-                before = service_state(client, vault).force_update
+                before = len(list(hup_dir.glob("started-*")))
                 deadline = time.monotonic() + 180
                 threads = [
                     threading.Thread(target=converge, args=(c, deadline)) for c in coordinators
                 ]
+                done = threading.Event()
+                # The node's distributor probes the member and reports it (the coordinators'
+                # gate reads that report), in its own loop as in Swarm.
+                probing = threading.Thread(target=_report, args=(reporter, done))
+                probing.start()
                 for thread in threads:
                     thread.start()
                 for thread in threads:
                     thread.join()
-                per_renewal.append(service_state(client, vault).force_update - before)
+                done.set()
+                probing.join()
+                per_renewal.append(len(list(hup_dir.glob("started-*"))) - before)
             elapsed = (time.monotonic() - started) / renewals
             conflicts = sum(int(c.metrics.update_conflicts._value.get()) for c in coordinators)
             return per_renewal, elapsed, conflicts

@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from shared.manifest import MANIFEST_NAME, Manifest
+from shared.rollout import rollout_in_progress
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_images import build_project_image, remove_image
 from tests.support.e2e_names import unique
@@ -169,7 +170,7 @@ def _scenario(
     title: str,
     fault: Callable[[Renewal], tuple[float, str]],
     *,
-    updates: int = 1,
+    restarts: int = 1,
     available: float | None = None,
     most_down: int = 1,
     observer: Node | None = None,
@@ -185,7 +186,7 @@ def _scenario(
     must be in place before Vault's restart can start).
     """
     flow = bed.flow
-    before = flow.force_updates()
+    force_before = flow.force_updates()
     violations = len(bed.watcher.violations)
     watch = observer or bed.lab.nodes[0]
     started = time.time()
@@ -214,19 +215,19 @@ def _scenario(
         for node in bed.lab.nodes:
             if not node.running():
                 bed.lab.start_node(node)
-    done = flow.force_updates() - before
-    restarts = _restarts(flow.vault_tasks(), since=started, force=before + done)
+    stopped = flow.member_stops(since=started - 1)
+    by_slot = _restarts(flow.vault_tasks(), since=started, stopped=stopped)
     row = Row(number, title, "", recovery, health, _kv_summary(kv))
     row.most_down = str(sampler.most_not_unsealed(flow.vault_replicas))
     row.no_active = (
         f"{sampler.seconds_without_active():.1f} s (longest {sampler.longest_without_active():.1f})"
     )
-    row.restarts = ", ".join(f"{slot}: {text}" for slot, (_, text) in sorted(restarts.items()))
+    row.restarts = ", ".join(f"{slot}: {text}" for slot, (_, text) in sorted(by_slot.items()))
     row.verify = bed.verify_said.pop(number, "")
     bed.rows.append(row)
     new_violations = bed.watcher.violations[violations:]
     assert not new_violations, new_violations
-    assert done == updates, f"Vault was force-updated {done} times for one certificate"
+    assert flow.force_updates() == force_before, "certflow restarts members; no Swarm update"
     assert flow.converged(target), flow.last_verify()
     assert "attempts" in kv, f"the KV probe gave no report: {kv}"
     assert kv.get("lost") == [], f"acknowledged KV writes were lost: {kv}"
@@ -239,15 +240,16 @@ def _scenario(
     assert sampler.samples, "the seal sampler saw nothing"
     assert sampler.samples[-1].t >= verified_at - 5, "the seal sampler stopped before the row ended"
     assert sampler.most_not_unsealed(flow.vault_replicas) <= most_down, row.most_down
-    if updates:
-        assert sorted(restarts) == [str(n) for n in range(1, flow.vault_replicas + 1)], restarts
-        assert all(by_update == 1 for by_update, _ in restarts.values()), restarts
+    # Exactly one restart per member for the certificate: certflow stopped one task per slot.
+    slots = [str(n) for n in range(1, flow.vault_replicas + 1)]
+    expected = dict.fromkeys(slots, restarts) if restarts else {}
+    assert {slot: len(tasks) for slot, tasks in stopped.items()} == expected, stopped
     if available is not None:
         gap = float(str(kv["longest_gap_s"]))
         assert gap < available, f"Vault clients could not write for {gap:.1f} s: {kv}"
         longest = sampler.longest_without_active()
         assert longest < available, f"no active member for {longest:.1f} s"
-    row.outcome = f"pass: {done} restart(s), no mixed pair"
+    row.outcome = f"pass: {sum(map(len, stopped.values()))} member restart(s), no mixed pair"
     return row
 
 
@@ -257,7 +259,7 @@ def _diagnosis(bed: Bed) -> str:
     parts = []
     try:
         parts.append(bed.flow.diagnosis())
-        parts.append(f"vault update: {bed.flow.update_state()}")
+        parts.append(f"vault update: {bed.flow.update_state()}; rollout: {bed.flow.rollout()}")
         for node in bed.lab.nodes:
             if not node.running():
                 parts.append(f"{node.name}: stopped")
@@ -275,21 +277,21 @@ def _diagnosis(bed: Bed) -> str:
 
 
 def _restarts(
-    tasks: list[dict[str, str]], *, since: float, force: int
+    tasks: list[dict[str, str]], *, since: float, stopped: dict[str, set[str]]
 ) -> dict[str, tuple[int, str]]:
-    """Per slot: the tasks Vault's update started (the new force counter's first task in the
-    slot: 0 or 1), and a text with the tasks the fault's own restarts added."""
-    per_slot: dict[str, list[dict[str, str]]] = {}
+    """Per slot: the member restarts certflow made (the tasks it stopped), and a text with the
+    tasks the fault's own restarts added (every task the slot started since, beyond those)."""
+    per_slot: dict[str, int] = {}
     for task in tasks:
         created = datetime.fromisoformat(task["created"]).timestamp()
         if created >= since - 1:
-            per_slot.setdefault(task["slot"], []).append(task)
+            per_slot[task["slot"]] = per_slot.get(task["slot"], 0) + 1
     result: dict[str, tuple[int, str]] = {}
-    for slot, started in per_slot.items():
-        by_update = 1 if any(t["force"] == str(force) for t in started) else 0
-        others = len(started) - by_update
-        text = f"{by_update}" + (f" (+{others} by the fault)" if others else "")
-        result[slot] = (by_update, text)
+    for slot in sorted(set(per_slot) | set(stopped)):
+        by_certflow = len(stopped.get(slot, ()))
+        others = max(0, per_slot.get(slot, 0) - by_certflow)
+        text = f"{by_certflow}" + (f" (+{others} by the fault)" if others else "")
+        result[slot] = (by_certflow, text)
     return result
 
 
@@ -369,11 +371,11 @@ def test_01_vault_node_down_during_a_rotation(bed: Bed) -> None:
     victim = _non_leader(bed)
 
     def fault(renewal: Renewal) -> tuple[float, str]:
-        before = flow.force_updates()
+        before = flow.rollout()
         wait_until("the renewal on the Storage Box", lambda: _box_holds(flow, renewal), timeout=60)
         leader = lab.node(lab.leader() or lab.nodes[0].name)
         seen = _watch_health(bed, leader, "cert-distributor", 30)
-        assert flow.force_updates() == before, "Vault was restarted while a member's node was down"
+        assert flow.rollout() == before, "Vault was restarted while a member's node was down"
         _verify_names(bed, "1", *_NODE_LOST)
         lab.start_node(victim)
         return time.monotonic(), _summary(seen, "quorum", "not ready")
@@ -402,7 +404,7 @@ def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
 
     def fault(renewal: Renewal) -> tuple[float, str]:
         try:
-            before = flow.force_updates()
+            before = flow.rollout()
             wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
             _node_down(bed, leader)
             wait_until(
@@ -412,7 +414,7 @@ def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
             # the restart (one more member stopped would leave raft without quorum).
             new_leader = lab.node(lab.leader() or "")
             seen = _watch_health(bed, new_leader, "cert-distributor", 30)
-            assert flow.force_updates() == before, "Vault restarted while a member's node was down"
+            assert flow.rollout() == before, "Vault restarted while a member's node was down"
             _verify_names(bed, "2", *_NODE_LOST)
             lab.start_node(leader)
         finally:
@@ -432,11 +434,11 @@ def test_03_storage_box_unreachable_from_one_node(bed: Bed) -> None:
     try:
 
         def fault(renewal: Renewal) -> tuple[float, str]:
-            before = flow.force_updates()
+            before = flow.rollout()
             wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
             seen = _watch_health(bed, victim, "cert-distributor", 30)
             # Nothing restarts while a live Vault node cannot have the new pair.
-            assert flow.force_updates() == before
+            assert flow.rollout() == before
             lab.unblock_box(victim)
             return time.monotonic(), _summary(seen, "storage", "sync", "source", "errno")
 
@@ -683,7 +685,7 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
     good = flow.swag.generation()
     box_before = (flow.storagebox / MANIFEST_NAME).read_bytes()
-    updates_before = flow.force_updates()
+    rollout_before = flow.rollout()
     notes = []
     for kind, words in (
         ("another key", ("match", "key")),
@@ -696,7 +698,7 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
         notes.append(f"{kind}: {_summary(seen, *words)}")
         assert (flow.storagebox / MANIFEST_NAME).read_bytes() == box_before
         _restore_generation(flow, good)
-    assert flow.force_updates() == updates_before
+    assert flow.rollout() == rollout_before
     time.sleep(3)
 
     def fault(renewal: Renewal) -> tuple[float, str]:
@@ -717,7 +719,7 @@ def test_11_coordinator_killed_mid_rollout(bed: Bed) -> None:
     def fault(renewal: Renewal) -> tuple[float, str]:
         wait_until(
             "the gated vault rollout to start",
-            lambda: flow.update_state() == "updating",
+            flow.rollout_underway,
             timeout=240,
             every=0.5,
         )
@@ -730,7 +732,7 @@ def test_11_coordinator_killed_mid_rollout(bed: Bed) -> None:
             leader,
             "cert-distributor",
             120,
-            stop=lambda: flow.update_state() != "updating",
+            stop=lambda: not flow.rollout_underway(),
             ok_too=True,
         )
         return time.monotonic(), f"distributor on {leader.name} killed -9 mid-rollout; " + (
@@ -748,7 +750,7 @@ def test_12_active_member_node_stopped_mid_rotation(bed: Bed) -> None:
 
     def fault(renewal: Renewal) -> tuple[float, str]:
         try:
-            before = flow.force_updates()
+            before = flow.rollout()
             wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
             lab.stop_node(active)
             # A standby takes over (and the KV probe's writes go on: NODE_LOSS_GAP below).
@@ -761,7 +763,7 @@ def test_12_active_member_node_stopped_mid_rotation(bed: Bed) -> None:
             _marked_down(bed, active)
             watcher = lab.node(lab.leader() or "")
             seen = _watch_health(bed, watcher, "cert-distributor", 30)
-            assert flow.force_updates() == before, "Vault restarted while a member's node was down"
+            assert flow.rollout() == before, "Vault restarted while a member's node was down"
             _verify_names(bed, "12", *_NODE_LOST)
             lab.start_node(active)
         finally:
@@ -879,7 +881,7 @@ def test_15_unsealer_scaled_to_zero(bed: Bed) -> None:
 def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
     installed = {n.name: (lab.ssl_dir(n) / CERT_NAME).read_bytes() for n in lab.nodes}
-    updates_before = flow.force_updates()
+    rollout_before = flow.rollout()
     notes = []
     # The reloader would repair the box at its next check: out of the way while the forgery sits.
     _scale(bed, "cert-reloader", 0)
@@ -903,7 +905,7 @@ def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
             assert {n.name: (lab.ssl_dir(n) / CERT_NAME).read_bytes() for n in lab.nodes} == (
                 installed
             )
-            assert flow.force_updates() == updates_before
+            assert flow.rollout() == rollout_before
             notes.append(f"{reason}: refused on every node")
         _verify_names(bed, "16", "differs", str(FORGED_GENERATION))
     finally:
@@ -914,7 +916,7 @@ def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
         timeout=180,
         every=1,
     )
-    assert flow.force_updates() == updates_before
+    assert flow.rollout() == rollout_before
 
     def fault(renewal: Renewal) -> tuple[float, str]:
         return time.monotonic(), " / ".join(notes) + "; the reloader put the real pair back"
@@ -930,13 +932,16 @@ def _box_publisher(flow: LabFlow) -> str:
         return ""
 
 
-def _update_on(bed: Bed, node: Node) -> bool:
-    """Vault's update is on ``node``'s member: the newest task of the current force counter runs
-    there. With stop-first, the members of every other slot are untouched until it is back."""
-    force = str(bed.flow.force_updates())
-    new = [t for t in bed.flow.vault_tasks() if t["force"] == force]
+def _rollout_on(bed: Bed, node: Node) -> bool:
+    """certflow's rollout is on ``node``'s member: the member it asked to stop last runs (or
+    ran) there, and the rollout is not done."""
+    labels = bed.flow.vault_labels()
+    underway = rollout_in_progress(labels)
+    if underway is None or not underway[1]:
+        return False
+    last = underway[1][-1].task_id
     ids = {row.get("Hostname"): row.get("ID") for row in bed.lab.nodes_table()}
-    return bool(new) and max(new, key=lambda t: t["created"])["node"] == ids.get(node.name)
+    return any(t["id"] == last and t["node"] == ids.get(node.name) for t in bed.flow.vault_tasks())
 
 
 def test_17_leader_node_lost_mid_rollout(bed: Bed) -> None:
@@ -947,28 +952,30 @@ def test_17_leader_node_lost_mid_rollout(bed: Bed) -> None:
     def fault(renewal: Renewal) -> tuple[float, str]:
         wait_until(
             "the gated vault rollout to start",
-            lambda: flow.update_state() == "updating",
+            flow.rollout_underway,
             timeout=240,
             every=0.5,
         )
-        # Lose the node while Swarm's update is on its own member: the node takes no second
-        # member down with it (that would be two faults, and raft's quorum).
+        # Lose the node while the rollout is on its own member: the node takes no second member
+        # down with it (that would be two faults, and raft's quorum). Before certflow restarted
+        # members itself, Swarm's updater did, and the new Swarm leader's updater then stopped
+        # the next member at once: two down, no quorum.
         wait_until(
-            f"Vault's update on {leader.name}'s member",
-            lambda: _update_on(bed, leader),
+            f"the rollout on {leader.name}'s member",
+            lambda: _rollout_on(bed, leader),
             timeout=300,
             every=0.5,
         )
-        state = flow.update_state()
+        state = flow.rollout()
         _node_down(bed, leader)
         wait_until("a new swarm leader", lambda: lab.leader() not in (None, leader.name),
                    timeout=120)  # fmt: skip
         new_leader = lab.node(lab.leader() or "")
         seen = _watch_health(bed, new_leader, "cert-distributor", 30, ok_too=True)
-        _verify_names(bed, "17", *_NODE_LOST, "update")
+        _verify_names(bed, "17", *_NODE_LOST)
         lab.start_node(leader)
         return time.monotonic(), (
-            f"{leader.name} stopped with the update {state} on its member; {new_leader.name}: "
+            f"{leader.name} stopped with the rollout ({state}) on its member; {new_leader.name}: "
             + _summary(seen, "not ready", "rolling update", "rollout", "missing")
         )
 
@@ -1076,7 +1083,7 @@ def test_19_canary_member_killed_in_signal_mode(bed: Bed) -> None:
             )
 
         title = "signal mode: the canary member killed -9 right after its SIGHUP"
-        _scenario(bed, "19", title, fault, updates=0, available=NODE_LOSS_GAP)
+        _scenario(bed, "19", title, fault, restarts=0, available=NODE_LOSS_GAP)
         # One SIGHUP per member for the certificate: the canary's replacement started on the new
         # pair and was never signalled again.
         signalled = len(_SIGNALLED.findall(lab.logs(distributor)))

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 
 from shared.atomic import TEMP_MARKER
 from shared.manifest import MANIFEST_NAME
+from shared.rollout import ROLLOUT_LABEL, rollout_in_progress
 from shared.storagebox import State, read_snapshot
 from tests.support.acme import Certbot, Pebble, SwagVolume
 from tests.support.e2e_flow import append_pebble_root, leaf_digest
@@ -390,8 +391,43 @@ class LabFlow:
         )  # fmt: skip
         return out.strip()
 
+    def vault_labels(self) -> dict[str, str]:
+        """The Vault service's labels (certflow's rollout record is there)."""
+        out = self.lab.manager().docker(
+            "service", "inspect", self.service("vault"), "--format", "{{json .Spec.Labels}}",
+            timeout=30,
+        )  # fmt: skip
+        labels = json.loads(out.strip() or "{}") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def rollout(self) -> str:
+        """certflow's record of the members it asked to stop ("" before any)."""
+        return self.vault_labels().get(ROLLOUT_LABEL, "")
+
+    def rollout_underway(self) -> bool:
+        return rollout_in_progress(self.vault_labels()) is not None
+
+    def member_stops(self, since: float) -> dict[str, set[str]]:
+        """Per slot, the Vault tasks a distributor stopped since ``since`` (its
+        ``vault.member_stopped`` log events, on every node, exited distributors included)."""
+        stopped: dict[str, set[str]] = {}
+        for line in self.lab.logs(self.service("cert-distributor")).splitlines():
+            try:
+                event = json.loads(line[line.index("{") :])
+            except ValueError:
+                continue
+            if not isinstance(event, dict) or event.get("event") != "vault.member_stopped":
+                continue
+            try:
+                at = datetime.fromisoformat(str(event.get("time"))).timestamp()
+            except ValueError:
+                continue
+            if at >= since:
+                stopped.setdefault(str(event.get("slot")), set()).add(str(event.get("task")))
+        return stopped
+
     def vault_tasks(self) -> list[dict[str, str]]:
-        """Every Vault task Swarm still remembers: slot, force-update counter, node, created."""
+        """Every Vault task Swarm still remembers: ID, slot, force-update counter, node, created."""
         manager = self.lab.manager()
         ids = manager.docker(
             "service", "ps", "-q", "--no-trunc", self.service("vault"), timeout=30
@@ -400,13 +436,15 @@ class LabFlow:
             return []
         created = '{{.CreatedAt.Format "2006-01-02T15:04:05.000Z07:00"}}'
         out = manager.docker(
-            "inspect", "--format", "{{.Slot}} {{.Spec.ForceUpdate}} {{.NodeID}} " + created,
-            *ids, timeout=30,
+            "inspect", "--format",
+            "{{.ID}} {{.Slot}} {{.Spec.ForceUpdate}} {{.NodeID}} " + created, *ids, timeout=30,
         )  # fmt: skip
         tasks = []
         for line in out.splitlines():
-            slot, force, node, created = line.split(" ", 3)
-            tasks.append({"slot": slot, "force": force, "node": node, "created": created})
+            task_id, slot, force, node, created = line.split(" ", 4)
+            tasks.append(
+                {"id": task_id, "slot": slot, "force": force, "node": node, "created": created}
+            )
         return tasks
 
     def force_updates(self) -> int:
