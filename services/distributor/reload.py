@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from shared.docker_engine import DockerEngine
 from shared.errors import DockerError
@@ -85,6 +86,8 @@ class RestartCoordinator:
             resend_every=resend_every,
         )
         self._memory = Memory()
+        # The last answer to a stop order: task ID -> (HTTP status, message); 0: not delivered.
+        self._answers: dict[str, tuple[int, str]] = {}
 
     def step(self, fingerprint: str | None) -> Decision:
         """One observe-decide-act pass. Raises DockerError when the engine fails."""
@@ -150,6 +153,13 @@ class RestartCoordinator:
             )
         ):
             self.metrics.advances.inc()
+        if decision.member is not None and decision.kind in {Kind.GATE, Kind.HALTED}:
+            status, message = self._answers.get(decision.member.task_id, (202, ""))
+            if not 200 <= status < 300:
+                # Why the member still runs, in the operator's words: its node refused or was
+                # not reached.
+                answer = f"its node answered {status}" if status else "its node was not reached"
+                decision = replace(decision, message=f"{decision.message} ({answer}: {message})")
         return decision
 
     def _record_order(self, state: ServiceState, fingerprint: str, member: Member) -> bool | None:
@@ -198,6 +208,7 @@ class RestartCoordinator:
         else:
             status, message = self.peers.post(member.node_id, PATH, encode(order, self.keys))
             where = member.node_id
+        self._answers = {member.task_id: (status, message)}
         log = _log.info if 200 <= status < 300 else _log.warning
         log(
             "vault.stop_ordered",

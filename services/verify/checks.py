@@ -98,19 +98,25 @@ def check_service(facts: ServiceFacts, *, deploy_hint: str) -> Result:
             **details,
         )
     rollout = rollout_in_progress(facts.labels)
+    underway = ""
     if rollout is not None:
         fingerprint, orders = rollout
+        underway = (
+            f"a certflow rollout is in progress: {len(orders)} of {facts.desired} members "
+            f"restarted so far for certificate sha256 {short(fingerprint)}"
+        )
+    if facts.desired == 0 or facts.running < facts.desired:
+        why = f"; last task error: {facts.task_errors[0]}" if facts.task_errors else ""
+        also = f"; {underway}" if underway else ""
+        return _fail(check, f"not converged: {counts}{why}{also}", ps, **details)
+    if underway:
         return _fail(
             check,
-            f"a certflow rollout is in progress: {len(orders)} of {facts.desired} members "
-            f"restarted so far for certificate sha256 {short(fingerprint)} ({counts})",
+            f"{underway} ({counts})",
             "the leader distributor's /health (reload check) says what it waits for; run "
             "certflow verify again once it is done",
             **details,
         )
-    if facts.desired == 0 or facts.running < facts.desired:
-        why = f"; last task error: {facts.task_errors[0]}" if facts.task_errors else ""
-        return _fail(check, f"not converged: {counts}{why}", ps, **details)
     return _ok(check, f"converged: {counts}", **details)
 
 

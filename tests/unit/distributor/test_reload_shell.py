@@ -46,6 +46,7 @@ def peers_reporting(
     on_old: frozenset[str] = frozenset(),
     active: str = "",
     posts: list[tuple[str, bytes]] | None = None,
+    refuse: str = "",
 ) -> PeerDirectory:
     """Peers on fixed URLs whose /health reports ``fingerprints`` (node ID -> installed), and
     their local Vault members (``engine``'s tasks on that node) unsealed, serving that pair
@@ -57,6 +58,8 @@ def peers_reporting(
         if request.method == "POST":
             if posts is not None:
                 posts.append((str(request.url), request.content))
+            if refuse:
+                return httpx.Response(401, json={"message": refuse})
             return httpx.Response(202, json={"message": "stopping"})
         members = [
             MemberProbe(
@@ -545,3 +548,27 @@ def test_a_stop_order_reaches_the_member_through_the_distributors_http_route(
         if s.name.endswith("_total")
     }
     assert counted == {"unauthenticated": 1, "not_installed": 1, "stopped": 1, "gone": 1}
+
+
+def test_a_refused_stop_order_is_named_on_the_gate(engine: FakeEngine) -> None:
+    first, second = (t.task_id for t in engine.service_tasks[VAULT])
+    refusal = "stop order refused: its MAC does not verify (key id 0badc0de)"
+    coord = RestartCoordinator(
+        engine,
+        vault_service=VAULT,
+        peers=peers_reporting(
+            {"n1": FP, "n2": FP},
+            engine,
+            on_old=frozenset({first, second}),
+            active=first,
+            refuse=refusal,
+        ),
+        lag_timeout=60,
+        keys=KEYS,
+        node_id=lambda: "n1",
+        clock=lambda: 1000.0,
+    )
+    assert coord.step(FP).kind is Kind.RESTART
+    gate = coord.step(FP)
+    assert gate.kind is Kind.GATE
+    assert f"(its node answered 401: {refusal})" in gate.message
