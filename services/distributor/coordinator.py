@@ -112,6 +112,9 @@ class Observed:
     gate_since: float | None = None
     back_since: float | None = None
     advanced: bool = False
+    # Since when every member has been running and unsealed (filled from the memory): a member
+    # that has just come back by itself (its node returned) is a raft non-voter for a while too.
+    all_back_since: float | None = None
     member_bound: float = 120.0  # a stopped member not back after this long halts the rollout
     voter_wait: float = 12.0  # a member back this long has become a raft voter
 
@@ -245,6 +248,16 @@ def _next(obs: Observed, fp: str) -> Decision:
             "installed pair, its trust), or restart it by hand",
             fp,
             nodes=tuple(m.where for m in again),
+        )
+    settled_for = obs.now - (obs.all_back_since if obs.all_back_since is not None else obs.now)
+    if settled_for < obs.voter_wait:
+        # A member back after a fault (its node returned, its dockerd restarted) rejoined raft
+        # as a non-voter: stopping another one now could leave raft without quorum.
+        return Decision(
+            Kind.WAIT,
+            f"every member back; {obs.voter_wait - settled_for:.0f}s more before the next "
+            "restart, for members that rejoined to become raft voters",
+            fp,
         )
     # Standbys first, the active member last: leadership moves once, when its turn comes.
     pick = min(todo, key=lambda m: (m.active is True, m.active is None, m.slot or 0, m.task_id))
@@ -438,6 +451,7 @@ class Memory:
     back_since: float | None = None  # since when its member is back
     advanced: bool = False  # we moved someone else's update past gate_task
     sent_at: float | None = None  # the stop order for gate_task was last sent
+    all_back_since: float | None = None  # every member running and unsealed since
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +486,15 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
         memory = replace(memory, pending_since=obs.now)
     elif not waiting:
         memory = replace(memory, pending_since=None)
+    all_back = (
+        bool(obs.members)
+        and not obs.not_back
+        and all(m.running and m.sealed is False for m in obs.members)
+    )
+    if all_back and memory.all_back_since is None:
+        memory = replace(memory, all_back_since=obs.now)
+    elif not all_back:
+        memory = replace(memory, all_back_since=None)
     watched = _watched(obs)
     if watched is None:
         memory = replace(
@@ -504,6 +527,7 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
             gate_since=memory.gate_since,
             back_since=memory.back_since,
             advanced=memory.advanced,
+            all_back_since=memory.all_back_since,
             member_bound=limits.member_bound,
             voter_wait=limits.voter_wait,
             pending_since=memory.pending_since,
@@ -526,7 +550,7 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
             decision = replace(decision, resend=True)
             memory = replace(memory, sent_at=obs.now)
     elif decision.kind is Kind.ADOPT:
-        memory = Memory(fingerprint=fp)
+        memory = Memory(fingerprint=fp, all_back_since=memory.all_back_since)
     elif decision.kind is Kind.ADVANCE:
         memory = replace(memory, advanced=True)
     return decision, memory

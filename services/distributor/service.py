@@ -478,6 +478,8 @@ class Distributor:
                 self.metrics.stop_orders.labels(outcome="error").inc()
                 return 503, f"cannot check the order: {exc}"
             fp = installed.manifest.fingerprint if installed else None
+            running = {c.container_id for c in containers}
+            self._terminated = {c: t for c, t in self._terminated.items() if c in running}
             probes = {m.container_id: m for m in self.members}
             local = [
                 LocalTask(

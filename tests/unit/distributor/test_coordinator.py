@@ -62,6 +62,7 @@ def observed(**overrides: object) -> Observed:
         "pending_since": 990.0,
         "lag_timeout": 60.0,
         "members": ON_OLD,
+        "all_back_since": 900.0,  # every member running and unsealed for a while
     }
     base.update(overrides)
     return Observed(**base)  # type: ignore[arg-type]
@@ -210,6 +211,15 @@ def test_only_the_members_not_serving_the_pair_are_restarted() -> None:
     assert decision.kind is Kind.RESTART
     assert decision.member is not None
     assert decision.member.task_id == "t2"
+
+
+def test_no_restart_until_members_that_came_back_by_themselves_can_vote() -> None:
+    # Slot 3's node just returned: its member is unsealed, but raft makes it a voter only after
+    # autopilot's stabilization time; stopping another member now could cost the quorum.
+    decision = decide(observed(all_back_since=995.0, voter_wait=12.0))
+    assert decision.kind is Kind.WAIT
+    assert "7s more before the next restart" in decision.message
+    assert decide(observed(all_back_since=988.0, voter_wait=12.0)).kind is Kind.RESTART
 
 
 def test_no_restart_before_every_member_is_probed() -> None:

@@ -106,6 +106,7 @@ def coordinator(engine: FakeEngine, **peers: str | None) -> RestartCoordinator:
         peers=peers_reporting(peers or {"n1": FP, "n2": FP}, engine),
         lag_timeout=60,
         clock=lambda: 1000.0,
+        voter_wait=0.0,  # (the wait's own tests: test_coordinator.py)
     )
 
 
@@ -147,6 +148,9 @@ def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
         )
         return coord.step(FP).kind
 
+    now[0] = 990.0
+    assert step() is Kind.WAIT  # a new coordinator first sees every member back for voter_wait
+    now[0] = 1000.0
     assert step() is Kind.RESTART
     # The order is recorded in the service before it goes out, then sent to n2's distributor.
     assert engine.services[VAULT].labels[ROLLOUT_LABEL] == f"{FP} 2:{second}"
@@ -199,6 +203,7 @@ def test_a_new_leader_sends_the_recorded_order_again_never_a_second_one(
             local_stop=lambda order: (500, "unexpected"),
             node_id=lambda: "n1",
             clock=lambda: 1000.0,
+            voter_wait=0.0,
         )
 
     assert fresh().step(FP).kind is Kind.RESTART
@@ -567,8 +572,26 @@ def test_a_refused_stop_order_is_named_on_the_gate(engine: FakeEngine) -> None:
         keys=KEYS,
         node_id=lambda: "n1",
         clock=lambda: 1000.0,
+        voter_wait=0.0,
     )
     assert coord.step(FP).kind is Kind.RESTART
     gate = coord.step(FP)
     assert gate.kind is Kind.GATE
     assert f"(its node answered 401: {refusal})" in gate.message
+
+
+def test_a_member_that_ignores_sigterm_gets_sigkill_when_its_order_comes_again(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = make_pair(CA(), 1)
+    publish(tmp_path / "box", pair)
+    dist = Distributor(settings(tmp_path, "restart"), engine=engine)
+    dist.sync_pass()
+    engine.add_container(VAULT, "n1", ContainerInfo("c2", {TASK_ID_LABEL: "task2"}, 1.0))
+    order = StopOrder(VAULT, 2, "task2", pair.manifest.fingerprint, time.time())
+    assert dist.stop_member(order)[0] == 202
+    assert dist.stop_member(order)[0] == 202  # soon after: SIGTERM again, no more
+    monkeypatch.setattr("services.distributor.service.KILL_AFTER", -1.0)
+    status, message = dist.stop_member(order)  # still running long after its SIGTERM
+    assert (status, "SIGKILL" in message) == (202, True)
+    assert engine.signalled == [("c2", "SIGTERM"), ("c2", "SIGTERM"), ("c2", "SIGKILL")]
