@@ -240,10 +240,20 @@ def _scenario(
     assert sampler.samples, "the seal sampler saw nothing"
     assert sampler.samples[-1].t >= verified_at - 5, "the seal sampler stopped before the row ended"
     assert sampler.most_not_unsealed(flow.vault_replicas) <= most_down, row.most_down
-    # Exactly one restart per member for the certificate: certflow stopped one task per slot.
+    # One restart per member for the certificate: certflow stopped at most one task per slot,
+    # and a slot it did not stop was restarted by the fault itself after its node had the pair
+    # (the member then serves the new certificate already: `converged` above, from verify).
     slots = [str(n) for n in range(1, flow.vault_replicas + 1)]
-    expected = dict.fromkeys(slots, restarts) if restarts else {}
-    assert {slot: len(tasks) for slot, tasks in stopped.items()} == expected, stopped
+    stops = {slot: len(tasks) for slot, tasks in stopped.items()}
+    if not restarts:
+        assert stops == {}, stopped
+    else:
+        assert set(stops) <= set(slots), stopped
+        assert all(count == 1 for count in stops.values()), stopped
+        by_fault = [s for s in slots if s not in stops]
+        assert all(s in by_slot and "by the fault" in by_slot[s][1] for s in by_fault), (
+            f"slot(s) {by_fault} neither stopped by certflow nor restarted by the fault: {by_slot}"
+        )
     if available is not None:
         gap = float(str(kv["longest_gap_s"]))
         assert gap < available, f"Vault clients could not write for {gap:.1f} s: {kv}"
@@ -415,7 +425,8 @@ def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
             new_leader = lab.node(lab.leader() or "")
             seen = _watch_health(bed, new_leader, "cert-distributor", 30)
             assert flow.rollout() == before, "Vault restarted while a member's node was down"
-            _verify_names(bed, "2", *_NODE_LOST)
+            # On the third node: the lagging one cannot read the box (verify would hang on it).
+            _verify_names(bed, "2", *_NODE_LOST, node=_other(bed, leader, lagging))
             lab.start_node(leader)
         finally:
             lab.unblock_box(lagging)
@@ -764,7 +775,7 @@ def test_12_active_member_node_stopped_mid_rotation(bed: Bed) -> None:
             watcher = lab.node(lab.leader() or "")
             seen = _watch_health(bed, watcher, "cert-distributor", 30)
             assert flow.rollout() == before, "Vault restarted while a member's node was down"
-            _verify_names(bed, "12", *_NODE_LOST)
+            _verify_names(bed, "12", *_NODE_LOST, node=_other(bed, active, lagging))
             lab.start_node(active)
         finally:
             lab.unblock_box(lagging)
