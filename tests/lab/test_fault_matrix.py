@@ -186,6 +186,15 @@ def _scenario(
     must be in place before Vault's restart can start).
     """
     flow = bed.flow
+    # A row starts on a settled cluster (every member unsealed, serving, verified), whatever the
+    # previous row, or its failure, left restarting: a fault needs every member to act on.
+    try:
+        flow.wait_verified(None, timeout=300)
+    except LabError as exc:
+        raise AssertionError(
+            f"row {number}: the cluster did not settle before the row: {exc}\n"
+            f"--- diagnosis ---\n{_diagnosis(bed)}"
+        ) from exc
     force_before = flow.force_updates()
     violations = len(bed.watcher.violations)
     watch = observer or bed.lab.nodes[0]

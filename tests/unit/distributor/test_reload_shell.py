@@ -7,6 +7,7 @@ the distributor pass are the real ones.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -321,6 +322,50 @@ def test_an_engine_that_went_away_is_degraded_health_not_a_crash(
     assert check is not None
     assert check.status.value == "degraded"
     assert "docker: engine unreachable" in check.message
+
+
+def test_a_hung_storage_box_read_does_not_blind_the_coordinator(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """Lab row 12: the Swarm leader's own mount hangs; its coordinator must still name the node
+    that is down (and so hold the rollout) instead of keeping its last report for ever."""
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(
+        settings(tmp_path, "restart", DISTRIBUTOR_POLL_INTERVAL="0.2"),
+        engine=engine,
+        peers=peers_reporting({"n1": FP, "n2": FP}, engine),
+    )
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hung_read(now: object) -> None:
+        # Stands in for the kernel: a read on a network mount whose server is gone blocks
+        # (sshfs, CIFS, NFS hard mounts); a unit test cannot make a real mount hang.
+        entered.set()
+        release.wait(60)
+        raise OSError(5, "Input/output error")
+
+    dist.syncer.sync_once = hung_read  # type: ignore[method-assign,assignment]
+    stop = threading.Event()
+    worker = threading.Thread(target=dist.run, args=(stop,))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        engine.add_node("n2", state="down")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            check = dist.health.check("swarm")
+            if check is not None and "host-n2 (n2): down" in check.message:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no swarm check naming the down node: {dist.health.check('swarm')}")
+        assert entered.is_set() and not release.is_set()  # the sync pass is still stuck
+    finally:
+        stop.set()
+        release.set()
+        worker.join(20)
+    assert not worker.is_alive()
 
 
 class FakeVaultCli:
