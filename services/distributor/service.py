@@ -623,7 +623,7 @@ class Distributor:
                 try:
                     self.reload_pass()
                     failed = None
-                except Exception as exc:  # noqa: BLE001 - the sync loop goes on; /health says it
+                except Exception as exc:  # the sync loop goes on; /health says it
                     if failed != repr(exc):  # one traceback per distinct failure, not per pass
                         _log.exception("reload.pass_failed", error=str(exc))
                     failed = repr(exc)
