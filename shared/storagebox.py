@@ -7,6 +7,7 @@ memory); distributors use it to decide whether there is a new committed generati
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from pathlib import Path
 
@@ -18,13 +19,43 @@ from shared.snapshot import Snapshot, State
 __all__ = ["Snapshot", "State", "read_snapshot"]
 
 
+# A manifest, a chain or a key is a few KiB; anything far larger is not ours to load into memory.
+MAX_FILE_BYTES = 1 << 20
+
+
 def _read(path: Path) -> bytes | None:
+    """The file's bytes; None when it does not exist.
+
+    The Storage Box is writable by others: a FIFO under a file's name must not hang the pass
+    (O_NONBLOCK opens it at once; then it is refused as not a regular file), nor may a huge file
+    fill the memory.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StorageError.from_oserror(f"reading {path.name}", exc) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            code = errno.EISDIR if stat.S_ISDIR(info.st_mode) else errno.EINVAL
+            raise StorageError(
+                f"reading {path.name} failed: not a regular file, refused",
+                errno_name=errno.errorcode[code],
+            )
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise StorageError.from_oserror(f"reading {path.name}", exc) from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise StorageError(
+            f"reading {path.name} failed: larger than {MAX_FILE_BYTES} bytes, refused",
+            errno_name=errno.errorcode[errno.EFBIG],
+        )
+    return data
 
 
 def read_snapshot(

@@ -106,14 +106,14 @@ class Observed:
     members: tuple[Member, ...] = ()
     # The stop orders recorded for this fingerprint (ROLLOUT_LABEL), oldest first.
     ordered: tuple[Ordered, ...] = ()
-    # The gate (filled from the step's memory): the task it waits on, since when, since when its
-    # member is back, and whether we already moved someone else's update past it.
+    # The gate (filled from the step's memory): the task it waits on, since when, and whether we
+    # already moved someone else's update past it.
     gate_task: str | None = None
     gate_since: float | None = None
-    back_since: float | None = None
     advanced: bool = False
-    # Since when every member has been running and unsealed (filled from the memory): a member
-    # that has just come back by itself (its node returned) is a raft non-voter for a while too.
+    # Since when the same members have all been running and unsealed (filled from the memory).
+    # A member that has just rejoined raft is a non-voter for a while, whether certflow restarted
+    # it or it came back by itself (its node returned): the one clock for every voter wait.
     all_back_since: float | None = None
     member_bound: float = 120.0  # a stopped member not back after this long halts the rollout
     voter_wait: float = 12.0  # a member back this long has become a raft voter
@@ -249,14 +249,13 @@ def _next(obs: Observed, fp: str) -> Decision:
             fp,
             nodes=tuple(m.where for m in again),
         )
-    settled_for = obs.now - (obs.all_back_since if obs.all_back_since is not None else obs.now)
-    if settled_for < obs.voter_wait:
+    if (left := _voter_wait_left(obs)) > 0:
         # A member back after a fault (its node returned, its dockerd restarted) rejoined raft
         # as a non-voter: stopping another one now could leave raft without quorum.
         return Decision(
             Kind.WAIT,
-            f"every member back; {obs.voter_wait - settled_for:.0f}s more before the next "
-            "restart, for members that rejoined to become raft voters",
+            f"every member back; {left:.0f}s more before the next restart, for members that "
+            "rejoined to become raft voters",
             fp,
         )
     # Standbys first, the active member last: leadership moves once, when its turn comes.
@@ -341,6 +340,13 @@ def _wait_or_halt(obs: Observed, fp: str, problems: list[str], what: str) -> Dec
     return Decision(Kind.GATE, f"{what} waits: " + "; ".join(problems), fp, nodes=nodes)
 
 
+def _voter_wait_left(obs: Observed) -> float:
+    """Seconds until the members, all back, have been so for ``voter_wait``: raft makes a
+    rejoined member a voter only after autopilot's stabilization time."""
+    since = obs.all_back_since if obs.all_back_since is not None else obs.now
+    return obs.voter_wait - (obs.now - since)
+
+
 def replacement(obs: Observed, stopped: Ordered) -> Member | None:
     """The member that took over ``stopped``'s slot (Swarm's restart of it), if any yet."""
     found = [m for m in obs.members if m.slot == stopped.slot and m.task_id != stopped.task_id]
@@ -368,12 +374,11 @@ def rollout_gate(obs: Observed, fp: str, stopped: Ordered) -> Decision | None:
     if problems:
         return _wait_or_halt(obs, fp, problems, "vault rollout")
     assert member is not None  # no problem means the member is there
-    back_for = obs.now - (obs.back_since if obs.back_since is not None else obs.now)
-    if back_for < obs.voter_wait:
+    if (left := _voter_wait_left(obs)) > 0:
         return Decision(
             Kind.GATE,
-            f"vault rollout: {member.where} is back; {obs.voter_wait - back_for:.0f}s more for "
-            "it to become a raft voter",
+            f"vault rollout: {member.where} is back; {left:.0f}s more for it to become a raft "
+            "voter",
             fp,
         )
     return None
@@ -407,12 +412,11 @@ def gate(obs: Observed, fp: str) -> Decision:
     problems += _others(obs, newest)
     if problems:
         return _wait_or_halt(obs, fp, problems, "vault rolling update")
-    back_for = obs.now - (obs.back_since if obs.back_since is not None else obs.now)
-    if back_for < obs.voter_wait:
+    if (left := _voter_wait_left(obs)) > 0:
         return Decision(
             Kind.GATE,
-            f"vault rolling update: {newest.where} is back; {obs.voter_wait - back_for:.0f}s "
-            "more for it to become a raft voter",
+            f"vault rolling update: {newest.where} is back; {left:.0f}s more for it to become "
+            "a raft voter",
             fp,
         )
     return Decision(Kind.ADVANCE, f"vault rolling update: {newest.where} is back; moving on", fp)
@@ -448,10 +452,10 @@ class Memory:
     pending_since: float | None = None  # first seen waiting for nodes
     gate_task: str | None = None  # the task the gate waits on (asked to stop, or updated)
     gate_since: float | None = None  # since when it waits on it
-    back_since: float | None = None  # since when its member is back
     advanced: bool = False  # we moved someone else's update past gate_task
     sent_at: float | None = None  # the stop order for gate_task was last sent
     all_back_since: float | None = None  # every member running and unsealed since
+    back_tasks: frozenset[str] = frozenset()  # the members (task IDs) all_back_since is about
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,15 +466,14 @@ class Limits:
     resend_every: float = 10.0  # a stop order not carried out is sent again this often
 
 
-def _watched(obs: Observed) -> tuple[str, Member | None] | None:
-    """The gate's subject: (the task it waits on, the member whose return it waits for)."""
+def _watched(obs: Observed) -> str | None:
+    """The task the gate waits on: the one certflow asked to stop last, or the one someone
+    else's rolling update replaced last."""
     if obs.update_state == "updating":
         newest = newest_member(obs.members)
-        return (newest.task_id, newest) if newest is not None else None
+        return newest.task_id if newest is not None else None
     if obs.ordered and obs.label != obs.fingerprint:
-        stopped = obs.ordered[-1]
-        still = any(m.task_id == stopped.task_id and m.running for m in obs.members)
-        return stopped.task_id, None if still else replacement(obs, stopped)
+        return obs.ordered[-1].task_id
     return None
 
 
@@ -491,41 +494,23 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
         and not obs.not_back
         and all(m.running and m.sealed is False for m in obs.members)
     )
-    if all_back and memory.all_back_since is None:
-        memory = replace(memory, all_back_since=obs.now)
-    elif not all_back:
-        memory = replace(memory, all_back_since=None)
-    watched = _watched(obs)
-    if watched is None:
-        memory = replace(
-            memory, gate_task=None, gate_since=None, back_since=None, advanced=False, sent_at=None
-        )
-    else:
-        task, member = watched
-        if memory.gate_task != task:
-            memory = replace(
-                memory,
-                gate_task=task,
-                gate_since=obs.now,
-                back_since=None,
-                advanced=False,
-                sent_at=None,
-            )
-        back = (
-            member is not None
-            and not _problem(member, fp)
-            and not any(m.running and m.sealed for m in obs.members if m is not member)
-        )
-        if back and memory.back_since is None:
-            memory = replace(memory, back_since=obs.now)
-        elif not back:
-            memory = replace(memory, back_since=None)
+    tasks = frozenset(m.task_id for m in obs.members)
+    if not all_back:
+        memory = replace(memory, all_back_since=None, back_tasks=frozenset())
+    elif memory.all_back_since is None or memory.back_tasks != tasks:
+        # Other members than last time (a restarted one under a new task ID): its clock starts
+        # now, even if no step saw it down.
+        memory = replace(memory, all_back_since=obs.now, back_tasks=tasks)
+    task = _watched(obs)
+    if task is None:
+        memory = replace(memory, gate_task=None, gate_since=None, advanced=False, sent_at=None)
+    elif memory.gate_task != task:
+        memory = replace(memory, gate_task=task, gate_since=obs.now, advanced=False, sent_at=None)
     decision = decide(
         replace(
             obs,
             gate_task=memory.gate_task,
             gate_since=memory.gate_since,
-            back_since=memory.back_since,
             advanced=memory.advanced,
             all_back_since=memory.all_back_since,
             member_bound=limits.member_bound,
@@ -540,7 +525,6 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
             memory,
             gate_task=decision.member.task_id,
             gate_since=obs.now,
-            back_since=None,
             advanced=False,
             sent_at=obs.now,
         )
@@ -550,7 +534,9 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
             decision = replace(decision, resend=True)
             memory = replace(memory, sent_at=obs.now)
     elif decision.kind is Kind.ADOPT:
-        memory = Memory(fingerprint=fp, all_back_since=memory.all_back_since)
+        memory = Memory(
+            fingerprint=fp, all_back_since=memory.all_back_since, back_tasks=memory.back_tasks
+        )
     elif decision.kind is Kind.ADVANCE:
         memory = replace(memory, advanced=True)
     return decision, memory

@@ -1,5 +1,5 @@
-"""The distributor's Docker actions: record a finished rollout, move someone else's update on,
-stop or signal local Vault members.
+"""The distributor's Docker actions on the Vault service: record a finished rollout, move
+someone else's update on.
 
 Built on the engine adapter (:mod:`shared.docker_engine`); what the labels mean lives here, how
 the engine is spoken to lives there.
@@ -69,18 +69,3 @@ def advance_update(
     if outcome.posted:
         _log.info("vault.update_advanced", service=service, past_task=past_task)
     return outcome.posted
-
-
-def signal_local_containers(
-    engine: DockerEngine, service: str, node_id: str, signal: str = "SIGHUP"
-) -> list[str]:
-    """Send ``signal`` to the containers of ``service`` on this node only; their IDs."""
-    sent = [
-        c.container_id
-        for c in engine.containers(service, node_id)
-        # one that stopped between list and kill starts with the new pair anyway
-        if engine.signal_container(c.container_id, signal)
-    ]
-    if sent:
-        _log.info("vault.signalled", service=service, signal=signal, containers=len(sent))
-    return sent

@@ -1,4 +1,5 @@
-"""The distributor process: sync on every pass, then reload Vault the configured way."""
+"""The distributor process: a sync loop (Storage Box -> this node) and, beside it, a reload loop
+(probe the local members; on the Swarm leader, coordinate the rollout)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ SIGNALLED_MARKER = ".certflow-signalled"
 KILL_AFTER = 30.0
 # Quiet period after a Storage Box event before the pass reads the files.
 _SETTLE = 0.05
+# A reload pass normally takes seconds (member probes are CLI runs in their containers, peers
+# answer within DISTRIBUTOR_PEER_TIMEOUT); one that has not returned in this long is stuck.
+_RELOAD_STALL = 120.0
 
 
 _RELOAD_STATUS = {
@@ -137,6 +141,8 @@ class Distributor:
         self._canary_logged: set[tuple[str, str, str]] = set()  # (fingerprint, event, container)
         self._stop_lock = threading.Lock()  # stop orders arrive on the HTTP server's thread
         self._terminated: dict[str, float] = {}  # container -> when it was first sent SIGTERM
+        self._info_lock = threading.Lock()  # both loops publish the info block
+        self._reload_due = threading.Event()  # set by the sync loop when it installed a pair
         self._report_auth()
         self._publish_info(None)
 
@@ -433,6 +439,10 @@ class Distributor:
         return self.node_id
 
     def _publish_info(self, result: SyncResult | None) -> None:
+        with self._info_lock:  # one whole snapshot at a time, from either loop
+            self._publish_info_locked(result)
+
+    def _publish_info_locked(self, result: SyncResult | None) -> None:
         installed = result.installed if result is not None else None
         if result is None:
             try:
@@ -533,13 +543,39 @@ class Distributor:
             status, message = await run_in_threadpool(self.receive_stop_order, raw)
             return JSONResponse({"message": message}, status_code=status)
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- the loops ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
+        """The sync loop on this thread, the reload loop on another: a Storage Box read that
+        hangs (a dead network mount) must not blind the coordinator, which is what names the
+        down node and holds the rollout meanwhile."""
         try:
             self.installer.clean_start()
         except StorageError as exc:
             _log.error("install.clean_failed", error=str(exc))
+        _log.info(
+            "distributor.started",
+            source=str(self.settings.source_dir),
+            target=str(self.settings.target_dir),
+            reload_mode=self.settings.reload_mode,
+            docker=self.engine is not None,
+        )
+        reloader: threading.Thread | None = None
+        if self.engine is not None:
+            reloader = threading.Thread(
+                target=self._reload_loop, args=(stop,), name="reload", daemon=True
+            )
+            reloader.start()
+        try:
+            self._sync_loop(stop)
+        finally:
+            stop.set()
+            self._reload_due.set()
+            if reloader is not None:
+                reloader.join(30)
+        return 0
+
+    def _sync_loop(self, stop: threading.Event) -> None:
         # Flat directory, so not recursive; the short debounce lets a burst of writes (files, then
         # the manifest) settle before the pass reads them.
         watcher = ChangeWatcher(
@@ -547,13 +583,6 @@ class Distributor:
             debounce=_SETTLE,
             use_inotify=not self.settings.poll_only,
             recursive=False,
-        )
-        _log.info(
-            "distributor.started",
-            source=str(self.settings.source_dir),
-            target=str(self.settings.target_dir),
-            reload_mode=self.settings.reload_mode,
-            docker=self.engine is not None,
         )
         # A pass normally takes milliseconds; one blocked on a dead mount shows as failing.
         stall = StallWatch(
@@ -568,15 +597,40 @@ class Distributor:
                 watcher.ensure_started()  # the mount may have appeared since the start
                 stall.begin()
                 try:
-                    self.sync_pass()
+                    result = self.sync_pass()
                 finally:
                     stall.end()
-                if stop.is_set():
-                    break
-                self.reload_pass()
+                if result is not None and result.newly_installed:
+                    self._reload_due.set()  # probe and coordinate now, not at the next tick
                 if watcher.wait(stop, self.settings.poll_interval) is Wake.STOP:
                     break
         finally:
             stall.stop()
             watcher.stop()
-        return 0
+
+    def _reload_loop(self, stop: threading.Event) -> None:
+        stall = StallWatch(
+            self.health,
+            "reload",
+            limit=max(_RELOAD_STALL, 4 * self.settings.poll_interval),
+            what="the reload pass (Docker, a member probe or a peer)",
+        )
+        stall.start()
+        failed: str | None = None
+        try:
+            while not stop.is_set():
+                stall.begin()
+                try:
+                    self.reload_pass()
+                    failed = None
+                except Exception as exc:  # the sync loop goes on; /health says it
+                    if failed != repr(exc):  # one traceback per distinct failure, not per pass
+                        _log.exception("reload.pass_failed", error=str(exc))
+                    failed = repr(exc)
+                    self.health.report("reload", Status.FAILING, f"reload pass failed: {exc}")
+                finally:
+                    stall.end()
+                self._reload_due.wait(self.settings.poll_interval)
+                self._reload_due.clear()
+        finally:
+            stall.stop()

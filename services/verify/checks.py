@@ -15,6 +15,7 @@ from typing import Any
 from services.verify.facts import (
     CertFacts,
     DirFacts,
+    HealthFacts,
     LogFacts,
     Observation,
     ReplicaFacts,
@@ -390,6 +391,54 @@ def check_replicas(obs: Observation) -> list[Result]:
     return results
 
 
+# -- every certflow task's /health ----------------------------------------------------------------
+
+_SHOWN_PROBLEMS = 3
+
+
+def check_health(facts: HealthFacts, *, certs_hint: str) -> Result:
+    """One certflow task's own view: what it says is wrong (degraded or failing), and since when.
+
+    verify itself sees one node's files; each task sees its own (a node's Storage Box mount, a
+    renewal the reloader refused, the leader's rollout gate), so their /health completes it.
+    """
+    check = f"health {facts.service} on {facts.node}"
+    logs = f"docker service logs {facts.service} --since 10m"
+    if facts.error:
+        hint = (
+            f"{certs_hint} (the certflow services join the Vault network so verify can reach "
+            "them); or set VERIFY_VAULT_NETWORK"
+            if not facts.address
+            else f"docker service ps {facts.service} --no-trunc; {logs}"
+        )
+        return _fail(check, f"cannot read its /health: {facts.error}", hint, address=facts.address)
+    details: dict[str, Any] = {"status": facts.status, "since": facts.since}
+    if facts.status == "ok":
+        return _ok(check, "ok", **details)
+    shown = "; ".join(facts.problems[:_SHOWN_PROBLEMS]) or "no check named"
+    more = len(facts.problems) - _SHOWN_PROBLEMS
+    extra = f" (+{more} more)" if more > 0 else ""
+    return _fail(
+        check,
+        f"{facts.status} since {facts.since}: {shown}{extra}",
+        f"{logs}; the README's /health table says what each check means",
+        problems=list(facts.problems),
+        **details,
+    )
+
+
+def check_all_health(obs: Observation, *, certs_hint: str) -> list[Result]:
+    if obs.health_error:
+        return [
+            _fail(
+                "health of the certflow services",
+                f"cannot list their tasks: {obs.health_error}",
+                "run verify on a swarm manager (or set DOCKER_HOST to one)",
+            )
+        ]
+    return [check_health(h, certs_hint=certs_hint) for h in obs.health]
+
+
 # -- everything ---------------------------------------------------------------------------------
 
 
@@ -410,6 +459,7 @@ def evaluate(obs: Observation, *, log_tail: int, stack: str) -> list[Result]:
         )
     )
     results.extend(check_replicas(obs))
+    results.extend(check_all_health(obs, certs_hint=certs_hint))
     return results
 
 

@@ -71,6 +71,19 @@ class ReplicaFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthFacts:
+    """One certflow task's ``/health``, read on its address on the Vault network."""
+
+    service: str
+    node: str
+    address: str = ""
+    status: str = ""  # ok, degraded, failing
+    since: str = ""  # when the service entered that status
+    problems: tuple[str, ...] = ()  # "check: status: message (since ...)" for each check not ok
+    error: str = ""  # could not be read
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     services: tuple[ServiceFacts, ...]
     reloader_logs: LogFacts
@@ -79,3 +92,5 @@ class Observation:
     replicas: tuple[ReplicaFacts, ...]
     replicas_error: str = ""
     names: dict[str, str] = field(default_factory=dict)  # role -> service name, for hints
+    health: tuple[HealthFacts, ...] = ()  # every certflow task's /health
+    health_error: str = ""  # the tasks could not be listed

@@ -20,6 +20,7 @@ from cryptography import x509
 from services.verify.facts import (
     CertFacts,
     DirFacts,
+    HealthFacts,
     LogFacts,
     Observation,
     ReplicaFacts,
@@ -33,6 +34,8 @@ from shared.storagebox import read_snapshot
 from shared.swarm import TaskInfo
 
 ROLES = ("reloader", "distributor", "vault", "unsealer")
+# The certflow services whose /health verify reads on every task.
+HEALTH_ROLES = ("reloader", "distributor", "unsealer")
 
 
 def _cert_facts(info: LeafInfo, data: bytes = b"") -> CertFacts:
@@ -218,6 +221,82 @@ def _transport_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# -- certflow's own /health ---------------------------------------------------------------------
+
+
+def health_tasks(
+    engine: DockerEngine, services: dict[str, str], network: str
+) -> list[tuple[str, TaskInfo, str]]:
+    """(service, task, its address on ``network``; "" when it has none) of every running task of
+    the certflow services. Raises DockerError."""
+    found: list[tuple[str, TaskInfo, str]] = []
+    for service in services.values():
+        try:
+            tasks = engine.tasks(service)
+        except DockerNotFound:
+            continue  # check_service says the service is missing
+        for task in tasks:
+            addresses = task.addresses.get(network, ())
+            found.append((service, task, addresses[0] if addresses else ""))
+    return found
+
+
+def parse_service_health(body: object, base: HealthFacts) -> HealthFacts:
+    """A certflow ``/health`` document, as the checks need it (only what is not ok)."""
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        return replace(base, error="its /health answer is not certflow's JSON")
+    checks = body.get("checks")
+    problems = tuple(
+        f"{name}: {check.get('status')}: {check.get('message')} (since {check.get('since')})"
+        for name, check in (checks.items() if isinstance(checks, dict) else ())
+        if isinstance(check, dict) and check.get("status") != "ok"
+    )
+    return replace(base, status=body["status"], since=str(body.get("since", "")), problems=problems)
+
+
+def observe_health(address: str, *, port: int, timeout: float, base: HealthFacts) -> HealthFacts:
+    """``GET /health`` of one certflow task (it answers 503 while failing, with the same JSON)."""
+    if not address:
+        return replace(
+            base, error="the task has no address on the Vault network, so its /health cannot "
+            "be read from here"
+        )  # fmt: skip
+    host = f"[{address}]" if ":" in address else address
+    try:
+        with httpx.Client(timeout=timeout, trust_env=False) as client:
+            response = client.get(f"http://{host}:{port}/health")
+        body = response.json()
+    except httpx.HTTPError as exc:
+        return replace(base, error=f"{type(exc).__name__}: {exc}")
+    except ValueError:
+        return replace(base, error=f"its /health answered {response.status_code}, not JSON")
+    return parse_service_health(body, base)
+
+
+def observe_all_health(
+    engine: DockerEngine, settings: VerifySettings, names: dict[str, str]
+) -> tuple[tuple[HealthFacts, ...], str]:
+    """Every certflow task's /health, all at once; or why the tasks could not be listed."""
+    try:
+        tasks = health_tasks(engine, {r: names[r] for r in HEALTH_ROLES}, settings.network)
+    except DockerError as exc:
+        return (), str(exc)
+    if not tasks:
+        return (), ""
+    hostnames = node_names(engine)
+
+    def one(item: tuple[str, TaskInfo, str]) -> HealthFacts:
+        service, task, address = item
+        node = hostnames.get(task.node_id, task.node_id[:12])
+        base = HealthFacts(service=service, node=node, address=address)
+        return observe_health(
+            address, port=settings.health_port, timeout=settings.timeout, base=base
+        )
+
+    with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
+        return tuple(pool.map(one, tasks)), ""
+
+
 # -- everything ---------------------------------------------------------------------------------
 
 
@@ -267,6 +346,7 @@ def observe(
                     tasks,
                 )
             )
+    health, health_error = observe_all_health(engine, settings, names)
     return Observation(
         services=services,
         reloader_logs=logs,
@@ -275,4 +355,6 @@ def observe(
         replicas=replicas,
         replicas_error=replicas_error,
         names=names,
+        health=health,
+        health_error=health_error,
     )

@@ -77,7 +77,18 @@ class VerifySettings(ServiceSettings):
         description="recent cert-reloader log lines scanned for error events",
     )
     timeout: float = Field(
-        5.0, alias="VERIFY_TIMEOUT", gt=0, le=120, description="seconds per Vault connection"
+        5.0,
+        alias="VERIFY_TIMEOUT",
+        gt=0,
+        le=120,
+        description="seconds per connection (a Vault member, a certflow task's /health)",
+    )
+    health_port: int = Field(
+        8080,
+        alias="VERIFY_HEALTH_PORT",
+        ge=1,
+        le=65535,
+        description="port of /health on every certflow task (the stacks' HEALTH_PORT)",
     )
 
     @field_validator("vault_ca_file")

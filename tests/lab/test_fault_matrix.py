@@ -25,8 +25,10 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ from tests.support.lab_flow import (
     kill_service_process,
     kill_vault_server,
     service_pids,
+    signal_all,
 )
 from tests.support.openbao_image import build_openbao_image
 from tests.support.pki import CA, key_pem, new_key
@@ -175,6 +178,8 @@ def _scenario(
     most_down: int = 1,
     observer: Node | None = None,
     setup: Callable[[], None] | None = None,
+    named_by_verify: tuple[str, ...] = (),
+    verify_on: Node | None = None,
 ) -> Row:
     """Renew, run ``fault`` (returns when it healed and what /health said), check the promises.
 
@@ -183,9 +188,20 @@ def _scenario(
     bound). ``most_down``: the most members the row may see not unsealed at once (more than one
     only where the fault itself takes several). ``observer``: the node the KV probe and the seal
     sampler run on, one the fault leaves alone. ``setup`` runs before the renewal (a fault that
-    must be in place before Vault's restart can start).
+    must be in place before Vault's restart can start). ``named_by_verify``: words one of the
+    failing checks of ``certflow verify`` (run back to back on ``verify_on`` from before the
+    setup) must contain, for a fault too short to ask verify at a chosen moment.
     """
     flow = bed.flow
+    # A row starts on a settled cluster (every member unsealed, serving, verified), whatever the
+    # previous row, or its failure, left restarting: a fault needs every member to act on.
+    try:
+        flow.wait_verified(None, timeout=300)
+    except LabError as exc:
+        raise AssertionError(
+            f"row {number}: the cluster did not settle before the row: {exc}\n"
+            f"--- diagnosis ---\n{_diagnosis(bed)}"
+        ) from exc
     force_before = flow.force_updates()
     violations = len(bed.watcher.violations)
     watch = observer or bed.lab.nodes[0]
@@ -195,11 +211,21 @@ def _scenario(
     ).start()
     probe = flow.start_kv_probe(watch)
     bed.observers = (watch, [sampler.name, probe.split("/", 1)[1]])
+    verify_watch = _VerifyWatch(bed, verify_on, named_by_verify) if named_by_verify else None
     try:
+        if verify_watch is not None:
+            verify_watch.start()
         if setup is not None:
             setup()
         renewal = flow.renew()
         healed_at, health = fault(renewal)
+        if verify_watch is not None:
+            hits = verify_watch.named(within=60)
+            assert hits, (
+                f"certflow verify ({verify_watch.calls} calls through the fault) never named it "
+                f"({named_by_verify}); it last said {_failing(flow.verify(verify_on)[1])}"
+            )
+            _said(bed, number, hits[0])
         target = renewal.not_after
         flow.wait_verified(target, timeout=420)
         recovery = time.monotonic() - healed_at
@@ -209,6 +235,8 @@ def _scenario(
     except (LabError, AssertionError) as exc:
         raise AssertionError(f"row {number}: {exc}\n--- diagnosis ---\n{_diagnosis(bed)}") from exc
     finally:
+        if verify_watch is not None:
+            verify_watch.named(within=0)
         kv = flow.stop_kv_probe(probe)
         sampler.stop()
         # A row that failed half-way must not leave the next one a node short.
@@ -306,28 +334,84 @@ def _restarts(
 
 
 def _verify_names(
-    bed: Bed, number: str, *words: str, node: Node | None = None, within: float = 0
+    bed: Bed,
+    number: str,
+    *words: str,
+    node: Node | None = None,
+    within: float = 0,
+    about: str = "",
 ) -> str:
     """Run ``certflow verify`` during the fault (on ``node``): its failing checks must name the
-    cause. ``within``: a fault that shows a moment later (members restarting) is asked again for
-    up to that long."""
+    cause (one of ``words``; with ``about``, in a check that mentions it too). ``within``: a
+    fault that shows a moment later (members restarting) is asked again for up to that long."""
     deadline = time.monotonic() + within
     while True:
         code, doc, out = bed.flow.verify(node)
-        checks = (doc or {}).get("checks")
-        failing = [
-            f"{c.get('check')}: {c.get('summary')}"
-            for c in (checks if isinstance(checks, list) else [])
-            if isinstance(c, dict) and c.get("outcome") != "ok"
+        failing = _failing(doc)
+        hits = [
+            f
+            for f in failing
+            if any(w.lower() in f.lower() for w in words) and about.lower() in f.lower()
         ]
-        hits = [f for f in failing if any(w.lower() in f.lower() for w in words)]
         if (code != 0 and hits) or time.monotonic() >= deadline:
             break
         time.sleep(1)
     assert code != 0, f"certflow verify passed during the fault: {out[-2000:]}"
     assert hits, f"certflow verify did not name the fault ({words}); it said {failing}"
-    bed.verify_said[number] = hits[0][:160]
+    _said(bed, number, hits[0])
     return hits[0]
+
+
+def _said(bed: Bed, number: str, hit: str) -> None:
+    before = bed.verify_said.get(number)
+    bed.verify_said[number] = f"{before} / {hit[:160]}" if before else hit[:160]
+
+
+def _failing(doc: dict[str, object] | None) -> list[str]:
+    checks = (doc or {}).get("checks")
+    return [
+        f"{c.get('check')}: {c.get('summary')}"
+        for c in (checks if isinstance(checks, list) else [])
+        if isinstance(c, dict) and c.get("outcome") != "ok"
+    ]
+
+
+class _VerifyWatch:
+    """``certflow verify`` run back to back on ``node`` from before a fault until it names the
+    fault. A kill heals within seconds (Swarm restarts the task after its 5 s delay), so a
+    single call at a chosen moment could come too late; one call takes about 3 s."""
+
+    def __init__(self, bed: Bed, node: Node | None, words: tuple[str, ...]) -> None:
+        self.bed, self.node, self.words = bed, node, words
+        self.hits: list[str] = []
+        self.calls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="verify-watch", daemon=True)
+
+    def start(self) -> _VerifyWatch:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                code, doc, _ = self.bed.flow.verify(self.node)
+            except (LabError, subprocess.SubprocessError, OSError):
+                continue
+            self.calls += 1
+            failing = _failing(doc)
+            hits = [f for f in failing if any(w.lower() in f.lower() for w in self.words)]
+            if code != 0 and hits:
+                self.hits.extend(h for h in hits if h not in self.hits)
+
+    def named(self, *, within: float) -> list[str]:
+        """Wait up to ``within`` seconds for a call that names the fault; stop the watch."""
+        deadline = time.monotonic() + within
+        while not self.hits and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.5)
+        self._stop.set()
+        self._thread.join(320)
+        return self.hits
 
 
 def _kv_summary(kv: dict[str, object]) -> str:
@@ -441,7 +525,6 @@ def test_02_leader_stopped_mid_rotation(bed: Bed) -> None:
 def test_03_storage_box_unreachable_from_one_node(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
     victim = lab.nodes[1]
-    lab.block_box(victim)
     try:
 
         def fault(renewal: Renewal) -> tuple[float, str]:
@@ -450,11 +533,20 @@ def test_03_storage_box_unreachable_from_one_node(bed: Bed) -> None:
             seen = _watch_health(bed, victim, "cert-distributor", 30)
             # Nothing restarts while a live Vault node cannot have the new pair.
             assert flow.rollout() == before
+            # verify on another node (on this one it would wait on the mount too) reads it from
+            # the victim's distributor.
+            _verify_names(
+                bed, "3", "sync: failing", "storage box", node=_other(bed, victim), within=30,
+                about=f"on {victim.name}",
+            )  # fmt: skip
             lab.unblock_box(victim)
             return time.monotonic(), _summary(seen, "storage", "sync", "source", "errno")
 
         title = f"Storage Box unreachable from {victim.name}, then back"
-        _scenario(bed, "3", title, fault, available=AVAILABLE_GAP)
+        _scenario(
+            bed, "3", title, fault, available=AVAILABLE_GAP,
+            setup=lambda: lab.block_box(victim),
+        )  # fmt: skip
     finally:
         lab.unblock_box(victim)
 
@@ -506,11 +598,18 @@ def test_05a_reloader_killed_while_publishing(bed: Bed) -> None:
             return time.monotonic(), f"kill -9 landed inside the publish window: {inside}"
 
         title = "reloader killed -9 while publishing" + suffix
-        row = _scenario(bed, "5a", title, fault, available=AVAILABLE_GAP)
+        reloader = flow.service("cert-reloader")
+        row = _scenario(
+            bed, "5a", title, fault, available=AVAILABLE_GAP,
+            named_by_verify=(f"{reloader}: not converged", f"health {reloader} on"),
+        )  # fmt: skip
         row.health = str(landed)
         return landed.get("inside") is True
 
     _until_landed(attempt)
+
+
+FLAP_SECONDS = 10
 
 
 def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
@@ -522,13 +621,32 @@ def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
         def fault(renewal: Renewal) -> tuple[float, str]:
             inside, _ = kill_on_temp(flow.storagebox, lab.box_session_pids)
             landed["inside"] = inside
-            seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 10)
+
+            # sshd goes on dying for a while (each reconnect killed too): a single killed write
+            # is retried within a second, gone before any operator (or verify) could look.
+            def flap() -> None:
+                until = time.monotonic() + FLAP_SECONDS
+                while time.monotonic() < until:
+                    signal_all(lab.box_session_pids(), signal.SIGKILL)
+                    time.sleep(0.5)
+
+            flapping = threading.Thread(target=flap, name="sshd-flap", daemon=True)
+            flapping.start()
+            seen = _watch_health(bed, lab.nodes[0], "cert-reloader", FLAP_SECONDS + 2)
+            flapping.join()
             return time.monotonic(), f"sshd sessions killed mid-upload: {inside}; " + "; ".join(
                 seen[:1]
             )
 
-        title = "Storage Box sshd killed during the upload" + suffix
-        _scenario(bed, "5b", title, fault, available=AVAILABLE_GAP)
+        title = (
+            f"Storage Box sshd killed during the upload, then every reconnect for {FLAP_SECONDS} s"
+        )
+        title += suffix
+        reloader = flow.service("cert-reloader")
+        _scenario(
+            bed, "5b", title, fault, available=AVAILABLE_GAP,
+            named_by_verify=(f"health {reloader} on", "EIO", "storage_error", "sync: failing"),
+        )  # fmt: skip
         return landed.get("inside") is True
 
     _until_landed(attempt)
@@ -549,7 +667,14 @@ def test_06_distributor_killed_while_installing(bed: Bed) -> None:
             return time.monotonic(), f"kill -9 landed inside the install: {inside}"
 
         title = f"distributor on {victim.name} killed -9 while installing" + suffix
-        _scenario(bed, "6", title, fault, available=AVAILABLE_GAP)
+        distributor = bed.flow.service("cert-distributor")
+        _scenario(
+            bed, "6", title, fault, available=AVAILABLE_GAP,
+            named_by_verify=(
+                f"{distributor}: not converged",
+                f"health {distributor} on {victim.name}: cannot read",
+            ),
+        )  # fmt: skip
         return landed.get("inside") is True
 
     _until_landed(attempt)
@@ -589,12 +714,14 @@ def test_08_docker_daemon_restarts(bed: Bed) -> None:
         wait_until("the renewal on the box", lambda: _box_holds(flow, renewal), timeout=60)
         return time.monotonic(), "dockerd restarted as the renewal came; its tasks restarted"
 
+    distributor = flow.service("cert-distributor")
     _scenario(
         bed,
         "8",
         f"the Docker daemon of {victim.name} restarts as the renewal comes",
         fault,
         setup=lambda: lab.restart_dockerd(victim),
+        named_by_verify=(f"{distributor}: not converged", f"on {victim.name}: cannot read"),
     )
 
 
@@ -707,6 +834,8 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
         _bad_generation(flow, kind)
         seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 12)
         notes.append(f"{kind}: {_summary(seen, *words)}")
+        # The reloader's refusal, as verify reads it (its /health and its logs).
+        _verify_names(bed, "10", *words, about="reloader", within=15)
         assert (flow.storagebox / MANIFEST_NAME).read_bytes() == box_before
         _restore_generation(flow, good)
     assert flow.rollout() == rollout_before
@@ -750,7 +879,11 @@ def test_11_coordinator_killed_mid_rollout(bed: Bed) -> None:
             _summary(seen, "rolling update", "rollout")
         )
 
-    _scenario(bed, "11", "the coordinator (leader's distributor) killed -9 mid-rollout", fault)
+    distributor = flow.service("cert-distributor")
+    _scenario(
+        bed, "11", "the coordinator (leader's distributor) killed -9 mid-rollout", fault,
+        named_by_verify=(f"{distributor}: not converged",),
+    )  # fmt: skip
 
 
 def test_12_active_member_node_stopped_mid_rotation(bed: Bed) -> None:
@@ -1095,7 +1228,10 @@ def test_19_canary_member_killed_in_signal_mode(bed: Bed) -> None:
             )
 
         title = "signal mode: the canary member killed -9 right after its SIGHUP"
-        _scenario(bed, "19", title, fault, restarts=0, available=NODE_LOSS_GAP)
+        _scenario(
+            bed, "19", title, fault, restarts=0, available=NODE_LOSS_GAP,
+            named_by_verify=("sealed", f"{flow.service('vault')}: not converged"),
+        )  # fmt: skip
         # One SIGHUP per member for the certificate: the canary's replacement started on the new
         # pair and was never signalled again.
         signalled = len(_SIGNALLED.findall(lab.logs(distributor)))

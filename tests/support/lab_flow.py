@@ -572,7 +572,7 @@ def vault_server_pids(node: Node) -> list[int]:
 
 def kill_vault_server(node: Node) -> int:
     """kill -9 the OpenBao server in ``node``; returns how many were killed."""
-    return _signal_all(vault_server_pids(node), signal.SIGKILL)
+    return signal_all(vault_server_pids(node), signal.SIGKILL)
 
 
 def service_pids(node: Node, subcommand: str) -> list[int]:
@@ -589,7 +589,8 @@ def kill_service_process(node: Node, subcommand: str) -> int:
     return len(pids)
 
 
-def _signal_all(pids: list[int], sig: signal.Signals) -> int:
+def signal_all(pids: list[int], sig: signal.Signals) -> int:
+    """Send ``sig`` to each of ``pids`` (gone ones skipped); how many it reached."""
     hit = 0
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -621,9 +622,9 @@ def kill_on_temp(
         if time.monotonic() - looked_up > 1.0:  # a restarted process has a new PID
             targets, looked_up = pids(), time.monotonic()
         if _temp_present(directory):
-            frozen = _signal_all(targets, signal.SIGSTOP)
+            frozen = signal_all(targets, signal.SIGSTOP)
             inside = frozen > 0 and _temp_present(directory)
-            _signal_all(targets, signal.SIGKILL)
+            signal_all(targets, signal.SIGKILL)
             return inside, time.monotonic() - start
         time.sleep(0.001)
     return False, time.monotonic() - start

@@ -173,3 +173,20 @@ def test_certs_stack_mounts_the_manifest_key_private_in_both_services() -> None:
     assert re.search(
         r"certflow_manifest_key:\n\s+name: prod_manifest_key_v2\n\s+external: true", rendered
     )
+
+
+def test_the_certflow_services_share_the_vault_network_verify_runs_on() -> None:
+    certs, vault = _config(CERTS), _config(VAULT)
+    for service in ("cert-reloader", "cert-distributor"):
+        assert re.search(r"networks:\n\s+default: null\n\s+vault: null", _block(certs, service))
+    assert "vault: null" in _block(vault, "vault-unsealer")
+
+    def definition(rendered: str) -> str:
+        networks = rendered.split("\nnetworks:\n", 1)[1]
+        match = re.search(r"^  vault:\n((?:    .*\n)*)", networks, re.MULTILINE)
+        assert match, "no vault network"
+        return match.group(1)
+
+    # Either stack file may create it (same stack name); both must declare it the same way.
+    assert definition(certs) == definition(vault)
+    assert "attachable: true" in definition(certs)

@@ -7,8 +7,9 @@ the distributor pass are the real ones.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,15 +44,16 @@ def peers_reporting(
     fingerprints: dict[str, str | None],
     engine: FakeEngine | None = None,
     *,
-    on_old: frozenset[str] = frozenset(),
+    on_old: Collection[str] = (),
     active: str = "",
     posts: list[tuple[str, bytes]] | None = None,
     refuse: str = "",
 ) -> PeerDirectory:
     """Peers on fixed URLs whose /health reports ``fingerprints`` (node ID -> installed), and
     their local Vault members (``engine``'s tasks on that node) unsealed, serving that pair
-    (the tasks in ``on_old``: another one; ``active``: the leading task). Stop orders POSTed to
-    them are kept in ``posts`` (URL, body) and answered 202."""
+    (the tasks in ``on_old``, read at each request: another one; ``active``: the leading task).
+    Stop orders POSTed to them are kept in ``posts`` (URL, body) and answered 202, or 401 with
+    ``refuse``."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         node = request.url.host
@@ -113,6 +115,38 @@ def coordinator(engine: FakeEngine, **peers: str | None) -> RestartCoordinator:
 KEYS = MacKeys.of(b"k" * 32)
 
 
+def rollout(
+    engine: FakeEngine,
+    *,
+    on_old: Collection[str],
+    posts: list[tuple[str, bytes]] | None = None,
+    refuse: str = "",
+    local_stop: Callable[[StopOrder], tuple[int, str]] | None = None,
+    clock: Callable[[], float] = lambda: 1000.0,
+    voter_wait: float = 0.0,
+    member_bound: float = 120.0,
+) -> RestartCoordinator:
+    """The leader's coordinator, on n1, over the fixture's members (n1's leads): those in
+    ``on_old`` (a set the test may change) serve the old pair; orders to n2 land in ``posts``."""
+    first = engine.service_tasks[VAULT][0].task_id
+    peers = peers_reporting(
+        {"n1": FP, "n2": FP}, engine, on_old=on_old, active=first, posts=posts, refuse=refuse
+    )
+    return RestartCoordinator(
+        engine,
+        vault_service=VAULT,
+        peers=peers,
+        lag_timeout=60,
+        keys=KEYS,
+        local_stop=local_stop,
+        node_id=lambda: "n1",
+        clock=clock,
+        voter_wait=voter_wait,
+        member_bound=member_bound,
+        resend_every=10.0,
+    )
+
+
 def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
     engine: FakeEngine,
 ) -> None:
@@ -127,25 +161,16 @@ def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
         local.append(order)
         return 202, "stopping"
 
-    coord = RestartCoordinator(
+    coord = rollout(
         engine,
-        vault_service=VAULT,
-        peers=peers_reporting(
-            {"n1": FP, "n2": FP}, engine, on_old=frozenset(on_old), active=first, posts=posts
-        ),
-        lag_timeout=60,
-        keys=KEYS,
+        on_old=on_old,
+        posts=posts,
         local_stop=local_stop,
-        node_id=lambda: "n1",
         clock=lambda: now[0],
         voter_wait=10.0,
-        resend_every=10.0,
     )
 
     def step() -> Kind:
-        coord.peers = peers_reporting(
-            {"n1": FP, "n2": FP}, engine, on_old=frozenset(on_old), active=first, posts=posts
-        )
         return coord.step(FP).kind
 
     now[0] = 990.0
@@ -188,22 +213,11 @@ def test_a_new_leader_sends_the_recorded_order_again_never_a_second_one(
     posts: list[tuple[str, bytes]] = []
 
     def fresh() -> RestartCoordinator:
-        return RestartCoordinator(
+        return rollout(
             engine,
-            vault_service=VAULT,
-            peers=peers_reporting(
-                {"n1": FP, "n2": FP},
-                engine,
-                on_old=frozenset({first, second}),
-                active=first,
-                posts=posts,
-            ),
-            lag_timeout=60,
-            keys=KEYS,
+            on_old={first, second},
+            posts=posts,
             local_stop=lambda order: (500, "unexpected"),
-            node_id=lambda: "n1",
-            clock=lambda: 1000.0,
-            voter_wait=0.0,
         )
 
     assert fresh().step(FP).kind is Kind.RESTART
@@ -220,22 +234,9 @@ def test_a_restart_that_did_not_take_halts_and_is_never_repeated(engine: FakeEng
     now = [1000.0]
     on_old = {first, second}
     posts: list[tuple[str, bytes]] = []
-    coord = RestartCoordinator(
-        engine,
-        vault_service=VAULT,
-        peers=peers_reporting({"n1": FP, "n2": FP}, engine, posts=posts),
-        lag_timeout=60,
-        keys=KEYS,
-        node_id=lambda: "n1",
-        clock=lambda: now[0],
-        voter_wait=0.0,
-        member_bound=30.0,
-    )
+    coord = rollout(engine, on_old=on_old, posts=posts, clock=lambda: now[0], member_bound=30.0)
 
     def step() -> Kind:
-        coord.peers = peers_reporting(
-            {"n1": FP, "n2": FP}, engine, on_old=frozenset(on_old), active=first, posts=posts
-        )
         return coord.step(FP).kind
 
     assert step() is Kind.RESTART
@@ -272,8 +273,7 @@ def test_a_concurrent_writer_costs_one_conflict_not_a_second_order(engine: FakeE
 
     engine.before_post = operator
     first, second = (t.task_id for t in engine.service_tasks[VAULT])
-    coord = coordinator(engine)
-    coord.peers = peers_reporting({"n1": FP, "n2": FP}, engine, on_old=frozenset({first, second}))
+    coord = rollout(engine, on_old={first, second})
     assert coord.step(FP).kind is Kind.RESTART
     assert coord.metrics.update_conflicts._value.get() == 1
     assert len(engine.posted) == 1
@@ -281,9 +281,7 @@ def test_a_concurrent_writer_costs_one_conflict_not_a_second_order(engine: FakeE
 
 def test_a_paused_update_of_vaults_own_holds_the_rollout(engine: FakeEngine) -> None:
     engine.set_update_state(VAULT, "paused", "task failed")
-    coord = coordinator(engine)
-    coord.peers = peers_reporting({"n1": FP, "n2": FP}, engine, on_old=frozenset({"t0-n1"}))
-    decision = coord.step(FP)
+    decision = rollout(engine, on_old={"t0-n1"}).step(FP)
     assert decision.kind is Kind.FAILED
     assert "task failed" in decision.message
     assert engine.posted == []
@@ -321,6 +319,50 @@ def test_an_engine_that_went_away_is_degraded_health_not_a_crash(
     assert check is not None
     assert check.status.value == "degraded"
     assert "docker: engine unreachable" in check.message
+
+
+def test_a_hung_storage_box_read_does_not_blind_the_coordinator(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """Lab row 12: the Swarm leader's own mount hangs; its coordinator must still name the node
+    that is down (and so hold the rollout) instead of keeping its last report for ever."""
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(
+        settings(tmp_path, "restart", DISTRIBUTOR_POLL_INTERVAL="0.2"),
+        engine=engine,
+        peers=peers_reporting({"n1": FP, "n2": FP}, engine),
+    )
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hung_read(now: object) -> None:
+        # Stands in for the kernel: a read on a network mount whose server is gone blocks
+        # (sshfs, CIFS, NFS hard mounts); a unit test cannot make a real mount hang.
+        entered.set()
+        release.wait(60)
+        raise OSError(5, "Input/output error")
+
+    dist.syncer.sync_once = hung_read  # type: ignore[method-assign,assignment]
+    stop = threading.Event()
+    worker = threading.Thread(target=dist.run, args=(stop,))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        engine.add_node("n2", state="down")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            check = dist.health.check("swarm")
+            if check is not None and "host-n2 (n2): down" in check.message:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no swarm check naming the down node: {dist.health.check('swarm')}")
+        assert dist.metrics.sync_passes._value.get() == 1  # its one pass is still stuck
+    finally:
+        stop.set()
+        release.set()
+        worker.join(20)
+    assert not worker.is_alive()
 
 
 class FakeVaultCli:
@@ -558,22 +600,7 @@ def test_a_stop_order_reaches_the_member_through_the_distributors_http_route(
 def test_a_refused_stop_order_is_named_on_the_gate(engine: FakeEngine) -> None:
     first, second = (t.task_id for t in engine.service_tasks[VAULT])
     refusal = "stop order refused: its MAC does not verify (key id 0badc0de)"
-    coord = RestartCoordinator(
-        engine,
-        vault_service=VAULT,
-        peers=peers_reporting(
-            {"n1": FP, "n2": FP},
-            engine,
-            on_old=frozenset({first, second}),
-            active=first,
-            refuse=refusal,
-        ),
-        lag_timeout=60,
-        keys=KEYS,
-        node_id=lambda: "n1",
-        clock=lambda: 1000.0,
-        voter_wait=0.0,
-    )
+    coord = rollout(engine, on_old={first, second}, refuse=refusal)
     assert coord.step(FP).kind is Kind.RESTART
     gate = coord.step(FP)
     assert gate.kind is Kind.GATE

@@ -22,7 +22,8 @@ from services.distributor.coordinator import (
     newest_member,
     step,
 )
-from tests.unit.distributor.test_coordinator import NEW, OLD, observed
+from shared.rollout import Ordered
+from tests.unit.distributor.test_coordinator import NEW, OLD, ON_OLD, observed, on_old
 
 pytestmark = pytest.mark.unit
 
@@ -30,17 +31,8 @@ LIMITS = Limits(member_bound=60.0, voter_wait=10.0)
 
 
 def member(slot: int, **overrides: object) -> Member:
-    base: dict[str, object] = {
-        "task_id": f"t{slot}",
-        "where": f"slot {slot} on host-n{slot}",
-        "running": True,
-        "started_at": 100.0 + slot,
-        "sealed": False,
-        "proven": True,
-        "fingerprint": NEW,
-    }
-    base.update(overrides)
-    return Member(**base)  # type: ignore[arg-type]
+    """A member back on the installed pair (test_coordinator's factory, proven)."""
+    return on_old(slot, **{"proven": True, "detail": "unsealed", **overrides})
 
 
 OLD_PAIR = {"proven": False, "detail": "serves another leaf"}
@@ -171,3 +163,24 @@ def test_a_member_with_no_task_at_all_holds_the_gate() -> None:
     absent = replace(rolling(1020, *two), missing=gone, not_back=gone)
     assert kinds(rolling(1000, *two), absent) == [Kind.GATE, Kind.GATE]
     assert "slot 3: no task" in decide(absent).message
+
+
+def test_a_restarted_member_waits_for_the_voter_wait_even_if_no_step_saw_it_down() -> None:
+    # certflow asked slot 2 (task t2) to stop; the next step already finds its replacement
+    # (t2b) unsealed and serving: a new task is a rejoined raft member, so its clock starts now.
+    stopped = (Ordered(2, "t2"),)
+    old = ON_OLD
+    back = (old[0], on_old(2, task_id="t2b", proven=True, detail="unsealed"), old[2])
+    mem = Memory()
+    seen = []
+    for now, members in ((1000, old), (1005, back), (1014, back), (1016, back)):
+        obs = observed(now=now, ordered=stopped, members=members)
+        decision, mem = step(obs, mem, LIMITS)
+        seen.append((decision.kind, decision.message))
+    assert seen[0] == (Kind.GATE, "vault rollout waits: slot 2 on host-n2: asked to stop 0s ago, "
+                       "still running")  # fmt: skip
+    assert seen[1] == (Kind.GATE, "vault rollout: slot 2 on host-n2 is back; 10s more for it to "
+                       "become a raft voter")  # fmt: skip
+    assert seen[2][0] is Kind.GATE
+    assert seen[3][0] is Kind.RESTART
+    assert "slot 3 on host-n3 (a standby)" in seen[3][1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from shared.digests import Digests
 from shared.errors import ManifestInvalid, StorageError
 from shared.manifest import MANIFEST_NAME, FileEntry, Manifest
 from shared.snapshot import Snapshot, State
-from shared.storagebox import read_snapshot
+from shared.storagebox import MAX_FILE_BYTES, read_snapshot
 from tests.support.pki import CA
 
 CERT, KEY = "STAR.iklim.co.full.crt", "STAR.iklim.co_key.pem"
@@ -134,6 +135,25 @@ def test_a_directory_in_place_of_a_file_is_a_storage_error(tmp_path: Path) -> No
     with pytest.raises(StorageError) as info:
         read_snapshot(tmp_path, cert_name=CERT, key_name=KEY)
     assert info.value.errno_name == "EISDIR"
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    # Anyone who can write the Storage Box could leave a FIFO under the manifest's name; a plain
+    # open() would block the distributor's pass until a writer came.
+    os.mkfifo(tmp_path / MANIFEST_NAME)
+    with pytest.raises(StorageError) as info:
+        read_snapshot(tmp_path, cert_name=CERT, key_name=KEY)
+    assert info.value.errno_name == "EINVAL"
+    assert "not a regular file" in str(info.value)
+
+
+def test_an_oversized_file_is_refused(tmp_path: Path) -> None:
+    manifest, cert, key = _manifest()
+    _write(tmp_path, manifest, cert, key)
+    (tmp_path / CERT).write_bytes(b"x" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(StorageError) as info:
+        read_snapshot(tmp_path, cert_name=CERT, key_name=KEY)
+    assert info.value.errno_name == "EFBIG"
 
 
 def test_an_unreadable_directory_is_a_storage_error_not_a_bare_oserror(tmp_path: Path) -> None:

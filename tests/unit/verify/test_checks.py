@@ -11,6 +11,7 @@ import pytest
 from services.verify.checks import (
     Outcome,
     all_ok,
+    check_health,
     check_installed,
     check_published,
     check_reloader_logs,
@@ -23,6 +24,7 @@ from services.verify.checks import (
 from services.verify.facts import (
     CertFacts,
     DirFacts,
+    HealthFacts,
     LogFacts,
     Observation,
     ReplicaFacts,
@@ -348,3 +350,73 @@ def test_one_sealed_replica_among_two_fails_the_whole_verification() -> None:
     results = evaluate(obs, log_tail=20, stack="iklimco")
     assert not all_ok(results)
     assert [r.check for r in results if not r.ok] == ["vault 10.0.1.6 seal"]
+
+
+# -- every certflow task's /health ----------------------------------------------------------------
+
+_HINT = "docker stack deploy -c stacks/docker-stack-certs.yml iklimco"
+_DIST = "iklimco_cert-distributor"
+
+
+def _task(status: str, since: str, *problems: str, service: str = _DIST) -> HealthFacts:
+    return HealthFacts(service, "n2", "10.0.0.6", status=status, since=since, problems=problems)
+
+
+_STALL = "sync: failing: reading the Storage Box has not returned for 25s (since t1)"
+
+
+@pytest.mark.parametrize(
+    ("facts", "outcome", "words"),
+    [
+        (_task("ok", "t0"), Outcome.OK, ["ok"]),
+        (_task("failing", "t1", _STALL), Outcome.FAIL, ["failing since t1", _STALL]),
+        (
+            _task("degraded", "t2", "last_check: degraded: rejected: key_mismatch", service="r"),
+            Outcome.FAIL,
+            ["degraded since t2", "key_mismatch"],
+        ),
+        (
+            _task("degraded", "t3", *(f"c{i}: degraded: m{i}" for i in range(5))),
+            Outcome.FAIL,
+            ["c0", "c2", "(+2 more)"],
+        ),
+        (
+            HealthFacts(_DIST, "n3", "10.0.0.8", error="ConnectTimeout: timed out"),
+            Outcome.FAIL,
+            ["cannot read its /health: ConnectTimeout"],
+        ),
+    ],
+)
+def test_a_certflow_task_s_health_names_what_it_says_is_wrong(
+    facts: HealthFacts, outcome: Outcome, words: list[str]
+) -> None:
+    result = check_health(facts, certs_hint=_HINT)
+    assert result.outcome is outcome
+    assert result.check == f"health {facts.service} on {facts.node}"
+    for word in words:
+        assert word in result.summary
+
+
+def test_a_task_off_the_vault_network_points_at_the_stack() -> None:
+    result = check_health(
+        HealthFacts(_DIST, "n1", "", error="the task has no address on the Vault network"),
+        certs_hint=_HINT,
+    )
+    assert not result.ok
+    assert _HINT in result.next_step
+    assert "VERIFY_VAULT_NETWORK" in result.next_step
+
+
+def test_the_health_checks_are_part_of_verify_and_an_unlisted_fleet_fails() -> None:
+    obs = replace(
+        _healthy(),
+        health=(
+            HealthFacts(_DIST, "n1", "10.0.0.5", status="ok", since="t0"),
+            HealthFacts(_DIST, "n2", "10.0.0.6", status="failing", since="t1", problems=("x",)),
+        ),
+    )
+    results = evaluate(obs, log_tail=200, stack="iklimco")
+    assert [r.check for r in results if not r.ok] == [f"health {_DIST} on n2"]
+    unlisted = replace(obs, health=(), health_error="engine unreachable")
+    failing = [r for r in evaluate(unlisted, log_tail=200, stack="iklimco") if not r.ok]
+    assert [r.check for r in failing] == ["health of the certflow services"]
