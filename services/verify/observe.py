@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -139,6 +140,26 @@ def observe_published(directory: Path, cert_name: str, key_name: str) -> DirFact
         generation=snap.manifest.generation,
         manifest_cert_sha256=snap.manifest.cert.sha256,
         cert=CertFacts(not_after=leaf.not_after, fingerprint=leaf.fingerprint_sha256),
+    )
+
+
+def within(seconds: float, label: str, path: str, read: Callable[[], DirFacts]) -> DirFacts:
+    """``read()``, or an error naming ``path`` when it has not returned in ``seconds``.
+
+    A read on a network mount whose server is gone can block for minutes (sshfs, CIFS, NFS hard
+    mounts); verify must still answer, and say so. The reading thread is left behind (a daemon:
+    the process exits without it).
+    """
+    box: list[DirFacts] = []
+    thread = threading.Thread(target=lambda: box.append(read()), name="verify-read", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if box:
+        return box[0]
+    return DirFacts(
+        label=label,
+        path=path,
+        error=f"reading {path} has not returned in {seconds:g} s (a network mount not answering?)",
     )
 
 
@@ -300,6 +321,21 @@ def observe_all_health(
 # -- everything ---------------------------------------------------------------------------------
 
 
+def _installed(settings: VerifySettings) -> DirFacts:
+    path = str(settings.ssl_dir)
+    return within(
+        settings.read_timeout, path, path,
+        lambda: observe_installed(settings.ssl_dir, settings.cert_name),
+    )  # fmt: skip
+
+
+def _published(settings: VerifySettings) -> DirFacts:
+    return within(
+        settings.read_timeout, "the Storage Box manifest", str(settings.storagebox_dir),
+        lambda: observe_published(settings.storagebox_dir, settings.cert_name, settings.key_name),
+    )  # fmt: skip
+
+
 def observe(
     settings: VerifySettings,
     engine_factory: Callable[[], DockerEngine],
@@ -312,10 +348,8 @@ def observe(
         return Observation(
             services=tuple(ServiceFacts(n, found=False, error=error) for n in names.values()),
             reloader_logs=LogFacts(names["reloader"], error=error),
-            installed=observe_installed(settings.ssl_dir, settings.cert_name),
-            published=observe_published(
-                settings.storagebox_dir, settings.cert_name, settings.key_name
-            ),
+            installed=_installed(settings),
+            published=_published(settings),
             replicas=(),
             replicas_error=error,
             names=names,
@@ -350,8 +384,8 @@ def observe(
     return Observation(
         services=services,
         reloader_logs=logs,
-        installed=observe_installed(settings.ssl_dir, settings.cert_name),
-        published=observe_published(settings.storagebox_dir, settings.cert_name, settings.key_name),
+        installed=_installed(settings),
+        published=_published(settings),
         replicas=replicas,
         replicas_error=replicas_error,
         names=names,

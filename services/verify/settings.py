@@ -83,6 +83,14 @@ class VerifySettings(ServiceSettings):
         le=120,
         description="seconds per connection (a Vault member, a certflow task's /health)",
     )
+    read_timeout: float = Field(
+        10.0,
+        alias="VERIFY_READ_TIMEOUT",
+        gt=0,
+        le=600,
+        description="seconds a read of the installed pair or the Storage Box may take before "
+        "verify reports it hung (a network mount not answering)",
+    )
     health_port: int = Field(
         8080,
         alias="VERIFY_HEALTH_PORT",

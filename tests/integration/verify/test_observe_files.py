@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.verify.checks import check_installed, check_published
-from services.verify.observe import observe_installed, observe_published
+from services.verify.observe import observe_installed, observe_published, within
 from shared.certs import read_leaf
 from shared.manifest import MANIFEST_NAME, FileEntry, Manifest
 from tests.support.acme import Certbot, Pebble, SwagVolume
@@ -117,3 +119,25 @@ def test_an_unmounted_storage_box_is_explained(tmp_path: Path) -> None:
     facts = observe_published(tmp_path / "not-mounted", CERT, KEY)
     assert "mount missing" in facts.error
     assert "mounted at" in check_published(facts, reloader="r").next_step
+
+
+def test_a_read_that_hangs_is_reported_not_waited_for(tmp_path: Path) -> None:
+    # A FIFO with no writer blocks its reader as a dead network mount does: a real blocked read.
+    ssl_dir = tmp_path / "ssl"
+    ssl_dir.mkdir()
+    fifo = ssl_dir / CERT
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    facts = within(0.5, str(ssl_dir), str(ssl_dir), lambda: observe_installed(ssl_dir, CERT))
+    try:
+        assert time.monotonic() - started < 10
+        assert facts.cert is None
+        assert facts.error == (
+            f"reading {ssl_dir} has not returned in 0.5 s (a network mount not answering?)"
+        )
+    finally:
+        # Let the reader left behind finish: a writer that opens and closes gives it EOF.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    # A read that returns in time is passed through unchanged.
+    ok = within(5, "x", "x", lambda: observe_installed(tmp_path / "none", CERT))
+    assert ok.error == f"{CERT} is missing"
