@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -89,14 +89,17 @@ def vault_tasks(engine: DockerEngine, service: str, network: str) -> list[tuple[
     Not only running ones: a member that is still sealed stays ``starting`` (the stack's
     healthcheck), and it must be seen, and reported sealed, not skipped. Raises DockerError.
     """
-    found: list[tuple[TaskInfo, str]] = []
-    for task in engine.tasks(service, running_only=False):
-        if task.state not in ("starting", "running"):
-            continue
-        addresses = task.addresses.get(network, ())
-        if addresses:
-            found.append((task, addresses[0]))
-    return found
+    return [
+        (task, address)
+        for task in engine.tasks(service, running_only=False)
+        if task.state in ("starting", "running") and (address := address_on(task, network))
+    ]
+
+
+def address_on(task: TaskInfo, network: str) -> str:
+    """The task's first address on ``network``; "" when it has none there."""
+    addresses = task.addresses.get(network, ())
+    return addresses[0] if addresses else ""
 
 
 def node_names(engine: DockerEngine) -> dict[str, str]:
@@ -246,19 +249,17 @@ def _transport_error(exc: BaseException) -> str:
 
 
 def health_tasks(
-    engine: DockerEngine, services: dict[str, str], network: str
+    engine: DockerEngine, services: Iterable[str], network: str
 ) -> list[tuple[str, TaskInfo, str]]:
     """(service, task, its address on ``network``; "" when it has none) of every running task of
     the certflow services. Raises DockerError."""
     found: list[tuple[str, TaskInfo, str]] = []
-    for service in services.values():
+    for service in services:
         try:
             tasks = engine.tasks(service)
         except DockerNotFound:
             continue  # check_service says the service is missing
-        for task in tasks:
-            addresses = task.addresses.get(network, ())
-            found.append((service, task, addresses[0] if addresses else ""))
+        found += [(service, task, address_on(task, network)) for task in tasks]
     return found
 
 
@@ -299,7 +300,7 @@ def observe_all_health(
 ) -> tuple[tuple[HealthFacts, ...], str]:
     """Every certflow task's /health, all at once; or why the tasks could not be listed."""
     try:
-        tasks = health_tasks(engine, {r: names[r] for r in HEALTH_ROLES}, settings.network)
+        tasks = health_tasks(engine, (names[r] for r in HEALTH_ROLES), settings.network)
     except DockerError as exc:
         return (), str(exc)
     if not tasks:

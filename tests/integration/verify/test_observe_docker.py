@@ -11,7 +11,7 @@ import docker.errors
 import pytest
 
 from services.verify.checks import check_reloader_logs, check_service
-from services.verify.observe import observe_logs, observe_service, vault_tasks
+from services.verify.observe import health_tasks, observe_logs, observe_service, vault_tasks
 from shared.docker_engine import DockerPyEngine
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_names import unique
@@ -95,6 +95,14 @@ def test_a_running_service_is_converged_and_its_error_logs_are_found(
     assert task.state == "running"
     assert address.count(".") == 3
     assert vault_tasks(DockerPyEngine(client), service.name, "some-other-network") == []
+    # The certflow services' tasks are all listed, with "" where they have no address there;
+    # a service that does not exist is left to check_service.
+    engine = DockerPyEngine(client)
+    listed = health_tasks(engine, [service.name, "no-such-service"], network)
+    found = [(name, t.task_id, a) for name, t, a in listed]
+    assert found == [(service.name, task.task_id, address)]
+    elsewhere = health_tasks(engine, [service.name], "some-other-network")
+    assert [(t.task_id, a) for _, t, a in elsewhere] == [(task.task_id, "")]
 
 
 def test_a_service_whose_image_is_missing_is_not_converged(
