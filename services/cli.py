@@ -45,6 +45,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "services.verify.cli",
         "check the whole flow (the runbook's Verification section) in one command",
     ),
+    "status": (
+        "services.verify.status_cli",
+        "show every task's health, each Vault member and the rollout as the gate sees it",
+    ),
+    "shim": (
+        "services.shim_cli",
+        "print a `certflow` command for a host that has only Docker (status, verify)",
+    ),
 }
 
 
@@ -82,7 +90,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given: `status` and `verify` re-run it elsewhere
     try:
         return commands[args.command].run(args)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import docker
 import docker.errors
+import docker.types
 import requests
 
 from shared.errors import DockerError, DockerNotFound, UpdateOutOfSequence
@@ -29,6 +30,8 @@ from shared.swarm import (
     ExecResult,
     LocalNode,
     NodeInfo,
+    OneOff,
+    OneOffResult,
     SecretInfo,
     SecretRef,
     ServiceState,
@@ -414,6 +417,59 @@ class DockerPyEngine:
             )
             data = b"".join(chunks)
         return data.decode("utf-8", "replace").splitlines()
+
+    def container_networks(self, ref: str) -> frozenset[str] | None:
+        """The networks container ``ref`` (ID or name) is attached to; None: no such container."""
+        try:
+            with _translated(f"inspecting container {ref}"):
+                attrs = self._client.api.inspect_container(ref)
+        except DockerNotFound:
+            return None
+        networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        return frozenset(str(name) for name in networks)
+
+    def run_oneoff(self, oneoff: OneOff, *, timeout: float) -> OneOffResult:
+        """Create, start and wait for a one-off container; its exit code and output. The
+        container is removed in every case; past ``timeout`` it is killed (DockerError)."""
+        what = f"running a one-off {oneoff.image} container"
+        mounts = [
+            docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
+            for m in oneoff.mounts
+        ]
+        with _translated(what):
+            container = self._client.containers.create(
+                oneoff.image,
+                list(oneoff.argv),
+                environment=dict(oneoff.env),
+                user=oneoff.user,
+                network=oneoff.network,
+                mounts=mounts,
+                labels=dict(oneoff.labels),
+                detach=True,
+            )
+        try:
+            with _translated(what):
+                container.start()
+                try:
+                    status = container.wait(timeout=timeout)
+                except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                    # docker-py reports the read timeout of the wait as either
+                    raise DockerError(f"{what}: not finished after {timeout:.0f} s") from exc
+                stdout = container.logs(stdout=True, stderr=False)
+                stderr = container.logs(stdout=False, stderr=True)
+        finally:
+            try:
+                with _translated(f"removing the one-off container {container.id[:12]}"):
+                    container.remove(force=True)
+            except DockerError as exc:
+                _log.warning(
+                    "docker.oneoff_not_removed", container=container.id[:12], error=str(exc)
+                )
+        return OneOffResult(
+            int(status.get("StatusCode", -1)),
+            stdout.decode("utf-8", "replace"),
+            stderr.decode("utf-8", "replace"),
+        )
 
     def secrets(self, *, name: str | None = None, label: str | None = None) -> list[SecretInfo]:
         filters = {k: v for k, v in (("name", name), ("label", label)) if v is not None}

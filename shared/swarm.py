@@ -124,3 +124,30 @@ class ExecResult:
 
     exit_code: int
     output: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindMount:
+    source: str  # a path on the node
+    target: str  # where the container sees it
+    read_only: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OneOff:
+    """A one-off container: run ``argv`` in ``image`` on ``network``, then remove it."""
+
+    image: str
+    argv: tuple[str, ...]
+    network: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[BindMount, ...] = ()
+    user: str = "0:0"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OneOffResult:
+    exit_code: int
+    stdout: str
+    stderr: str

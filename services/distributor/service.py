@@ -200,7 +200,10 @@ class Distributor:
                 _log.error("cert.refused", reason=exc.reason.value, error=str(exc))
             self.state.refused = self.state.last_error = str(exc)
             self.health.report(
-                "sync", Status.FAILING, f"committed pair refused, keeping the installed one: {exc}"
+                "sync",
+                Status.FAILING,
+                f"committed pair refused, keeping the installed one: {exc}",
+                reason=exc.reason.value,
             )
             self._publish_info(None)
             return None
@@ -286,6 +289,8 @@ class Distributor:
             _RELOAD_STATUS[decision.kind],
             decision.message,
             decision=decision.kind.value,
+            fingerprint=decision.fingerprint,
+            member=decision.member.where if decision.member is not None else None,
             nodes=list(decision.nodes),
             left_out=list(decision.left_out),
         )

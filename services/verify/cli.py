@@ -1,8 +1,8 @@
 """``certflow verify``: the runbook's Verification section as one command.
 
-Exit 0 only when every check holds, 1 when one fails, 2 on a bad setting. Run it on a swarm
-manager that has the Storage Box mounted and ``/opt/iklimco/ssl`` (the node's installed copy) and
-that can reach the Vault overlay network (e.g. as a one-off container on the attachable network).
+Exit 0 only when every check holds, 1 when one fails, 2 on a bad setting or when it cannot run.
+Run it on a swarm manager: from the host it starts itself in a one-off container on the Vault
+network with the distributor's mounts (``launch``); in a container on that network it runs there.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 
 from services.verify.checks import all_ok, evaluate
+from services.verify.launch_cli import add_here_flag, launched_result
 from services.verify.observe import observe
 from services.verify.report import to_json, to_table
 from services.verify.settings import VerifySettings
@@ -58,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storagebox-dir", help="the Storage Box (default /mnt/storagebox/ssl)")
     parser.add_argument("--log-tail", help="reloader log lines to scan (default 20)")
     parser.add_argument("--timeout", help="seconds per Vault connection (default 5)")
+    add_here_flag(parser)
 
 
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> VerifySettings:
@@ -71,6 +73,9 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> VerifySe
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, dict(os.environ))
+    launched = launched_result(args, settings, "verify")
+    if launched is not None:
+        return launched
     observation = observe(settings, open_engine)
     results = evaluate(observation, log_tail=settings.log_tail, stack=settings.stack)
     now = datetime.now(UTC)

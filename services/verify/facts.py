@@ -71,6 +71,17 @@ class ReplicaFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckFacts:
+    """One named check of a certflow ``/health``: status, message, since and its details."""
+
+    name: str
+    status: str
+    message: str = ""
+    since: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class HealthFacts:
     """One certflow task's ``/health``, read on its address on the Vault network."""
 
@@ -81,6 +92,12 @@ class HealthFacts:
     since: str = ""  # when the service entered that status
     problems: tuple[str, ...] = ()  # "check: status: message (since ...)" for each check not ok
     error: str = ""  # could not be read
+    task_id: str = ""
+    checks: tuple[CheckFacts, ...] = ()  # every check, ok ones too (certflow status shows them)
+    info: dict[str, object] = field(default_factory=dict)  # the service's ``info`` block
+
+    def check(self, name: str) -> CheckFacts | None:
+        return next((c for c in self.checks if c.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)

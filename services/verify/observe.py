@@ -20,6 +20,7 @@ from cryptography import x509
 
 from services.verify.facts import (
     CertFacts,
+    CheckFacts,
     DirFacts,
     HealthFacts,
     LogFacts,
@@ -273,7 +274,30 @@ def parse_service_health(body: object, base: HealthFacts) -> HealthFacts:
         for name, check in (checks.items() if isinstance(checks, dict) else ())
         if isinstance(check, dict) and check.get("status") != "ok"
     )
-    return replace(base, status=body["status"], since=str(body.get("since", "")), problems=problems)
+    parsed = tuple(
+        CheckFacts(
+            name=str(name),
+            status=str(check.get("status", "")),
+            message=str(check.get("message", "")),
+            since=str(check.get("since", "")),
+            details={
+                str(k): v
+                for k, v in check.items()
+                if k not in {"status", "message", "since", "updated"}
+            },
+        )
+        for name, check in (checks.items() if isinstance(checks, dict) else ())
+        if isinstance(check, dict)
+    )
+    info = body.get("info")
+    return replace(
+        base,
+        status=body["status"],
+        since=str(body.get("since", "")),
+        problems=problems,
+        checks=parsed,
+        info=dict(info) if isinstance(info, dict) else {},
+    )
 
 
 def observe_health(address: str, *, port: int, timeout: float, base: HealthFacts) -> HealthFacts:
@@ -310,7 +334,7 @@ def observe_all_health(
     def one(item: tuple[str, TaskInfo, str]) -> HealthFacts:
         service, task, address = item
         node = hostnames.get(task.node_id, task.node_id[:12])
-        base = HealthFacts(service=service, node=node, address=address)
+        base = HealthFacts(service=service, node=node, address=address, task_id=task.task_id)
         return observe_health(
             address, port=settings.health_port, timeout=settings.timeout, base=base
         )

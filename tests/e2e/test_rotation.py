@@ -11,6 +11,7 @@ assertions), except in signal mode where nothing may seal at all.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.support.e2e_flow import (
     KEY_NAME,
     LocalFlow,
     Rotation,
+    docker,
     leaf_digest,
     rotate,
     served_everywhere,
@@ -70,6 +72,32 @@ def test_the_flow_comes_up_and_verifies(flow: LocalFlow) -> None:
     code, out = flow.verify(as_json=False)
     assert code == 0, out
     assert "verify: everything holds" in out
+
+
+def test_status_and_verify_are_one_command_on_the_host(flow: LocalFlow) -> None:
+    """From the host, with no mount, network or CA given: each starts its own one-off container
+    on the Vault network with the cert-distributor's mounts, and removes it."""
+    verify = flow.certflow("verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "verify: everything holds" in verify.stdout
+    status = flow.certflow("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[1].startswith("OK"), status.stdout
+    # The same through the host command the image writes (a host with only Docker).
+    shimmed = flow.shim("status", "--json")
+    assert shimmed.returncode == 0, shimmed.stdout + shimmed.stderr
+    doc = json.loads(shimmed.stdout)
+    assert doc["state"] == "ok", doc["reasons"]
+    members = doc["members"]
+    assert len(members) == flow.vault_replicas
+    assert sorted(m["role"] for m in members) == ["active"] + ["standby"] * (len(members) - 1)
+    assert all(m["serves_published"] is True and m["gate"] == "proven" for m in members), members
+    assert doc["trust_ok"] is True
+    assert doc["manifest_ok"] is True
+    assert all(n["manifest"] == "authenticated" for n in doc["nodes"]), doc["nodes"]
+    assert doc["rollout"]["decision"] == "done", doc["rollout"]
+    left = docker("ps", "-a", "--filter", "label=certflow.oneoff", "--format", "{{.ID}}")
+    assert left.split() == [], left
 
 
 def test_a_restart_mode_renewal_reaches_every_member(
@@ -141,6 +169,16 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         assert f"slot {stopped[0]}" in str(halted.get("message")), halted
         assert "sealed" in str(halted.get("message")), halted
         assert halted.get("since"), halted
+        # `certflow status` shows the halt as the gate sees it: cause, member, since when.
+        status = flow.certflow("status", "--json")
+        assert status.returncode == 1, status.stdout + status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["state"] == "attention", doc
+        assert doc["rollout"]["decision"] == "halted", doc["rollout"]
+        assert doc["rollout"]["since"] == halted["since"], (doc["rollout"], halted)
+        assert f"slot {stopped[0]}" in doc["rollout"]["message"], doc["rollout"]
+        assert doc["rollout"]["certificate"], doc["rollout"]
+        assert any(m["role"] == "sealed" for m in doc["members"]), doc["members"]
         time.sleep(10)  # the halt holds: no further member is stopped while it lasts
         assert sorted(s for s in before if _serving_tasks(flow).get(s) != before[s]) == stopped
         flow.scale("vault-unsealer", 1)
@@ -160,6 +198,11 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         writes = flow.stop_kv_probe(probe)
         flow.scale("vault-unsealer", 1)
     restarts = flow.restarts_since(renewed_at)
+
+    def status_back() -> bool:
+        return flow.certflow("status").returncode == 0
+
+    wait_for("certflow status to say OK after the halt", status_back, timeout=180, every=3)
     # Exactly one restart per member for this certificate, the halted one included.
     assert all(restarts[slot] == 1 for slot in before), restarts
     most_down = sampler.most_not_unsealed(flow.vault_replicas, since=renewed_at)

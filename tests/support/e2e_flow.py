@@ -264,6 +264,31 @@ class LocalFlow:
             timeout=timeout,
         )
 
+    def certflow(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``certflow <argv>`` as an operator types it on this manager host: no network, no
+        mounts, only the stack's name (status and verify start their own one-off container)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFY_")}
+        env["VERIFY_STACK"] = self.stack
+        return subprocess.run(
+            [sys.executable, "-P", "-m", "services", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+
+    def shim(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``certflow <argv>`` through the host command ``certflow shim`` writes (only Docker)."""
+        script = self.workdir / "certflow-host-command"
+        made = self.certflow("shim", "--image", self.image)
+        assert made.returncode == 0, made.stderr
+        script.write_text(made.stdout)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VERIFY_")}
+        env["VERIFY_STACK"] = self.stack
+        return subprocess.run(
+            ["sh", str(script), *argv], capture_output=True, text=True, timeout=timeout, env=env
+        )
+
     def verify(self, *, as_json: bool = True) -> tuple[int, str]:
         result = self.run_tool(
             "verify",
@@ -795,13 +820,28 @@ def up() -> int:
 
 
 def report(flow: LocalFlow) -> int:
+    """``certflow status`` and ``certflow verify``, each run as the one short command an operator
+    types on the host (they start their own one-off container on the Vault network)."""
     deadline = time.monotonic() + 180
-    code, out = flow.verify(as_json=False)
-    while code != 0 and time.monotonic() < deadline:
+    status = flow.certflow("status")
+    while status.returncode != 0 and time.monotonic() < deadline:
         time.sleep(3)
-        code, out = flow.verify(as_json=False)
-    print(f"\n$ certflow verify   (stack {flow.stack}, on the {flow.network} network)\n{out}")
-    return code
+        status = flow.certflow("status")
+    verify = flow.certflow("verify")
+    print(
+        f"\n$ VERIFY_STACK={flow.stack} .venv/bin/certflow status\n{status.stdout}{status.stderr}"
+    )
+    print(
+        f"\n$ VERIFY_STACK={flow.stack} .venv/bin/certflow verify\n{verify.stdout}{verify.stderr}"
+    )
+    print(
+        "\nEach is one command on a manager host (here .venv/bin/certflow; the stack name is "
+        "needed only when it is not iklimco). A host with only Docker gets the same command "
+        "from the image: "
+        f"docker run --rm {flow.image} shim > /usr/local/bin/certflow && "
+        "chmod 755 /usr/local/bin/certflow"
+    )
+    return verify.returncode
 
 
 def down() -> int:

@@ -18,6 +18,7 @@ COMMANDS: list[tuple[str, type[ServiceSettings]]] = [
     ("reloader", ReloaderSettings),
     ("distributor", DistributorSettings),
     ("verify", VerifySettings),
+    ("status", VerifySettings),
     ("unsealer", UnsealerSettings),
 ]
 

@@ -18,6 +18,7 @@ PURE = [
     "services.reloader.decide",
     "services.verify.checks",
     "services.verify.facts",
+    "services.verify.status",
     "shared.swarm",
     "shared.snapshot",
     "shared.status",
