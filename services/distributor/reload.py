@@ -93,6 +93,9 @@ class RestartCoordinator:
         """One observe-decide-act pass. Raises DockerError when the engine fails."""
         now = self.clock()
         if not self._leader():
+            # A former leader must not keep showing the rollout it was watching (an alert reads
+            # this gauge across every distributor).
+            self.metrics.lagging_nodes.set(0)
             return decide(_empty(now, fingerprint, leader=False))
         state = self.engine.service(self.vault_service)
         label = state.labels.get(FINGERPRINT_LABEL)

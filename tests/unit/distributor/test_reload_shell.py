@@ -259,6 +259,15 @@ def test_a_node_without_the_pair_holds_the_restart_back(engine: FakeEngine) -> N
     assert engine.posted == []
 
 
+def test_a_former_leader_stops_reporting_lagging_nodes(engine: FakeEngine) -> None:
+    coord = coordinator(engine, n1=FP, n2=None)
+    coord.step(FP)
+    assert coord.metrics.lagging_nodes._value.get() == 1
+    engine.node_list["n1"] = replace(engine.node_list["n1"], leader=False)
+    assert coord.step(FP).kind is Kind.SYNC_ONLY
+    assert coord.metrics.lagging_nodes._value.get() == 0
+
+
 def test_a_label_set_by_another_coordinator_means_done(engine: FakeEngine) -> None:
     engine.services[VAULT] = engine.add_service(VAULT, labels={FINGERPRINT_LABEL: FP})
     assert coordinator(engine).step(FP).kind is Kind.DONE
