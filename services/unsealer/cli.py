@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from services.unsealer.keys import KeyFile
+from services.unsealer.keys import KeyFile, KeyFileInsecure, UnsealKeys
 from services.unsealer.metrics import UnsealerMetrics
 from services.unsealer.service import Unsealer
 from services.unsealer.settings import UnsealerSettings
@@ -31,7 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "never initializes Vault.",
         exit_codes="0 ok (--once: every member that answers is unsealed), 1 --once with a member "
         "sealed, not joined or uninitialized after UNSEALER_ONCE_WAIT, 2 bad setting or unusable "
-        "key file.",
+        "key file at start (a key file its group or others may read: 2 with --once; the service "
+        "refuses it on /health and waits for a fix).",
     )
     parser.add_argument(
         "--once",
@@ -48,11 +49,15 @@ def run(args: argparse.Namespace) -> int:
         fmt=settings.log_format,
         level=settings.log_level,
     )
-    key_file = KeyFile(settings.key_file)
-    checked = key_file.read()  # refuse to start on a missing/empty/malformed file (exit 2)
-    loose = key_file.loose_permissions()
-    if loose:
-        _log.warning("keys.readable_by_others", path=str(settings.key_file), mode=loose)
+    key_file = KeyFile(settings.key_file, group_read=settings.key_file_group_read)
+    try:
+        checked: UnsealKeys | None = key_file.read()  # missing/empty/malformed: exit 2
+    except KeyFileInsecure:
+        if args.once:
+            raise  # exit 2: one pass cannot wait for the file to be fixed
+        # The service runs and refuses it: /health and a log event name it, no member gets a
+        # key, and a fixed mode is picked up without a restart.
+        checked = None
     if settings.skip_verify:
         _log.warning(
             "tls.verification_disabled",
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         vault_service=settings.vault_service,
         static_addresses=list(settings.vault_addrs) or None,
         server_name=settings.tls_server_name,
-        key_count=len(checked.keys),
+        key_count=len(checked.keys) if checked else None,
+        key_file_group_read=settings.key_file_group_read,
         once=bool(args.once),
     )
     del checked  # keys are read again when an attempt needs them

@@ -11,6 +11,10 @@ a key file of this cluster from one of another before giving a key to anyone.
 
 Keys are read when an unseal attempt needs them and dropped afterwards (:class:`KeyFile` keeps only
 the path). Each key is checked to decode (hex first, then base64, as Vault does) to 16-33 bytes.
+
+A file that its group or others may read or write is refused before its content is read
+(:func:`mode_problem`), as lrstanley/vault-unseal does: only a group read the stack grants on
+purpose may be allowed (``UNSEALER_KEY_FILE_GROUP_READ``); docs/unseal-key-file.md.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import re
 import stat
 from dataclasses import dataclass
@@ -35,8 +40,50 @@ _JSON_FIELDS = ("unseal_keys_b64", "unseal_keys_hex", "keys_base64", "keys")
 _CLUSTER_ID = re.compile(rf"\A[0-9A-Za-z][0-9A-Za-z._:-]{{0,{MAX_CLUSTER_ID - 1}}}\Z")
 
 
+GROUP_READ_SETTING = "UNSEALER_KEY_FILE_GROUP_READ"
+
+
 class KeyFileError(ConfigError):
     """The key file is missing, unreadable or malformed. The message holds no key material."""
+
+
+class KeyFileInsecure(KeyFileError):
+    """The key file's mode lets its group or others at it; refused before its content is read."""
+
+    def __init__(self, message: str, *, mode: str) -> None:
+        super().__init__(message)
+        self.mode = mode  # "0644": what /health and the log show beside the message
+
+
+def mode_problem(mode: int, *, group_read: bool) -> str:
+    """Why a key file with permission bits ``mode`` must not be used; ``""`` when it may be.
+
+    The owner's bits are free (0400 and 0600 are both fine). Others get nothing, the group gets
+    nothing, or a read alone when ``group_read`` (the stack grants it on purpose) says so.
+    """
+    group, others = (mode >> 3) & 0o7, mode & 0o7
+    if group_read:
+        group &= ~0o4
+    problems = []
+    if group:
+        problems.append(f"its group may {_rights(group)} it")
+    if others:
+        problems.append(f"others may {_rights(others)} it")
+    if not problems:
+        return ""
+    reason = " and ".join(problems)
+    if not group_read and not others and group == 0o4:
+        reason += (
+            f" (set {GROUP_READ_SETTING}=true only if the stack mounts the secret for a group on "
+            "purpose)"
+        )
+    return reason
+
+
+def _rights(bits: int) -> str:
+    return "/".join(
+        name for flag, name in ((4, "read"), (2, "write"), (1, "execute")) if bits & flag
+    )
 
 
 @dataclass(frozen=True)
@@ -172,12 +219,16 @@ def _checked(item: str, where: str) -> str:
 class KeyFile:
     """The key file by path; content is read per attempt and not kept."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, group_read: bool = False) -> None:
         self.path = path
+        self.group_read = group_read
 
     def read(self) -> UnsealKeys:
+        """The keys, after the mode check on the very file opened (no swap between the two)."""
         try:
-            data = self.path.read_bytes()
+            with self.path.open("rb") as handle:
+                self._check(os.fstat(handle.fileno()).st_mode)
+                data = handle.read()
         except FileNotFoundError:
             raise KeyFileError(
                 f"UNSEALER_KEY_FILE: {self.path} does not exist (is the vault_unseal_key "
@@ -191,10 +242,21 @@ class KeyFile:
             ) from None
         return parse_keys(data, source=f"UNSEALER_KEY_FILE {self.path}")
 
-    def loose_permissions(self) -> str | None:
-        """``"0644"`` when group or others may read the file, else ``None``."""
+    def check_mode(self) -> None:
+        """The mode check alone (a stat, the content is not read); silent when the file is gone."""
         try:
-            mode = stat.S_IMODE(self.path.stat().st_mode)
+            mode = self.path.stat().st_mode
         except OSError:
-            return None
-        return f"{mode:04o}" if mode & 0o077 else None
+            return  # read() names that problem when the keys are needed
+        self._check(mode)
+
+    def _check(self, st_mode: int) -> None:
+        mode = stat.S_IMODE(st_mode)
+        problem = mode_problem(mode, group_read=self.group_read)
+        if problem:
+            raise KeyFileInsecure(
+                f"UNSEALER_KEY_FILE {self.path}: mode {mode:04o} refused: {problem}; an unseal "
+                "key file must be readable by its owner only (mode 0400 or 0600); its keys are "
+                "given to no member until that is fixed",
+                mode=f"{mode:04o}",
+            )

@@ -5,9 +5,11 @@ builds the cluster view (roles, who may get the key: :mod:`services.unsealer.clu
 each member to the end of its attempt at once (submit, read the reply, re-poll, decide again), so a
 member that answers sealed is unsealed within the same cycle. A key is proven once it has unsealed
 a member in this process; until then it goes to one joined member only. The key file is read at
-most once per cycle and only when some member needs a key; the keys are dropped when the cycle
-ends. Every call is bounded by the client's timeouts. A key document that names the cluster an
-unsealed member reports is proven at once; one that names another cluster is given to nobody.
+most once per cycle, when some member needs a key or the last read failed (a fix is seen at once);
+the keys are dropped when the cycle ends. A key file its group or others may read is refused
+(``keys`` check, ``keys.insecure_file`` once) and its keys go to nobody. Every call is bounded
+by the client's timeouts. A key document that names the cluster an unsealed member reports is
+proven at once; one that names another cluster is given to nobody.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from services.unsealer.cluster import (
     unsealed_cluster_ids,
 )
 from services.unsealer.discovery import Discovery, Replica
-from services.unsealer.keys import KeyFile, KeyFileError, UnsealKeys
+from services.unsealer.keys import KeyFile, KeyFileError, KeyFileInsecure, UnsealKeys
 from services.unsealer.machine import (
     Context,
     Kind,
@@ -109,19 +111,32 @@ class _CycleKeys:
     def __init__(self, key_file: KeyFile) -> None:
         self._file = key_file
         self._lock = threading.Lock()
-        self._loaded = False
+        self.loaded = False
         self.keys: UnsealKeys | None = None
-        self.error = ""
+        self.failure: KeyFileError | None = None
+
+    @property
+    def error(self) -> str:
+        return str(self.failure) if self.failure else ""
 
     def get(self) -> UnsealKeys | None:
         with self._lock:
-            if not self._loaded:
-                self._loaded = True
+            if not self.loaded:
+                self.loaded = True
                 try:
                     self.keys = self._file.read()
                 except KeyFileError as exc:
-                    self.error = str(exc)
+                    self.failure = exc
             return self.keys
+
+    def check_mode(self) -> None:
+        """Without a read this cycle: the mode alone (a stat), so a loosened file is still seen."""
+        with self._lock:
+            if not self.loaded:
+                try:
+                    self._file.check_mode()
+                except KeyFileInsecure as exc:
+                    self.failure = exc
 
 
 def _iso(ts: float | None) -> str | None:
@@ -152,7 +167,9 @@ class Unsealer:
             use_docker=settings.docker_discovery,
             dns_name=settings.vault_dns,
         )
-        self.key_file = key_file or KeyFile(settings.key_file)
+        self.key_file = key_file or KeyFile(
+            settings.key_file, group_read=settings.key_file_group_read
+        )
         tls = TlsConfig(settings.ca_file, settings.tls_server_name, settings.skip_verify)
         context = tls.context()  # built once: loading the CA bundle per replica is wasted work
         self._client_factory = client_factory or (
@@ -313,23 +330,32 @@ class Unsealer:
                 known.replica = replica  # a new task may reuse an address
 
     def _report_keys(self, keys: _CycleKeys) -> None:
-        if keys.error:
-            if keys.error != self._last_key_error:
-                _log.error("keys.unusable", error=keys.error)
+        if not keys.loaded:
+            # No member needed a key. A file refused last time is read again now, so its fix
+            # shows at once; otherwise a stat, so a file loosened meanwhile is still refused.
+            if self._last_key_error:
+                keys.get()
+            else:
+                keys.check_mode()
+        if keys.failure is not None:
+            path = str(self.key_file.path)
+            mode = keys.failure.mode if isinstance(keys.failure, KeyFileInsecure) else None
+            if keys.error != self._last_key_error:  # once per problem, not per pass
+                if mode is not None:
+                    _log.error("keys.insecure_file", path=path, mode=mode, error=keys.error)
+                else:
+                    _log.error("keys.unusable", error=keys.error)
                 self._last_key_error = keys.error
-            self.health.report("keys", Status.FAILING, keys.error, path=str(self.key_file.path))
+            self.health.report("keys", Status.FAILING, keys.error, path=path, mode=mode)
             return
         if keys.keys is None:
             return  # not read this cycle: nothing new to say
+        if self._last_key_error:
+            _log.info("keys.usable_again", path=str(self.key_file.path))
         self._last_key_error = ""
         if keys.keys.fingerprint != self._last_fingerprint:
-            if self._last_fingerprint is not None:  # the start-up check already warned once
+            if self._last_fingerprint is not None:
                 _log.info("keys.changed", count=len(keys.keys.keys))
-                loose = self.key_file.loose_permissions()
-                if loose:
-                    _log.warning(
-                        "keys.readable_by_others", path=str(self.key_file.path), mode=loose
-                    )
             self._last_fingerprint = keys.keys.fingerprint
         self.health.report(
             "keys",

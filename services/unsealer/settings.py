@@ -16,6 +16,14 @@ class UnsealerSettings(ServiceSettings):
         alias="UNSEALER_KEY_FILE",
         description="The unseal keys: one per line, or `vault operator init -format=json` output",
     )
+    # Off: any group or other bit refuses the file (a stack's default secret mount is 0444).
+    key_file_group_read: bool = Field(
+        False,
+        alias="UNSEALER_KEY_FILE_GROUP_READ",
+        description="Accept a key file its group may read (0440/0640), for a stack that mounts "
+        "the secret for a group on purpose; never others, never a group write "
+        "(docs/unseal-key-file.md)",
+    )
     vault_service: str = Field(
         "iklimco_vault",
         alias="UNSEALER_VAULT_SERVICE",

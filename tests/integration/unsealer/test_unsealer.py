@@ -257,6 +257,7 @@ def test_unusable_key_file_refuses_to_start(
     key_file = cluster.root / "keyfile"
     if content is not None:
         key_file.write_text(content)
+        key_file.chmod(0o600)  # the content is what is wrong here, not the mode
     process = unsealers(
         {"UNSEALER_KEY_FILE": str(key_file), "UNSEALER_VAULT_ADDRS": "https://127.0.0.1:1"},
         start=False,
@@ -273,14 +274,73 @@ def test_bad_setting_exits_2_naming_the_variable(unsealers: MakeUnsealer) -> Non
     assert "UNSEALER_VAULT_ADDRS" in result.stderr
 
 
-def test_loose_key_file_permissions_are_warned(cluster: Cluster, unsealers: MakeUnsealer) -> None:
+def test_a_loose_key_file_is_refused_and_its_fix_is_seen_without_a_restart(
+    cluster: Cluster, unsealers: MakeUnsealer
+) -> None:
     init = cluster.create_keys(1, 1)
     sim = cluster.replica("a")
     key_file = cluster.key_file(init["keys"])
     key_file.chmod(0o644)
+    unsealer = unsealers(env_for(cluster, [sim], key_file, UNSEALER_FAST_INTERVAL="0.1"))
+
+    def keys_check() -> dict[str, object]:
+        value: dict[str, object] = unsealer.health()["checks"].get("keys", {})
+        return value
+
+    wait_for(lambda: keys_check().get("status") == "failing", what="the key file refused")
+    check = keys_check()
+    assert check["mode"] == "0644"
+    assert f"UNSEALER_KEY_FILE {key_file}: mode 0644 refused" in str(check["message"])
+    # fast passes go on (the member is sealed): the check is re-reported each pass, the log
+    # event is not, and no key went out
+    seen: set[object] = set()
+
+    def passes_reported() -> bool:
+        seen.add(keys_check().get("updated"))
+        return len(seen) >= 5
+
+    wait_for(passes_reported, what="five passes reporting the refusal")
+    assert sealed(sim)
+    assert unseal_requests(sim) == []
+    refused = [e for e in unsealer.events() if e["event"] == "keys.insecure_file"]
+    assert len(refused) == 1
+    assert refused[0]["level"] == "error"
+    assert refused[0]["mode"] == "0644"
+
+    key_file.chmod(0o400)  # fixed in place (a bind mount); a re-mounted secret restarts anyway
+    wait_for(lambda: not sealed(sim), what="unsealed once the mode is fixed")
+    wait_for(lambda: keys_check().get("status") == "ok", what="keys check recovered")
+    assert "keys.usable_again" in [e["event"] for e in unsealer.events()]
+    assert_no_keys([unsealer.logs(), unsealer.health_text(), unsealer.metrics()], init["keys"])
+
+
+def test_once_refuses_a_loose_key_file_with_exit_2(
+    cluster: Cluster, unsealers: MakeUnsealer
+) -> None:
+    init = cluster.create_keys(1, 1)
+    sim = cluster.replica("a")
+    key_file = cluster.key_file(init["keys"])
+    key_file.chmod(0o640)
     result = unsealers(env_for(cluster, [sim], key_file), start=False).once()
-    assert result.returncode == 0
-    assert "keys.readable_by_others" in result.stdout
+    assert result.returncode == 2
+    assert f"{key_file}: mode 0640 refused" in result.stderr
+    assert "UNSEALER_KEY_FILE_GROUP_READ=true" in result.stderr
+    assert unseal_requests(sim) == []
+    assert sealed(sim)
+    assert_no_keys([result.stdout, result.stderr], init["keys"])
+
+
+def test_a_group_read_set_on_purpose_is_accepted_with_the_setting(
+    cluster: Cluster, unsealers: MakeUnsealer
+) -> None:
+    init = cluster.create_keys(1, 1)
+    sim = cluster.replica("a")
+    key_file = cluster.key_file(init["keys"])
+    key_file.chmod(0o440)
+    env = env_for(cluster, [sim], key_file, UNSEALER_KEY_FILE_GROUP_READ="true")
+    result = unsealers(env, start=False).once()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not sealed(sim)
     assert_no_keys([result.stdout, result.stderr], init["keys"])
 
 

@@ -104,15 +104,6 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         KeyFile(tmp_path).read()
 
 
-def test_loose_permissions_are_reported(tmp_path: Path) -> None:
-    path = tmp_path / "keys"
-    path.write_text(B64[0])
-    path.chmod(0o644)
-    assert KeyFile(path).loose_permissions() == "0644"
-    path.chmod(0o400)
-    assert KeyFile(path).loose_permissions() is None
-
-
 def test_repr_and_fingerprint_hide_the_keys() -> None:
     keys = parse_keys("\n".join(B64).encode())
     for text in (repr(keys), str(keys), keys.fingerprint):
