@@ -49,6 +49,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "services.verify.status_cli",
         "show every task's health, each Vault member and the rollout as the gate sees it",
     ),
+    "pause": (
+        "services.maintenance.pause_cli",
+        "maintenance switch: certflow restarts and unseals no Vault member until resume",
+    ),
+    "resume": (
+        "services.maintenance.resume_cli",
+        "end a pause: the rollout continues where it stopped, the unsealer is scaled back",
+    ),
     "shim": (
         "services.shim_cli",
         "print a `certflow` command for a host that has only Docker (status, verify)",

@@ -190,8 +190,11 @@ def service_from_dict(raw: dict[str, Any]) -> ServiceState:
 def apply_edit(spec: dict[str, Any], edit: SpecEdit) -> dict[str, Any]:
     """The spec to post: ``spec`` (the engine's, at the observed version) with ``edit`` applied."""
     out: dict[str, Any] = copy.deepcopy(spec)
-    if edit.labels:
-        out["Labels"] = {**(out.get("Labels") or {}), **edit.labels}
+    if edit.labels or edit.drop_labels:
+        labels = {**(out.get("Labels") or {}), **edit.labels}
+        out["Labels"] = {k: v for k, v in labels.items() if k not in edit.drop_labels}
+    if edit.replicas is not None:
+        out.setdefault("Mode", {})["Replicated"] = {"Replicas": edit.replicas}
     template = out.setdefault("TaskTemplate", {})
     if edit.force:
         template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1

@@ -3,10 +3,15 @@
 ``certflow.fingerprint``: the certificate every member serves (its rollout is done).
 ``certflow.rollout``: the members asked to stop for the certificate being rolled out, in order.
 The distributor's coordinator writes them; ``certflow verify`` reads them.
+
+``certflow.paused`` (on the cert-distributor service, written by ``certflow pause``): the
+maintenance switch. Not on the Vault service: any write of a Vault service label moves a gated
+rolling update on by one member, which a pause must never do.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 # Service label holding the fingerprint every Vault member serves: the rollout of that certificate
@@ -61,3 +66,39 @@ def rollout_in_progress(labels: dict[str, str]) -> tuple[str, tuple[Ordered, ...
     if not fingerprint or labels.get(FINGERPRINT_LABEL) == fingerprint:
         return None
     return fingerprint, rollout_from_label(value, fingerprint)
+
+
+# Service label of the cert-distributor service while an operator has paused certflow's actions on
+# Vault (``certflow pause``): JSON {"since": ISO time, "reason": text, "by": host}.
+PAUSE_LABEL = "certflow.paused"
+# Label of the vault-unsealer service while paused: its replica count before the pause scaled it
+# to 0 (``certflow resume`` restores it).
+PAUSED_REPLICAS_LABEL = "certflow.paused-replicas"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    since: str
+    reason: str
+    by: str = ""
+
+    def describe(self) -> str:
+        who = f" on {self.by}" if self.by else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"paused by an operator since {self.since or '?'}{who}{why}"
+
+
+def pause_label(pause: Pause) -> str:
+    return json.dumps({"since": pause.since, "reason": pause.reason, "by": pause.by})
+
+
+def pause_from_labels(labels: dict[str, str]) -> Pause | None:
+    """The pause recorded in ``labels``; a label that cannot be read still pauses (fail safe)."""
+    value = labels.get(PAUSE_LABEL)
+    if value is None:
+        return None
+    try:
+        doc = json.loads(value)
+        return Pause(str(doc.get("since", "")), str(doc.get("reason", "")), str(doc.get("by", "")))
+    except (ValueError, AttributeError):
+        return Pause(since="", reason=f"unreadable {PAUSE_LABEL} label")

@@ -94,6 +94,8 @@ class SpecEdit:
     container_labels: Mapping[str, str] = field(default_factory=dict)  # on the containers
     force: bool = False  # ForceUpdate + 1: replace every task
     secrets: tuple[SecretRef, ...] | None = None  # replaces the container spec's secrets
+    drop_labels: tuple[str, ...] = ()  # service labels removed
+    replicas: int | None = None  # a replicated service's new replica count
 
 
 @dataclass(frozen=True, slots=True)

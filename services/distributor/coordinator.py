@@ -58,6 +58,7 @@ class Kind(StrEnum):
     GATE = "gate"  # the member stopped last (or updated by Swarm) is not back yet (within bound)
     HALTED = "halted"  # that member is not back past its bound, or a restart did not take
     ADVANCE = "advance"  # someone else's rolling update: its member is back, let Swarm go on
+    PAUSED = "paused"  # an operator paused certflow (certflow pause): no stop, no advance
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class Observed:
     all_back_since: float | None = None
     member_bound: float = 120.0  # a stopped member not back after this long halts the rollout
     voter_wait: float = 12.0  # a member back this long has become a raft voter
+    paused: str | None = None  # the operator's pause (certflow pause), described; None: running
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +479,27 @@ def _watched(obs: Observed) -> str | None:
     return None
 
 
+# What a pause holds back: every act on a member or on Swarm's update. Recording a rollout that
+# is already done (ADOPT) restarts nothing and stays allowed.
+_HELD_BY_PAUSE = frozenset({Kind.RESTART, Kind.ADVANCE})
+
+
+def paused(decision: Decision, pause: str) -> Decision:
+    """``decision`` under an operator's pause: no member is stopped, no stop order sent again and
+    no update moved on. The memory is left as it was, so that a resume continues at the same
+    member, and the stop orders already recorded (the rollout label) are never repeated."""
+    if decision.kind in _HELD_BY_PAUSE:
+        return Decision(
+            Kind.PAUSED,
+            f"{pause}; held: {decision.message}; `certflow resume` continues from here",
+            fingerprint=decision.fingerprint,
+            member=decision.member,
+        )
+    if decision.kind in {Kind.SYNC_ONLY, Kind.DONE, Kind.ADOPT}:
+        return decision
+    return replace(decision, message=f"{decision.message} ({pause})", resend=False)
+
+
 def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memory]:
     """One decision with its memory: the timing fields of ``obs`` (pending_since, the gate's)
     are filled from ``memory`` and ``limits`` here, and the memory for the next step comes back.
@@ -519,6 +542,8 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
             lag_timeout=limits.lag_timeout,
         )
     )
+    if obs.paused is not None:
+        return paused(decision, obs.paused), memory
     if decision.kind is Kind.RESTART and decision.member is not None:
         # The order goes out now; the gate watches this task from here.
         memory = replace(

@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from shared.docker_engine import DockerEngine
-from shared.errors import DockerError
+from shared.errors import DockerError, DockerNotFound
 from shared.logs import get_logger
 from shared.manifest_auth import MacKeys
 from shared.rollout import (
     FINGERPRINT_LABEL,
     ROLLOUT_LABEL,
     Ordered,
+    pause_from_labels,
     rollout_from_label,
     rollout_label,
 )
@@ -69,9 +70,12 @@ class RestartCoordinator:
         member_bound: float = 120.0,
         voter_wait: float = 12.0,
         resend_every: float = 10.0,
+        own_service: str | None = None,
     ) -> None:
         self.engine = engine
         self.vault_service = vault_service
+        # The cert-distributor service: it carries the operator's pause (PAUSE_LABEL).
+        self.own_service = own_service
         self.peers = peers
         self.keys = keys
         self.local_stop = local_stop
@@ -124,6 +128,7 @@ class RestartCoordinator:
             missing=missing,
             members=_members(all_tasks, nodes, survey.reports if survey else {}),
             ordered=rollout_from_label(state.labels.get(ROLLOUT_LABEL), fingerprint),
+            paused=self.pause(),
         )
         decision, self._memory = step(observed, self._memory, self.limits)
         waiting = fingerprint is not None and label != fingerprint
@@ -164,6 +169,17 @@ class RestartCoordinator:
                 answer = f"its node answered {status}" if status else "its node was not reached"
                 decision = replace(decision, message=f"{decision.message} ({answer}: {message})")
         return decision
+
+    def pause(self) -> str | None:
+        """The operator's pause, described, from the cert-distributor service's labels."""
+        if self.own_service is None:
+            return None
+        try:
+            labels = self.engine.service(self.own_service).labels
+        except DockerNotFound:
+            return None  # not run as that service (a test, a hand-started process)
+        pause = pause_from_labels(labels)
+        return pause.describe() if pause is not None else None
 
     def _record_order(self, state: ServiceState, fingerprint: str, member: Member) -> bool | None:
         """Write the order into ROLLOUT_LABEL before it is sent (compare-and-swap). True: this

@@ -61,6 +61,7 @@ _RELOAD_STATUS = {
     Kind.GATE: Status.OK,
     Kind.HALTED: Status.FAILING,
     Kind.ADVANCE: Status.OK,
+    Kind.PAUSED: Status.DEGRADED,
 }
 
 
@@ -133,6 +134,7 @@ class Distributor:
                 metrics=self.metrics,
                 member_bound=settings.member_bound,
                 voter_wait=settings.voter_wait,
+                own_service=settings.service_name,
             )
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None

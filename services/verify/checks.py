@@ -21,7 +21,7 @@ from services.verify.facts import (
     ReplicaFacts,
     ServiceFacts,
 )
-from shared.rollout import rollout_in_progress
+from shared.rollout import pause_from_labels, rollout_in_progress
 from shared.swarm import FAILED_UPDATE_STATES
 
 _ERROR_LEVELS = frozenset({"error", "critical", "fatal", "exception"})
@@ -439,6 +439,22 @@ def check_all_health(obs: Observation, *, certs_hint: str) -> list[Result]:
     return [check_health(h, certs_hint=certs_hint) for h in obs.health]
 
 
+def check_maintenance(obs: Observation) -> Result:
+    """The maintenance switch (``certflow pause``), read from the cert-distributor service."""
+    distributor = obs.names.get("distributor", "")
+    facts = next((s for s in obs.services if s.name == distributor), None)
+    pause = pause_from_labels(facts.labels) if facts is not None else None
+    if pause is None:
+        return _ok("maintenance", "not paused")
+    return _fail(
+        "maintenance",
+        f"certflow is {pause.describe()}: no Vault member is restarted or unsealed by certflow",
+        "certflow resume (when the manual work is done)",
+        since=pause.since,
+        reason=pause.reason,
+    )
+
+
 # -- everything ---------------------------------------------------------------------------------
 
 
@@ -460,6 +476,7 @@ def evaluate(obs: Observation, *, log_tail: int, stack: str) -> list[Result]:
     )
     results.extend(check_replicas(obs))
     results.extend(check_all_health(obs, certs_hint=certs_hint))
+    results.append(check_maintenance(obs))
     return results
 
 

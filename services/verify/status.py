@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from services.verify.checks import role_of, short
 from services.verify.facts import CheckFacts, HealthFacts, Observation, ReplicaFacts
+from shared.rollout import pause_from_labels
 
 # The leader's rollout decisions that mean "moving, by itself" (coordinator.Kind values).
 MOVING = frozenset({"wait", "restart", "gate", "advance", "adopt"})
@@ -33,9 +34,10 @@ class State(StrEnum):
     OK = "ok"  # everything holds
     ROLLING = "rolling"  # a rollout is moving within its bounds: wait
     ATTENTION = "attention"  # something needs an operator
+    PAUSED = "paused"  # an operator paused certflow (certflow pause)
 
 
-EXIT_CODES = {State.OK: 0, State.ATTENTION: 1, State.ROLLING: 3}
+EXIT_CODES = {State.OK: 0, State.ATTENTION: 1, State.ROLLING: 3, State.PAUSED: 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,9 @@ def _rollout(leader: HealthFacts | None, now: datetime) -> Rollout | None:
     reload = leader.check("reload")
     assert reload is not None  # _leader found it
     decision = str(reload.details.get("decision", ""))
-    if decision in MOVING:
+    if decision == "paused":
+        state = State.PAUSED
+    elif decision in MOVING:
         state = State.ROLLING
     elif decision in HOLDING:
         age = _age(reload.since, now)
@@ -286,10 +290,17 @@ def summarize(obs: Observation, *, now: datetime) -> Status:
             text = f"{n.node} has not installed the published pair yet"
             (rolling if moving else attention).append(text)
 
-    state = State.ATTENTION if attention else State.ROLLING if rolling else State.OK
+    distributor = next((s for s in obs.services if s.name == obs.names.get("distributor")), None)
+    pause = pause_from_labels(distributor.labels) if distributor is not None else None
+    if pause is not None:
+        state = State.PAUSED
+        reasons = (f"certflow is {pause.describe()}; `certflow resume` ends it", *attention)
+    else:
+        state = State.ATTENTION if attention else State.ROLLING if rolling else State.OK
+        reasons = tuple(attention or rolling)
     return Status(
         state=state,
-        reasons=tuple(attention or rolling),
+        reasons=reasons,
         published=published,
         published_fingerprint=published_fp,
         rollout=rollout,

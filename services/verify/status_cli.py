@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "a swarm manager (from the host it starts a one-off container on the Vault network).",
         exit_codes="0 all is well, 1 something needs an operator, 2 bad setting or cannot run "
         "(no swarm, a worker node, no certs stack), 3 a rollout is moving within its bounds "
-        "(run it again).",
+        "(run it again), 4 paused by an operator (certflow pause; certflow resume ends it).",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--stack", help="stack name prefix of the services (default iklimco)")

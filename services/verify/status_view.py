@@ -14,6 +14,7 @@ _HEADLINE = {
     State.OK: "OK: every member unsealed on the published certificate, every task healthy",
     State.ROLLING: "ROLLING OUT: the rollout is moving within its bounds; run status again",
     State.ATTENTION: "ATTENTION: something needs an operator (below)",
+    State.PAUSED: "PAUSED: certflow restarts and unseals no Vault member until `certflow resume`",
 }
 
 

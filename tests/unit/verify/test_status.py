@@ -20,6 +20,7 @@ from services.verify.facts import (
 )
 from services.verify.status import STUCK_AFTER, State, summarize
 from services.verify.status_view import to_json, to_table
+from shared.rollout import PAUSE_LABEL, Pause, pause_label
 
 NOW = datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
 NEW = CertFacts(not_after=datetime(2027, 3, 1, tzinfo=UTC), fingerprint="AA:BB:" * 15 + "CC")
@@ -258,3 +259,20 @@ def test_json_carries_the_same_facts() -> None:
     assert doc["rollout"]["state"] == "rolling"
     assert len(doc["members"]) == 3
     assert {t["service"] for t in doc["tasks"]} == set(NAMES.values()) - {NAMES["vault"]}
+
+
+def test_a_pause_is_shown_with_its_reason_and_exit_4() -> None:
+    label = pause_label(Pause("2026-12-06T05:59:00+00:00", "raft restore", "vm"))
+    obs = _observation(decision="paused", reload_status="degraded")
+    services = tuple(
+        replace(s, labels={PAUSE_LABEL: label}) if s.name == NAMES["distributor"] else s
+        for s in obs.services
+    )
+    status = summarize(replace(obs, services=services), now=NOW)
+    assert status.state is State.PAUSED
+    assert status.exit_code == 4
+    assert "since 2026-12-06T05:59:00+00:00 on vm: raft restore" in status.reasons[0]
+    assert "certflow resume" in status.reasons[0]
+    assert status.rollout is not None
+    assert status.rollout.state is State.PAUSED
+    assert to_table(status, stack="iklimco", checked_at=NOW).splitlines()[1].startswith("PAUSED")

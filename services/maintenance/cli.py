@@ -1,0 +1,76 @@
+"""``certflow pause`` and ``certflow resume``: the maintenance switch, one command each on a
+swarm manager (they only edit service labels and the unsealer's scale; see ``switch``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from datetime import UTC, datetime
+
+from services.maintenance.switch import pause, resume
+from services.verify.launch import where_problem
+from services.verify.settings import VerifySettings
+from shared.docker_engine import open_engine
+from shared.errors import DockerError, DockerNotFound
+from shared.rollout import Pause
+from shared.settings import load_settings
+
+
+def configure_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", help="stack name prefix of the services (default iklimco)")
+
+
+def _settings(args: argparse.Namespace) -> VerifySettings:
+    environ = dict(os.environ)
+    if args.stack:
+        environ["VERIFY_STACK"] = args.stack
+    return load_settings(VerifySettings, environ)
+
+
+def run_switch(args: argparse.Namespace, *, pausing: bool) -> int:
+    command = "pause" if pausing else "resume"
+    settings = _settings(args)
+    distributor = settings.service("distributor")
+    unsealer = settings.service("unsealer")
+    try:
+        engine = open_engine()
+    except DockerError as exc:
+        print(f"certflow {command}: no Docker engine answers ({exc})", file=sys.stderr)
+        return 2
+    try:
+        problem = where_problem(engine.local_node())
+        if problem:
+            print(f"certflow {command}: {problem}", file=sys.stderr)
+            return 2
+        if pausing:
+            reason = " ".join(args.reason).strip() if args.reason else ""
+            record = Pause(
+                since=datetime.now(UTC).isoformat(timespec="seconds"),
+                reason=reason[:200],
+                by=socket.gethostname(),
+            )
+            lines = pause(engine, distributor=distributor, unsealer=unsealer, pause=record)
+        else:
+            lines = resume(engine, distributor=distributor, unsealer=unsealer)
+    except DockerNotFound as exc:
+        print(
+            f"certflow {command}: {exc}: is the certs stack deployed under stack "
+            f"{settings.stack!r}? (--stack, or VERIFY_STACK)",
+            file=sys.stderr,
+        )
+        return 2
+    except DockerError as exc:
+        print(f"certflow {command}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    for line in lines:
+        print(line)
+    print(
+        "certflow status shows the pause; `certflow resume` ends it."
+        if pausing
+        else "certflow status follows the rollout from here."
+    )
+    return 0
