@@ -50,3 +50,6 @@ class DistributorInfo(BaseModel):
     last_sync: str | None = None  # ISO time of the last complete pass
     last_error: str | None = None
     members: list[MemberProbe] = []  # this node's Vault members; older peers report none
+    # The operator's pause (certflow pause) as a manager's distributor read it: a worker's
+    # distributor cannot read service labels and takes it from here.
+    paused: str | None = None

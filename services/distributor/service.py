@@ -15,9 +15,16 @@ from starlette.concurrency import run_in_threadpool
 from shared import __version__
 from shared.atomic import write_file_atomic
 from shared.docker_engine import DockerEngine, open_engine
-from shared.errors import CertificateInvalid, DockerError, ManifestUnauthenticated, StorageError
+from shared.errors import (
+    CertificateInvalid,
+    DockerError,
+    DockerNotFound,
+    ManifestUnauthenticated,
+    StorageError,
+)
 from shared.health import HealthRegistry, StallWatch, Status, report_manifest_auth
 from shared.logs import get_logger
+from shared.rollout import pause_from_labels
 from shared.status import iso
 from shared.watch import ChangeWatcher, Wake
 
@@ -139,6 +146,8 @@ class Distributor:
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
         self.members: list[MemberProbe] = []  # this node's Vault members, as last probed
+        self.paused: str | None = None  # the operator's pause as this node last read it
+        self._peer_pause: str | None = None  # ... as a peer reported it (read by workers)
         self._canary_wait: tuple[str, float] | None = None  # fingerprint, waiting since
         self._canary_logged: set[tuple[str, str, str]] = set()  # (fingerprint, event, container)
         self._stop_lock = threading.Lock()  # stop orders arrive on the HTTP server's thread
@@ -344,12 +353,28 @@ class Distributor:
     def _remote_members(self) -> list[Member]:
         survey = self.peers.survey()
         me = self._node_id()
+        self._peer_pause = next((r.paused for r in survey.reports.values() if r.paused), None)
         return [
             Member(node, report.hostname, report.fingerprint, probe)
             for node, report in sorted(survey.reports.items())
             if me not in (node, report.node_id)
             for probe in report.members
         ]
+
+    def _read_pause(self, engine: DockerEngine) -> str | None:
+        """The operator's pause (``certflow pause``), from this distributor's own service; on a
+        worker, which cannot read services, from what a manager's distributor reports."""
+        try:
+            pause = pause_from_labels(engine.service(self.settings.service_name).labels)
+        except DockerNotFound:
+            pause = None  # not run as that service (a hand-started process)
+        except DockerError:
+            return self._peer_pause
+        text = pause.describe() if pause is not None else None
+        if text != self.paused:
+            self.paused = text
+            self._publish_info(None)
+        return text
 
     def _signal_canary(self, engine: DockerEngine, fingerprint: str | None) -> None:
         """Signal mode: the canary member first, the others once it serves the new pair."""
@@ -377,9 +402,21 @@ class Distributor:
                 self._canary_wait = (fingerprint, now)
         else:
             self._canary_wait = None
+        pause = self._read_pause(engine) if decided.signal else None
         if fingerprint is not None:
             self._log_canary(fingerprint, decided)
-            self._send(engine, fingerprint, decided, signalled)
+            if pause is None:
+                self._send(engine, fingerprint, decided, signalled)
+        if pause is not None:
+            self.health.report(
+                "reload",
+                Status.DEGRADED,
+                f"{pause}; held: {decided.message}; `certflow resume` continues from here",
+                decision="paused",
+                step=decided.step.value,
+                canary=decided.canary.label if decided.canary else None,
+            )
+            return
         self.health.report(
             "reload",
             decided.status,
@@ -466,6 +503,7 @@ class Distributor:
             last_sync=iso(self.state.last_sync),
             last_error=self.state.last_error,
             members=self.members,
+            paused=self.paused,
         )
         self.health.set_info(**info.model_dump(mode="json"))
 
