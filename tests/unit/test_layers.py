@@ -21,6 +21,7 @@ PURE = [
     "shared.swarm",
     "shared.snapshot",
     "shared.status",
+    "shared.notify_policy",
 ]
 ADAPTERS = [
     "shared.docker_engine",
