@@ -15,9 +15,18 @@ from starlette.concurrency import run_in_threadpool
 from shared import __version__
 from shared.atomic import write_file_atomic
 from shared.docker_engine import DockerEngine, open_engine
-from shared.errors import CertificateInvalid, DockerError, ManifestUnauthenticated, StorageError
+from shared.errors import (
+    CertificateInvalid,
+    ChainUntrusted,
+    DockerError,
+    ManifestUnauthenticated,
+    StorageError,
+)
 from shared.health import HealthRegistry, StallWatch, Status, report_manifest_auth
 from shared.logs import get_logger
+from shared.notifier import Notifier
+from shared.notify import Event
+from shared.notify import Kind as Notice
 from shared.status import iso
 from shared.watch import ChangeWatcher, Wake
 
@@ -28,6 +37,7 @@ from .local_members import TASK_ID_LABEL, LocalMemberProber
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 from .reload import RestartCoordinator
+from .rollout_notices import Seen, rollout_notices
 from .settings import DistributorSettings
 from .signal_canary import Member, Plan, View, plan, read_marker, render_marker, serves
 from .signal_canary import Step as CanaryStep
@@ -81,12 +91,21 @@ class Distributor:
         health: HealthRegistry | None = None,
         metrics: DistributorMetrics | None = None,
         peers: PeerDirectory | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.health = health or HealthRegistry(
             service="cert-distributor", node=settings.node_name, version=__version__
         )
         self.metrics = metrics or DistributorMetrics()
+        # From CERTFLOW_NOTIFY_*: no URL set, no thread. The owner closes it (close()).
+        self.notifier = notifier or Notifier.from_settings(
+            settings,
+            service="cert-distributor",
+            node=settings.node_name,
+            registry=self.metrics.registry,
+        )
+        self._seen: Seen | None = None  # the previous rollout decision, for its notices
         self.installer = PairInstaller(
             settings.target_dir,
             cert_name=settings.cert_name,
@@ -182,6 +201,15 @@ class Distributor:
                 _log.error(
                     "manifest.refused", reason=exc.reason.value, key_id=signer, error=str(exc)
                 )
+                self.notifier.notify(
+                    Event(
+                        Notice.MANIFEST_REFUSED,
+                        f"Storage Box manifest refused (key id {signer}), keeping the installed "
+                        f"pair: {exc}",
+                        subject=f"{exc.reason.value}:{signer}",
+                        fields={"reason": exc.reason.value, "key_id": signer},
+                    )
+                )
             self.state.refused = self.state.last_error = str(exc)
             self.health.report(
                 "sync",
@@ -198,6 +226,19 @@ class Distributor:
                 # Counted and logged once per refused pair, not once per poll.
                 self.metrics.refused.labels(reason=exc.reason.value).inc()
                 _log.error("cert.refused", reason=exc.reason.value, error=str(exc))
+                if isinstance(exc, ChainUntrusted):
+                    self.notifier.notify(
+                        Event(
+                            Notice.TRUST_FAILED,
+                            f"committed chain not trusted, keeping the installed pair: {exc}",
+                            subject=f"{exc.reason.value}:{exc.name}",
+                            fields={
+                                "reason": exc.reason.value,
+                                "error": exc.message,
+                                "trust_name": exc.name,
+                            },
+                        )
+                    )
             self.state.refused = self.state.last_error = str(exc)
             self.health.report(
                 "sync", Status.FAILING, f"committed pair refused, keeping the installed one: {exc}"
@@ -291,6 +332,9 @@ class Distributor:
         )
         self.metrics.rollout_halted.set(1 if decision.kind is Kind.HALTED else 0)
         self._report_swarm(decision)
+        for event in rollout_notices(self._seen, decision):
+            self.notifier.notify(event)
+        self._seen = Seen(decision.kind, decision.fingerprint)
         key = (decision.kind, decision.fingerprint, decision.nodes)
         if key != self._last_decision:
             # One line per change of state, not one per poll.
@@ -418,6 +462,20 @@ class Distributor:
                     slot=decided.canary.probe.slot,
                     detail=decided.canary.probe.detail,
                     message=decided.message,
+                )
+                slot = decided.canary.probe.slot
+                self.notifier.notify(
+                    Event(
+                        Notice.CANARY_FAILED,
+                        decided.message,
+                        subject=f"{fingerprint} {decided.canary.label}",
+                        fields={
+                            "fingerprint": fingerprint,
+                            "canary": decided.canary.label,
+                            "detail": decided.canary.probe.detail,
+                            **({"slot": slot} if slot is not None else {}),
+                        },
+                    )
                 )
         elif decided.step in {CanaryStep.ROLL, CanaryStep.WAIT, CanaryStep.DONE}:
             key = (fingerprint, "proven", container)
