@@ -23,6 +23,11 @@ from shared.settings import ServiceSettings
 
 SETTINGS = (
     ("Common to every service", "shared.settings", "ServiceSettings"),
+    (
+        "Notifications (cert-reloader, cert-distributor, vault-unsealer)",
+        "shared.settings",
+        "NotifySettings",
+    ),
     ("cert-reloader (`certflow reloader`)", "services.reloader.settings", "ReloaderSettings"),
     (
         "cert-distributor (`certflow distributor`)",

@@ -12,7 +12,7 @@ import textwrap
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from shared.settings import ServiceSettings, env_name
+from shared.settings import NotifySettings, ServiceSettings, env_name
 
 
 def default_text(field_name: str, field: FieldInfo) -> str:
@@ -37,8 +37,11 @@ def settings_rows(
     settings_cls: type[ServiceSettings], *, common: bool = True
 ) -> list[tuple[str, str, str]]:
     """(variable, default, description) per field; ``common=False`` leaves out the fields every
-    service shares (:class:`ServiceSettings`)."""
+    service shares (:class:`ServiceSettings`) and, but for that class itself, the notification
+    settings (:class:`NotifySettings`), which the reference lists once."""
     shared = set() if common else set(ServiceSettings.model_fields)
+    if not common and settings_cls is not NotifySettings:
+        shared |= set(NotifySettings.model_fields)
     return [
         (
             env_name(field, field_name),

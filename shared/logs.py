@@ -17,14 +17,19 @@ import structlog
 _SECRET_FIELD_MARKERS = ("unseal_key", "private_key", "root_token", "password", "secret_value")
 
 
+def is_secret_field(name: str) -> bool:
+    """Whether a field of this name may hold key material (logs and notifications drop it)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_FIELD_MARKERS) or lowered in {
+        "key",
+        "keys",
+        "token",
+    }
+
+
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event_dict):
-        lowered = name.lower()
-        if any(marker in lowered for marker in _SECRET_FIELD_MARKERS) or lowered in {
-            "key",
-            "keys",
-            "token",
-        }:
+        if is_secret_field(name):
             event_dict[name] = "[redacted]"
     return event_dict
 

@@ -34,6 +34,7 @@ from pydantic_settings import (
 from shared.certs import required_names
 from shared.errors import ConfigError
 from shared.manifest_auth import MacKeys, parse_key_files
+from shared.notify_targets import NotifyUrl, parse_apprise_urls, parse_webhook_url
 from shared.trust import TrustBundle, load_bundle
 
 _FILE_SUFFIX = "_FILE"
@@ -127,6 +128,38 @@ ManifestKeysSetting = Annotated[
 ]
 
 
+def _webhook_url(value: object) -> NotifyUrl | None:
+    value = empty_is_none(value)
+    if value is None or isinstance(value, NotifyUrl):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an http:// or https:// URL")
+    return parse_webhook_url(value)
+
+
+def _apprise_urls(value: object) -> tuple[NotifyUrl, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, tuple) and all(isinstance(v, NotifyUrl) for v in value):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be apprise URLs separated by commas or spaces")
+    return parse_apprise_urls(value)
+
+
+# Notification URLs can carry tokens: a dump of the settings shows scheme and host only.
+WebhookUrlSetting = Annotated[
+    NotifyUrl | None,
+    PlainValidator(_webhook_url),
+    PlainSerializer(lambda u: u.name if u is not None else None),
+]
+AppriseUrlsSetting = Annotated[
+    tuple[NotifyUrl, ...],
+    PlainValidator(_apprise_urls),
+    PlainSerializer(lambda urls: [u.name for u in urls]),
+]
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has."""
 
@@ -175,6 +208,52 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Only what load_settings() passes in: it reads the environment through EnvironmentSource.
         return (init_settings,)
+
+
+class NotifySettings(ServiceSettings):
+    """Notifications (webhook, chat, email), the same for every service that sends them.
+
+    Read by :meth:`shared.notifier.Notifier.from_settings`; no URL set: notifications are off.
+    """
+
+    notify_webhook_url: WebhookUrlSetting = Field(
+        None,
+        alias="CERTFLOW_NOTIFY_WEBHOOK_URL",
+        description="http(s) URL that receives each notification as a JSON POST; unset: no webhook",
+    )
+    notify_urls: AppriseUrlsSetting = Field(
+        (),
+        alias="CERTFLOW_NOTIFY_URLS",
+        description="apprise URLs (chat, email ...: slack://, mailtos://, json:// ...) separated "
+        "by commas or spaces; unset: none",
+    )
+    notify_timeout: float = Field(
+        5.0,
+        alias="CERTFLOW_NOTIFY_TIMEOUT",
+        gt=0,
+        le=120,
+        description="Seconds one delivery to one target may take before it counts as failed",
+    )
+    notify_queue_size: int = Field(
+        100,
+        alias="CERTFLOW_NOTIFY_QUEUE_SIZE",
+        ge=1,
+        le=100000,
+        description="Notifications waiting for delivery; more are dropped (and counted)",
+    )
+    notify_dedup_seconds: float = Field(
+        3600.0,
+        alias="CERTFLOW_NOTIFY_DEDUP_SECONDS",
+        ge=0,
+        description="The same kind about the same subject is sent once within this many seconds "
+        "(0: no deduplication)",
+    )
+    notify_rate_per_minute: int = Field(
+        20,
+        alias="CERTFLOW_NOTIFY_RATE_PER_MINUTE",
+        ge=1,
+        description="At most this many notifications per minute; more are dropped (and counted)",
+    )
 
 
 S = TypeVar("S", bound=ServiceSettings)

@@ -41,22 +41,25 @@ def run(args: argparse.Namespace) -> int:
         level=settings.log_level,
     )
     log = get_logger(__name__)
-    if args.once:
-        distributor = Distributor(settings)
-        distributor.installer.clean_start()
-        result = distributor.sync_pass()
-        if result is None or result.step is Step.WAIT:
-            reason = result.detail if result else distributor.state.last_error
-            print(f"certflow distributor: not installed: {reason}", file=sys.stderr)
-            return 1
-        log.info("distributor.once", step=result.step.value)
-        return 0
-    distributor = Distributor.from_settings(settings)
-    return run_service(
-        health=distributor.health,
-        metrics=distributor.metrics.registry,
-        host=settings.health_host,
-        port=settings.health_port,
-        worker=distributor.run,
-        routes=distributor.routes,
-    )
+    distributor = Distributor(settings) if args.once else Distributor.from_settings(settings)
+    try:
+        if args.once:
+            distributor.installer.clean_start()
+            result = distributor.sync_pass()
+            if result is None or result.step is Step.WAIT:
+                reason = result.detail if result else distributor.state.last_error
+                print(f"certflow distributor: not installed: {reason}", file=sys.stderr)
+                return 1
+            log.info("distributor.once", step=result.step.value)
+            return 0
+        return run_service(
+            health=distributor.health,
+            metrics=distributor.metrics.registry,
+            host=settings.health_host,
+            port=settings.health_port,
+            worker=distributor.run,
+            routes=distributor.routes,
+        )
+    finally:
+        # Deliver what is queued, briefly: shutdown must not wait on a receiver.
+        distributor.notifier.close(timeout=5.0)

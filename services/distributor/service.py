@@ -17,6 +17,7 @@ from shared.atomic import write_file_atomic
 from shared.docker_engine import DockerEngine, open_engine
 from shared.errors import (
     CertificateInvalid,
+    ChainUntrusted,
     DockerError,
     DockerNotFound,
     ManifestUnauthenticated,
@@ -24,6 +25,9 @@ from shared.errors import (
 )
 from shared.health import HealthRegistry, StallWatch, Status, report_manifest_auth
 from shared.logs import get_logger
+from shared.notifier import Notifier
+from shared.notify import Event
+from shared.notify import Kind as Notice
 from shared.rollout import pause_from_labels
 from shared.status import iso
 from shared.watch import ChangeWatcher, Wake
@@ -35,6 +39,7 @@ from .local_members import TASK_ID_LABEL, LocalMemberProber
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 from .reload import RestartCoordinator
+from .rollout_notices import Seen, rollout_notices
 from .settings import DistributorSettings
 from .signal_canary import Member, Plan, View, plan, read_marker, render_marker, serves
 from .signal_canary import Step as CanaryStep
@@ -89,12 +94,21 @@ class Distributor:
         health: HealthRegistry | None = None,
         metrics: DistributorMetrics | None = None,
         peers: PeerDirectory | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.health = health or HealthRegistry(
             service="cert-distributor", node=settings.node_name, version=__version__
         )
         self.metrics = metrics or DistributorMetrics()
+        # From CERTFLOW_NOTIFY_*: no URL set, no thread. The owner closes it (close()).
+        self.notifier = notifier or Notifier.from_settings(
+            settings,
+            service="cert-distributor",
+            node=settings.node_name,
+            registry=self.metrics.registry,
+        )
+        self._seen: Seen | None = None  # the previous rollout decision, for its notices
         self.installer = PairInstaller(
             settings.target_dir,
             cert_name=settings.cert_name,
@@ -193,6 +207,15 @@ class Distributor:
                 _log.error(
                     "manifest.refused", reason=exc.reason.value, key_id=signer, error=str(exc)
                 )
+                self.notifier.notify(
+                    Event(
+                        Notice.MANIFEST_REFUSED,
+                        f"Storage Box manifest refused (key id {signer}), keeping the installed "
+                        f"pair: {exc}",
+                        subject=f"{exc.reason.value}:{signer}",
+                        fields={"reason": exc.reason.value, "key_id": signer},
+                    )
+                )
             self.state.refused = self.state.last_error = str(exc)
             self.health.report(
                 "sync",
@@ -209,6 +232,19 @@ class Distributor:
                 # Counted and logged once per refused pair, not once per poll.
                 self.metrics.refused.labels(reason=exc.reason.value).inc()
                 _log.error("cert.refused", reason=exc.reason.value, error=str(exc))
+                if isinstance(exc, ChainUntrusted):
+                    self.notifier.notify(
+                        Event(
+                            Notice.TRUST_FAILED,
+                            f"committed chain not trusted, keeping the installed pair: {exc}",
+                            subject=f"{exc.reason.value}:{exc.name}",
+                            fields={
+                                "reason": exc.reason.value,
+                                "error": exc.message,
+                                "trust_name": exc.name,
+                            },
+                        )
+                    )
             self.state.refused = self.state.last_error = str(exc)
             self.health.report(
                 "sync",
@@ -307,6 +343,9 @@ class Distributor:
         )
         self.metrics.rollout_halted.set(1 if decision.kind is Kind.HALTED else 0)
         self._report_swarm(decision)
+        for event in rollout_notices(self._seen, decision):
+            self.notifier.notify(event)
+        self._seen = Seen(decision.kind, decision.fingerprint)
         key = (decision.kind, decision.fingerprint, decision.nodes)
         if key != self._last_decision:
             # One line per change of state, not one per poll.
@@ -462,6 +501,20 @@ class Distributor:
                     slot=decided.canary.probe.slot,
                     detail=decided.canary.probe.detail,
                     message=decided.message,
+                )
+                slot = decided.canary.probe.slot
+                self.notifier.notify(
+                    Event(
+                        Notice.CANARY_FAILED,
+                        decided.message,
+                        subject=f"{fingerprint} {decided.canary.label}",
+                        fields={
+                            "fingerprint": fingerprint,
+                            "canary": decided.canary.label,
+                            "detail": decided.canary.probe.detail,
+                            **({"slot": slot} if slot is not None else {}),
+                        },
+                    )
                 )
         elif decided.step in {CanaryStep.ROLL, CanaryStep.WAIT, CanaryStep.DONE}:
             key = (fingerprint, "proven", container)

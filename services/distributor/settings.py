@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from shared.settings import (
     CertPairSettings,
+    NotifySettings,
     OptionalInt,
     TrustBundleSetting,
     TrustNameSetting,
@@ -17,7 +18,7 @@ from shared.settings import (
 ReloadMode = Literal["restart", "signal", "none"]
 
 
-class DistributorSettings(CertPairSettings):
+class DistributorSettings(CertPairSettings, NotifySettings):
     source_dir: Path = Field(
         Path("/mnt/storagebox/ssl"),
         alias="DISTRIBUTOR_SOURCE_DIR",

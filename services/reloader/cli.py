@@ -13,11 +13,13 @@ from shared import __version__
 from shared.cli_help import epilog_for
 from shared.health import HealthRegistry
 from shared.logs import configure_logging, get_logger
+from shared.notifier import Notifier
 from shared.runtime import run_service
 from shared.settings import load_settings
 from shared.watch import ChangeWatcher
 
 _log = get_logger(__name__)
+_NOTIFY_DRAIN = 5.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +48,24 @@ def run(args: argparse.Namespace) -> int:
     )
     health = HealthRegistry(service="cert-reloader", node=settings.node_name, version=__version__)
     metrics = ReloaderMetrics()
-    reloader = Reloader(settings, health, metrics)
+    notifier = Notifier.from_settings(
+        settings, service="cert-reloader", node=settings.node_name, registry=metrics.registry
+    )
+    try:
+        return _run(args, settings, health, metrics, notifier)
+    finally:
+        # Deliver what is queued (a --once publish included), briefly: shutdown must not hang.
+        notifier.close(timeout=_NOTIFY_DRAIN)
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: ReloaderSettings,
+    health: HealthRegistry,
+    metrics: ReloaderMetrics,
+    notifier: Notifier,
+) -> int:
+    reloader = Reloader(settings, health, metrics, notifier=notifier)
     _log.info(
         "reloader.starting",
         version=__version__,

@@ -32,10 +32,12 @@ from services.reloader.source import SourcePair, read_source
 from shared.atomic import remove_stale_temporaries
 from shared.certs import ValidPair, validate_pair
 from shared.digests import Digests
-from shared.errors import CertificateInvalid, StorageError
+from shared.errors import CertificateInvalid, ChainUntrusted, StorageError
 from shared.health import HealthRegistry, StallWatch, Status, report_manifest_auth
 from shared.logs import get_logger
 from shared.manifest import Manifest
+from shared.notifier import Notifier
+from shared.notify import Event, Kind, Severity
 from shared.retry import backoff_delay, retrying
 from shared.snapshot import Snapshot, State
 from shared.storagebox import read_snapshot
@@ -86,10 +88,14 @@ class Reloader:
         clock: Callable[[], float] = time.time,
         after_step: Callable[[str], None] | None = None,
         settle: float = 0.05,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.health = health
         self.metrics = metrics
+        # Off unless the service passes its notifier (built from CERTFLOW_NOTIFY_*).
+        self.notifier = notifier or Notifier((), service="cert-reloader", node=settings.node_name)
+        self._expiring_told: str | None = None
         self._clock = clock
         self._after_step = after_step
         self._settle = settle
@@ -319,6 +325,21 @@ class Reloader:
             fingerprint=manifest.fingerprint,
             cert_md5=manifest.cert.md5,
         )
+        self.notifier.notify(
+            Event(
+                Kind.CERT_PUBLISHED,
+                f"certificate generation {manifest.generation} published, "
+                f"valid until {manifest.leaf.not_after.isoformat()}",
+                subject=manifest.fingerprint,
+                fields={
+                    "generation": manifest.generation,
+                    "fingerprint": manifest.fingerprint,
+                    "not_after": manifest.leaf.not_after.isoformat(),
+                    "serial": manifest.leaf.serial,
+                    "action": action.value,
+                },
+            )
+        )
         self.health.report(
             "last_publish",
             Status.OK,
@@ -354,6 +375,7 @@ class Reloader:
                 source_dir=str(self.settings.source_dir),
                 **{k: v for k, v in details.items() if k.endswith("md5")},
             )
+            self._notify_refused(key, exc)
         status = invalid_source_status(
             self._invalid_since, now_ts, grace=self.settings.invalid_grace
         )
@@ -366,6 +388,22 @@ class Reloader:
         )
         self._error(f"cert.rejected: {exc}", now_ts, reason=exc.reason.value)
         return Result(Outcome.REJECTED, str(exc))
+
+    def _notify_refused(self, key: RejectionKey, exc: CertificateInvalid) -> None:
+        """Once per distinct refused content (the caller's guard), like the log event."""
+        untrusted = isinstance(exc, ChainUntrusted)
+        fields: dict[str, Any] = {"reason": exc.reason.value, "error": exc.message}
+        if isinstance(exc, ChainUntrusted):
+            fields["trust_name"] = exc.name
+        self.notifier.notify(
+            Event(
+                Kind.TRUST_FAILED if untrusted else Kind.RENEWAL_REFUSED,
+                f"renewed certificate refused, nothing published ({exc.reason.value}): "
+                f"{exc.message}",
+                subject=f"{exc.reason.value}:{key.cert_sha256}",
+                fields=fields,
+            )
+        )
 
     def _source_valid(self, source: SourcePair, pair: ValidPair) -> None:
         if self._invalid_since is not None:
@@ -436,6 +474,7 @@ class Reloader:
         )
         self.metrics.not_after.set(manifest.leaf.not_after.timestamp())
         self.metrics.generation.set(manifest.generation)
+        self._notify_expiry(manifest, now, status, message)
         self.health.report(
             "storage",
             status,
@@ -448,6 +487,34 @@ class Reloader:
             days_left=round(days_left(manifest.leaf.not_after, now), 2),
             target_dir=str(self.settings.target_dir),
             signed_by=signer,
+        )
+
+    def _notify_expiry(
+        self, manifest: Manifest, now: datetime, status: Status, message: str
+    ) -> None:
+        """Told once when the committed certificate crosses into RELOADER_WARN_DAYS (and once
+        more if it expires), not on every check."""
+        if status is Status.OK:
+            self._expiring_told = None
+            return
+        told = f"{manifest.fingerprint}:{status.value}"
+        if told == self._expiring_told:
+            return
+        self._expiring_told = told
+        self.notifier.notify(
+            Event(
+                Kind.CERT_EXPIRING,
+                message,
+                subject=told,
+                severity=Severity.CRITICAL if status is Status.FAILING else Severity.WARNING,
+                fields={
+                    "fingerprint": manifest.fingerprint,
+                    "generation": manifest.generation,
+                    "not_after": manifest.leaf.not_after.isoformat(),
+                    "days_left": round(days_left(manifest.leaf.not_after, now), 2),
+                    "warn_days": self.settings.warn_days,
+                },
+            )
         )
 
     def _report_storage(self, snapshot: Snapshot, now: datetime) -> None:

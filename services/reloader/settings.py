@@ -8,6 +8,7 @@ from pydantic import Field
 
 from shared.settings import (
     CertPairSettings,
+    NotifySettings,
     OptionalInt,
     OptionalPath,
     TrustBundleSetting,
@@ -15,7 +16,7 @@ from shared.settings import (
 )
 
 
-class ReloaderSettings(CertPairSettings):
+class ReloaderSettings(CertPairSettings, NotifySettings):
     source_dir: Path = Field(
         Path("/swag-config/etc/letsencrypt/live/iklim.co"),
         alias="RELOADER_SOURCE_DIR",

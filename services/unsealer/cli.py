@@ -15,6 +15,7 @@ from shared import __version__
 from shared.cli_help import epilog_for
 from shared.health import HealthRegistry
 from shared.logs import configure_logging, get_logger
+from shared.notifier import Notifier
 from shared.runtime import run_service
 from shared.settings import load_settings
 
@@ -77,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     del checked  # keys are read again when an attempt needs them
     health = HealthRegistry(service="vault-unsealer", node=settings.node_name, version=__version__)
     metrics = UnsealerMetrics()
-    unsealer = Unsealer(settings, health=health, metrics=metrics, key_file=key_file)
+    notifier = Notifier.from_settings(
+        settings, service="vault-unsealer", node=settings.node_name, registry=metrics.registry
+    )
+    unsealer = Unsealer(
+        settings, health=health, metrics=metrics, key_file=key_file, notifier=notifier
+    )
     try:
         if args.once:
             # Members still joining need a few passes; bounded by UNSEALER_ONCE_WAIT.
@@ -106,3 +112,5 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         unsealer.close()
+        # Deliver what is queued, briefly: shutdown must not wait on a receiver.
+        notifier.close(timeout=5.0)

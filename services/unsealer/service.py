@@ -57,6 +57,9 @@ from services.unsealer.vault_client import TlsConfig, VaultClient
 from shared.errors import KeyRejected, VaultError, VaultUnreachable
 from shared.health import HealthRegistry, Status
 from shared.logs import get_logger
+from shared.notifier import Notifier
+from shared.notify import Event
+from shared.notify import Kind as Notice
 from shared.retry import backoff_delay
 
 _log = get_logger(__name__)
@@ -80,6 +83,7 @@ class ReplicaState:
     problem_since: float | None = None  # unreachable or uninitialized since
     reported: str = ""  # the last logged condition, to log transitions only
     decision: str = ""
+    sealed_told: float | None = None  # the sealed spell (its start) already notified
 
     @property
     def unsealed(self) -> bool:
@@ -154,11 +158,14 @@ class Unsealer:
         key_file: KeyFile | None = None,
         client_factory: ClientFactory | None = None,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.health = health
         self.metrics = metrics
         self.clock = clock
+        # Off unless the service passes its notifier (built from CERTFLOW_NOTIFY_*).
+        self.notifier = notifier or Notifier((), service="vault-unsealer", node=settings.node_name)
         self.discovery = discovery or Discovery(
             service=settings.vault_service,
             port=settings.vault_port,
@@ -465,6 +472,20 @@ class Unsealer:
                         rejections=state.memory.rejections,
                         retry_in_s=round(delay, 2),
                     )
+                    if state.memory.rejections == 1:  # the first of a streak, not each retry
+                        self.notifier.notify(
+                            Event(
+                                Notice.UNSEAL_KEY_REJECTED,
+                                f"vault member {address} rejected the unseal key; it stays "
+                                "sealed until the key file is replaced",
+                                subject=address,
+                                fields={
+                                    "replica": address,
+                                    "task": state.replica.task_id or "",
+                                    "error": str(exc),
+                                },
+                            )
+                        )
                     return True
                 except VaultError:
                     state.memory = after_unseal_error(state.memory)
@@ -642,6 +663,36 @@ class Unsealer:
             m.last_seen.labels(address).set(state.last_seen)
         sealed_for = now - memory.sealed_since if memory.sealed_since is not None else 0.0
         m.sealed_seconds.labels(address).set(sealed_for)
+        self._notify_sealed(state, now)
+
+    def _notify_sealed(self, state: ReplicaState, now: float) -> None:
+        """Once per sealed spell, when it passes UNSEALER_SEALED_ALERT."""
+        since = state.memory.sealed_since
+        sealed = state.status is not None and state.status.initialized and state.status.sealed
+        if not sealed or since is None:
+            state.sealed_told = None
+            return
+        alert = self.settings.sealed_alert
+        if state.sealed_told == since or not sealed_too_long(state.memory, now, alert):
+            return
+        state.sealed_told = since
+        address = state.replica.address
+        self.notifier.notify(
+            Event(
+                Notice.MEMBER_SEALED,
+                f"vault member {address} sealed for {int(now - since)} s "
+                f"(alert after {alert:g} s): {state.decision or 'not unsealed'}",
+                subject=f"{address} since {_iso(since)}",
+                fields={
+                    "replica": address,
+                    "task": state.replica.task_id or "",
+                    "node": state.replica.node_id or "",
+                    "sealed_since": _iso(since) or "",
+                    "sealed_alert": alert,
+                    "key_rejections": state.memory.rejections,
+                },
+            )
+        )
 
     def _report_cluster(self, member_roles: dict[str, Role]) -> None:
         verdict = judge(member_roles)

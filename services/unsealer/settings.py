@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from shared.settings import OptionalPath, ServiceSettings
+from shared.settings import NotifySettings, OptionalPath
 
 
-class UnsealerSettings(ServiceSettings):
+class UnsealerSettings(NotifySettings):
     key_file: Path = Field(
         Path("/run/secrets/vault_unseal_key"),
         alias="UNSEALER_KEY_FILE",

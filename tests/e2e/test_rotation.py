@@ -219,6 +219,67 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         )
 
 
+def test_a_paused_rollout_restarts_nothing_and_resumes_with_one_restart_per_member(
+    flow: LocalFlow, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The maintenance switch: with certflow paused, a renewal is installed on every node but no
+    member is restarted; status (exit 4) and verify show the pause and its reason; one
+    `certflow resume` and the rollout goes on, each member restarted exactly once."""
+    paused = flow.certflow("pause", "e2e", "maintenance")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    renewed_at = time.time()
+    try:
+        flow.issue_or_renew()
+        fullchain, _ = flow.certbot_pair()
+        _, not_after = leaf_digest(fullchain)
+
+        def installed() -> bool:
+            try:
+                return (flow.ssl_dir / CERT_NAME).read_bytes() == fullchain
+            except OSError:
+                return False
+
+        wait_for("the renewed pair in the ssl directory", installed, timeout=300)
+        wait_for(
+            "the coordinator to report the pause",
+            lambda: _reload_check(flow).get("decision") == "paused",
+            timeout=120,
+        )
+        status = flow.certflow("status", "--json")
+        assert status.returncode == 4, status.stdout + status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["state"] == "paused", doc
+        assert "e2e maintenance" in doc["reasons"][0], doc["reasons"]
+        assert doc["rollout"]["decision"] == "paused", doc["rollout"]
+        verify = flow.certflow("verify")
+        assert verify.returncode == 1, verify.stdout
+        assert "maintenance" in verify.stdout
+        assert "certflow resume" in verify.stdout
+        time.sleep(15)  # the pause holds: the pair is installed, and still no member is stopped
+        held = flow.restarts_since(renewed_at)
+        assert not any(held.values()), held
+    finally:
+        resumed = flow.certflow("resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed_at = time.time()
+    result: dict[str, str] = {}
+
+    def verified() -> bool:
+        code, out = flow.verify()
+        result["out"] = out
+        return code == 0 and served_everywhere(out, not_after)
+
+    wait_for("every member on the new leaf after resume", verified, timeout=300, every=2)
+    restarts = flow.restarts_since(renewed_at)
+    assert all(count == 1 for count in restarts.values()), restarts
+    assert len(restarts) == flow.vault_replicas, restarts
+    with capsys.disabled():
+        print(
+            f"\npause and resume: no member restarted while paused; every member on the new "
+            f"leaf {time.time() - resumed_at:.1f} s after resume; restarts per slot {restarts}"
+        )
+
+
 def test_signal_mode_reloads_without_restart_or_seal(
     flow: LocalFlow, capsys: pytest.CaptureFixture[str]
 ) -> None:

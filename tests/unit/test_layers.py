@@ -14,6 +14,7 @@ PURE = [
     "services.distributor.stop_order",
     "services.distributor.member_probe",
     "services.distributor.signal_canary",
+    "services.distributor.rollout_notices",
     "services.distributor.facts",
     "services.reloader.decide",
     "services.verify.checks",
@@ -22,6 +23,7 @@ PURE = [
     "shared.swarm",
     "shared.snapshot",
     "shared.status",
+    "shared.notify_policy",
 ]
 ADAPTERS = [
     "shared.docker_engine",
