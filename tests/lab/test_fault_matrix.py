@@ -497,6 +497,50 @@ def _node_down(bed: Bed, node: Node) -> None:
     _marked_down(bed, node)
 
 
+def test_00_status_and_verify_are_one_command_on_any_manager(bed: Bed) -> None:
+    """Not a fault row: on a manager that is not the leader, the host command `certflow shim`
+    writes runs `certflow status` and `certflow verify` with nothing else given; each starts its
+    own one-off container on the Vault network with that node's distributor mounts, and sees
+    every node's tasks and every member, and removes its container."""
+    lab, flow = bed.lab, bed.flow
+    node = _non_leader(bed)
+    node.sh(
+        f"docker run --rm {flow.image} shim --image {flow.image} > /usr/local/bin/certflow "
+        "&& chmod 755 /usr/local/bin/certflow"
+    )
+    status_doc: dict[str, object] = {}
+
+    def status_ok() -> bool:
+        out = node.sh("certflow status --json; echo exit=$?", check=False, timeout=300)
+        text, _, code = out.rpartition("exit=")
+        try:
+            status_doc.update(json.loads(text[text.index("{") :]))
+        except ValueError:
+            status_doc["raw"] = out[-2000:]
+            return False
+        return code.strip() == "0"
+
+    wait_until("certflow status to say all is well", status_ok, timeout=300, every=5)
+    members = status_doc["members"]
+    assert isinstance(members, list)
+    assert len(members) == flow.vault_replicas, members
+    assert sorted(m["role"] for m in members) == ["active"] + ["standby"] * (len(members) - 1)
+    assert {m["node"] for m in members} == {n.name for n in lab.nodes}, members
+    assert all(m["gate"] == "proven" and m["serves_published"] for m in members), members
+    nodes = status_doc["nodes"]
+    assert isinstance(nodes, list)
+    assert {n["node"] for n in nodes} == {n.name for n in lab.nodes}, nodes
+    assert all(n["trust"] == "passed" and n["manifest"] == "authenticated" for n in nodes), nodes
+    tasks = status_doc["tasks"]
+    assert isinstance(tasks, list)
+    assert len(tasks) == 1 + len(lab.nodes) + 1, tasks  # reloader, a distributor per node, unsealer
+    verify = node.sh("certflow verify; echo exit=$?", check=False, timeout=300)
+    assert verify.rstrip().endswith("exit=0"), verify[-3000:]
+    left = node.docker("ps", "-a", "--filter", "label=certflow.oneoff", "--format", "{{.ID}}")
+    assert left.split() == [], left
+    bed.settled = True
+
+
 def test_01_vault_node_down_during_a_rotation(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
     victim = _non_leader(bed)
