@@ -28,7 +28,7 @@ from services.distributor.stop_order import StopOrder, decode, encode
 from shared.health import build_app
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, sign_manifest
-from shared.rollout import FINGERPRINT_LABEL, ROLLOUT_LABEL
+from shared.rollout import FINGERPRINT_LABEL, PAUSE_LABEL, ROLLOUT_LABEL, Pause, pause_label
 from shared.settings import load_settings
 from shared.swarm import ContainerInfo, ExecResult
 from tests.support.boxes import CERT, make_pair, publish
@@ -406,6 +406,37 @@ class FakeVaultCli:
 def _member_container(engine: FakeEngine, node: str, slot: int) -> None:
     labels = {"com.docker.swarm.task.name": f"{VAULT}.{slot}.t{slot}"}
     engine.add_container(VAULT, node, ContainerInfo(f"c{slot}", labels, 1.0))
+
+
+def test_signal_mode_sends_no_sighup_while_paused_and_signals_after_resume(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """The maintenance switch in signal mode: the pause (a label on the distributor's own
+    service) holds every SIGHUP; /health says so; after resume the canary goes first."""
+    pause = pause_label(Pause("2026-12-06T06:00:00+00:00", "manual restore", "vm"))
+    engine.add_service("iklimco_cert-distributor", labels={PAUSE_LABEL: pause})
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(settings(tmp_path, "signal"), engine=engine)
+    engine.exec_handler = FakeVaultCli(engine, tmp_path / "target")
+    dist.sync_pass()
+    for slot in (1, 2, 3):
+        _member_container(engine, "n1", slot)
+    dist.reload_pass()
+    publish(tmp_path / "box", make_pair(CA(), 2))
+    dist.sync_pass()
+    for _ in range(3):
+        dist.reload_pass()
+    assert engine.signalled == []
+    check = dist.health.check("reload")
+    assert check is not None
+    assert check.details["decision"] == "paused"
+    assert "manual restore" in check.message
+    assert DistributorInfo.model_validate(dist.health.snapshot()["info"]).paused
+    engine.services["iklimco_cert-distributor"] = replace(
+        engine.services["iklimco_cert-distributor"], labels={}
+    )
+    dist.reload_pass()
+    assert engine.signalled == [("c1", "SIGHUP")]  # the canary first, as without a pause
 
 
 def test_signal_mode_signals_the_canary_first_then_the_rest_once(
