@@ -533,7 +533,13 @@ def test_00_status_and_verify_are_one_command_on_any_manager(bed: Bed) -> None:
     assert all(n["trust"] == "passed" and n["manifest"] == "authenticated" for n in nodes), nodes
     tasks = status_doc["tasks"]
     assert isinstance(tasks, list)
-    assert len(tasks) == 1 + len(lab.nodes) + 1, tasks  # reloader, a distributor per node, unsealer
+    assert all(t["state"] == "ok" for t in tasks), tasks
+    by_service: dict[str, set[str]] = {}
+    for t in tasks:
+        by_service.setdefault(t["service"], set()).add(t["node"])
+    assert by_service[flow.service("cert-distributor")] == {n.name for n in lab.nodes}, tasks
+    assert by_service[flow.service("cert-reloader")], tasks
+    assert by_service[flow.service("vault-unsealer")], tasks
     verify = node.sh("certflow verify; echo exit=$?", check=False, timeout=300)
     assert verify.rstrip().endswith("exit=0"), verify[-3000:]
     left = node.docker("ps", "-a", "--filter", "label=certflow.oneoff", "--format", "{{.ID}}")
