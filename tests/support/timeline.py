@@ -77,6 +77,7 @@ class Timeline:
     published: float | None
     installed: dict[str, float]  # node -> seconds
     rows: list[Row]
+    manifest_generation: int | None = None  # the reloader's, from its cert.published event
 
     def render(self) -> str:
         return render(self)
@@ -154,6 +155,11 @@ def log_events(lines: Iterable[str]) -> list[LogEvent]:
 
 def _unsealed(state: Mapping[str, object] | None) -> bool:
     return state is not None and state.get("sealed") is False
+
+
+def _same_leaf(event: LogEvent, leaf_sha256: str) -> bool:
+    value = event.fields.get("fingerprint")
+    return isinstance(value, str) and value.replace(":", "").lower() == leaf_sha256.lower()
 
 
 def _int(value: object) -> int | None:
@@ -246,18 +252,15 @@ def timeline(
     """The whole renewal: the publish, each node's install and every member's row.
 
     ``events``: the reloader's ``cert.published``, the distributors' ``cert.installed`` and
-    ``vault.signalled`` (only those at or after ``renewed_at`` count; with ``generation``, only
-    that generation's publish and installs)."""
-    recent = [e for e in events if e.t >= renewed_at]
-
-    def ours(e: LogEvent) -> bool:
-        return generation is None or e.fields.get("generation") == generation
-
-    published = next((e.t for e in recent if e.event == "cert.published" and ours(e)), None)
+    ``vault.signalled``; only those at or after ``renewed_at`` and about the new leaf count (their
+    ``fingerprint`` field, ``AB:CD:..``, is the same SHA-256 as ``leaf_sha256``). ``generation``
+    is certbot's, only shown (the manifest counts its own generations)."""
+    recent = [e for e in events if e.t >= renewed_at and _same_leaf(e, leaf_sha256)]
+    published = next((e for e in recent if e.event == "cert.published"), None)
     installed: dict[str, float] = {}
     signalled: dict[int, float] = {}
     for e in recent:
-        if e.event == "cert.installed" and ours(e):
+        if e.event == "cert.installed":
             installed.setdefault(e.node, e.t - renewed_at)
         slot = _int(e.fields.get("slot"))
         if e.event == "vault.signalled" and slot is not None:
@@ -270,7 +273,8 @@ def timeline(
         renewed_at=renewed_at,
         leaf_sha256=leaf_sha256,
         generation=generation,
-        published=None if published is None else published - renewed_at,
+        published=None if published is None else published.t - renewed_at,
+        manifest_generation=None if published is None else _int(published.fields.get("generation")),
         installed=installed,
         rows=rows,
     )
@@ -285,8 +289,9 @@ def _s(value: float | None) -> str:
 
 def render(t: Timeline) -> str:
     started = datetime.fromtimestamp(t.renewed_at).astimezone().strftime("%H:%M:%S %Z")
-    gen = "" if t.generation is None else f" generation {t.generation},"
-    steps = [("published to the Storage Box", _s(t.published))]
+    gen = "" if t.generation is None else f" certbot generation {t.generation},"
+    manifest = "" if t.manifest_generation is None else f" (manifest {t.manifest_generation})"
+    steps = [("published to the Storage Box", _s(t.published) + manifest)]
     steps += [
         (f"installed on node {node}", _s(at))
         for node, at in sorted(t.installed.items(), key=lambda item: item[1])

@@ -21,6 +21,8 @@ from tests.support.timeline import (
 
 T0 = 1_800_000_000.0  # the renewal starts here
 OLD, NEW = "a" * 64, "b" * 64
+NEW_FP = ":".join(["BB"] * 32)  # how the services log the new leaf's SHA-256
+OLD_FP = ":".join(["AA"] * 32)
 
 
 def up(cert: str, applied: int, *, active: bool = False, committed: int = 0) -> dict[str, object]:
@@ -49,7 +51,7 @@ def rounds(*states: tuple[float, dict[str, dict[str, object]]]) -> list[Sample]:
 
 
 def event(name: str, at: float, node: str = "vm", **fields: object) -> LogEvent:
-    return LogEvent(name, T0 + at, node, fields)
+    return LogEvent(name, T0 + at, node, {"fingerprint": NEW_FP, **fields})
 
 
 def test_a_restarted_member_goes_sealed_unsealed_caught_up_and_serving() -> None:
@@ -154,20 +156,35 @@ def test_a_member_missing_from_the_rounds_is_shown_as_never_seen() -> None:
     assert "no cert.installed event seen" in result.render()
 
 
-def test_events_of_other_generations_or_before_the_renewal_do_not_count() -> None:
+def test_events_about_another_leaf_or_before_the_renewal_do_not_count() -> None:
     events = [
         event("cert.published", -5.0, generation=6),
-        event("cert.published", 1.0, generation=5),
+        event("cert.published", 1.0, generation=5, fingerprint=OLD_FP),
         event("cert.published", 2.0, generation=6),
+        event("cert.installed", 2.5, node="a", fingerprint=OLD_FP),
         event("cert.installed", 3.0, node="a", generation=6),
         event("cert.installed", 4.0, node="b", generation=6),
         event("cert.installed", 9.0, node="a", generation=6),
+        event("vault.signalled", 5.0, slot=1, fingerprint=OLD_FP),
+        event("vault.signalled", 6.0, slot=None),
     ]
     result = timeline(
-        rounds=[], tasks=[], renewed_at=T0, leaf_sha256=NEW, generation=6, events=events
+        rounds=[], tasks=[], renewed_at=T0, leaf_sha256=NEW, generation=2, events=events
     )
     assert result.published == 2.0
+    assert result.manifest_generation == 6
     assert result.installed == {"a": 3.0, "b": 4.0}
+    text = result.render()
+    assert "certbot generation 2" in text
+    assert "+2.0 s (manifest 6)" in text
+    rows = timeline(
+        rounds=[],
+        tasks=[SlotTask(1, "t1", "10.0.0.2", "10.0.0.2", None)],
+        renewed_at=T0,
+        leaf_sha256=NEW,
+        events=events,
+    ).rows
+    assert rows[0].signalled is None
 
 
 def _task(task_id: str, slot: int, created: str, ip: str | None) -> dict[str, object]:
