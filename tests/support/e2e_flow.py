@@ -6,7 +6,8 @@ volume, the Storage Box and /opt/iklimco/ssl, a node label, secrets, pebble) and
 ``down()``. Several flows can run on one engine at once: every name carries the stack name.
 
 Pieces:
-- pebble + certbot issue and renew into ``swag/etc/letsencrypt`` exactly as SWAG does;
+- pebble + certbot issue and renew into ``swag/etc/letsencrypt`` exactly as SWAG does (for the
+  demo, ``keep_acme``, pebble runs detached between scripts/up, scripts/renew and scripts/down);
 - both stack files deployed with ``docker stack deploy`` and the flow's environment;
 - one-off containers of the project image on the attachable Vault network for
   ``certflow vault-bootstrap`` and ``certflow verify`` (the overlay is not reachable from the host).
@@ -35,8 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from shared.manifest import MANIFEST_NAME
-from tests.support.acme import Certbot, Pebble, SwagVolume
-from tests.support.e2e_seal_sampler import SealSampler
+from tests.support.acme import Certbot, Pebble, SwagVolume, stop_detached
+from tests.support.e2e_seal_sampler import Sample, SealSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "stacks"
@@ -84,6 +85,9 @@ class LocalFlow:
     reload_mode: str = "restart"
     published_port: int = 0  # Vault's ingress port; 0 picks a free one (engines are shared)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The demo (scripts/up, renew, down) keeps its pebble running between commands: detached,
+    # found again through <workdir>/pebble/pebble.pid. Tests keep theirs in-process.
+    keep_acme: bool = False
     _pebble: Pebble | None = field(default=None, init=False, repr=False)
     _certbot: Certbot | None = field(default=None, init=False, repr=False)
 
@@ -167,24 +171,51 @@ class LocalFlow:
 
     # -- certificates ---------------------------------------------------------------------------
 
-    def _acme(self) -> Certbot:
-        if self._certbot is None:
-            pebble = Pebble(self.workdir / "pebble").start()
-            self._pebble = pebble
+    @property
+    def pebble_dir(self) -> Path:
+        return self.workdir / "pebble"
+
+    def ensure_acme(self) -> bool:
+        """A running pebble for this flow; True when a new one started (so a new root CA,
+        appended to ``ca_file``). With ``keep_acme`` a pebble still running from an earlier
+        command is reused: same root, certbot's account still valid."""
+        if self._certbot is not None:
+            return False
+        pebble = Pebble.running(self.pebble_dir) if self.keep_acme else None
+        started = pebble is None
+        if pebble is None:
+            pebble = Pebble(self.pebble_dir).start(detached=self.keep_acme)
             self._remember_roots(pebble)
-            self._certbot = Certbot(pebble, self.swag)
+        self._pebble = pebble
+        self._certbot = Certbot(pebble, self.swag)
+        return started
+
+    @property
+    def acme_pid(self) -> int | None:
+        """The detached pebble's pid (None for an in-process one, or none yet)."""
+        return None if self._pebble is None else self._pebble.pid
+
+    def _acme(self) -> Certbot:
+        self.ensure_acme()
+        assert self._certbot is not None
         return self._certbot
 
     def _remember_roots(self, pebble: Pebble) -> None:
         append_pebble_root(pebble, self.ca_file)
 
     def issue_or_renew(self) -> int:
-        """A real certbot issuance (first time) or forced renewal; returns the new generation."""
+        """A real certbot issuance (first time) or forced renewal; returns the new generation.
+
+        A lineage last issued by another pebble (the demo's, gone with a reboot) is renewed with
+        ``certonly --force-renewal`` into the same lineage: the new pebble knows neither the
+        account nor the order, so certbot registers again; ``live/`` keeps its names."""
         certbot = self._acme()
-        if (self.swag.live / "fullchain.pem").exists():
+        if not (self.swag.live / "fullchain.pem").exists():
+            certbot.issue()
+        elif certbot.lineage_server() == certbot.pebble.directory:
             certbot.renew()
         else:
-            certbot.issue()
+            certbot.issue(force=True)
         return self.swag.generation()
 
     def certbot_pair(self) -> tuple[bytes, bytes]:
@@ -501,10 +532,38 @@ class LocalFlow:
     # -- teardown -------------------------------------------------------------------------------
 
     def stop_acme(self) -> None:
+        """Stop this flow's pebble: the in-process one, or the demo's detached one."""
         if self._pebble is not None:
             self._pebble.stop()
+        if self.keep_acme:
+            stop_detached(self.pebble_dir)
         self._pebble = None
         self._certbot = None
+
+    def restart_services(self, *names: str, timeout: float = 180) -> None:
+        """Force-update each service and wait until only new tasks run (as many as before):
+        they read their settings and trust bundle again. No Vault member is among them."""
+        for name in names:
+            before = frozenset(self.service_tasks_running(name))
+            docker("service", "update", "--force", "--detach", self.service(name))
+            wait_for(
+                f"{self.service(name)} to run again",
+                functools.partial(self._replaced, name, before),
+                timeout=timeout,
+            )
+
+    def _replaced(self, name: str, before: frozenset[str]) -> bool:
+        running = set(self.service_tasks_running(name))
+        return len(running) >= max(1, len(before)) and not running & before
+
+    def service_log_lines(self, name: str, since: float) -> list[str]:
+        """The service's log lines (every task, also ended ones) since ``since`` (epoch s)."""
+        result = subprocess.run(
+            ["docker", "service", "logs", "--raw", "--since", str(int(since) - 1),
+             self.service(name)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return (result.stdout + result.stderr).splitlines()
 
     def down(self, *, remove_workdir: bool = True) -> None:
         self.stop_acme()
@@ -601,6 +660,7 @@ class Rotation:
     seconds_without_active: float  # time in which no member answered as the active one
     verify_output: str
     writes: dict[str, Any] = field(default_factory=dict)  # the KV probe's report
+    samples: list[Sample] = field(default_factory=list)  # the seal sampler's rounds
 
 
 def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
@@ -671,6 +731,7 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
         seconds_without_active=sampler.seconds_without_active(since=renewed_at),
         verify_output=result.get("out", ""),
         writes=writes,
+        samples=list(sampler.samples),
     )
 
 
@@ -704,6 +765,7 @@ def _local_flow(image: str, vault_image: str) -> LocalFlow:
         update_delay=os.environ.get("VAULT_UPDATE_DELAY", "8760h"),
         reload_mode=os.environ.get("DISTRIBUTOR_RELOAD_MODE", "restart"),
         published_port=int(os.environ.get("VAULT_PUBLISHED_PORT", "8200")),
+        keep_acme=True,
     )
 
 
@@ -795,14 +857,13 @@ def up() -> int:
         return 1
     print(f"up: stack {flow.stack}, files under {flow.workdir}", flush=True)
     flow.prepare()
+    flow.ensure_acme()
     generation = flow.issue_or_renew()
     print(f"up: certbot issued generation {generation} into {flow.swag.live}", flush=True)
-    try:
-        bring_up(flow)
-        print("up: both stacks run; now a real certbot renewal (one rotation)", flush=True)
-        rotation = rotate(flow)
-    finally:
-        flow.stop_acme()
+    # pebble keeps running, also when this fails: scripts/renew renews, scripts/down stops it.
+    bring_up(flow)
+    print("up: both stacks run; now a real certbot renewal (one rotation)", flush=True)
+    rotation = rotate(flow)
     converge = (
         "n/a" if rotation.seconds_to_converge is None else f"{rotation.seconds_to_converge:.1f} s"
     )
@@ -814,6 +875,11 @@ def up() -> int:
         f"writing every 0.5 s: {rotation.writes.get('failed')} of "
         f"{rotation.writes.get('attempts')} writes failed, longest gap "
         f"{rotation.writes.get('longest_gap_s')} s",
+        flush=True,
+    )
+    print(
+        f"up: the demo's ACME CA (pebble) keeps running ({flow.pebble_dir}); "
+        "scripts/renew runs another real renewal, scripts/down stops it all",
         flush=True,
     )
     return report(flow)
@@ -844,6 +910,131 @@ def report(flow: LocalFlow) -> int:
     return verify.returncode
 
 
+def flow_from_specs(
+    stack: str, workdir: Path, distributor: Mapping[str, Any], vault: Mapping[str, Any]
+) -> LocalFlow:
+    """The flow scripts/up deployed, rebuilt from its services' specs (``docker service
+    inspect``'s ``Spec``): images, reload mode, replicas and Vault's published port."""
+
+    def container(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+        return dict((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {})
+
+    env = dict(str(e).split("=", 1) for e in container(distributor).get("Env") or [] if "=" in e)
+    replicated = (vault.get("Mode") or {}).get("Replicated") or {}
+    ports = (vault.get("EndpointSpec") or {}).get("Ports") or []
+    return LocalFlow(
+        stack=stack,
+        workdir=workdir,
+        image=str(container(distributor).get("Image", "")),
+        vault_image=str(container(vault).get("Image", "")),
+        vault_replicas=int(replicated.get("Replicas", 3)),
+        reload_mode=env.get("DISTRIBUTOR_RELOAD_MODE", "restart"),
+        published_port=int(ports[0].get("PublishedPort", 8200)) if ports else 8200,
+        keep_acme=True,
+    )
+
+
+def _deployed_flow() -> LocalFlow | str:
+    """The flow scripts/up left (same STACK and CERTFLOW_LOCAL_DIR), or why there is none."""
+    where = _local_flow("", "")
+    if where.stack not in docker("stack", "ls", "--format", "{{.Name}}").split():
+        return f"stack {where.stack} is not deployed; run scripts/up first"
+    services = {}
+    for name in ("cert-distributor", "vault"):
+        found = subprocess.run(
+            ["docker", "service", "inspect", where.service(name)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if found.returncode != 0:
+            return f"service {where.service(name)} is missing; run scripts/down, then scripts/up"
+        services[name] = json.loads(found.stdout)[0]["Spec"]
+    flow = flow_from_specs(
+        where.stack, where.workdir, services["cert-distributor"], services["vault"]
+    )
+    for needed in (flow.swag.live / "fullchain.pem", flow.workdir / "bootstrap" / "root-token"):
+        if not needed.exists():
+            return (
+                f"{needed} is missing: CERTFLOW_LOCAL_DIR must be the one scripts/up used "
+                f"(files of stack {flow.stack} are looked for under {flow.workdir})"
+            )
+    return flow
+
+
+# The services that read the trust bundle (roots.pem) once, at start.
+TRUST_READERS = ("cert-reloader", "cert-distributor", "vault-unsealer")
+
+
+def renew() -> int:
+    """scripts/renew: one more real certbot renewal on the flow scripts/up left, followed to every
+    Vault member; prints the per-member timeline, then ``certflow status`` and ``verify``."""
+    from tests.support.timeline import log_events, slot_tasks, timeline
+
+    flow = _deployed_flow()
+    if isinstance(flow, str):
+        print(f"renew: {flow}", file=sys.stderr)
+        return 1
+    if flow.ensure_acme():
+        print(
+            f"renew: pebble was not running (after a reboot?): started a new one in "
+            f"{flow.pebble_dir}. Its new root CA was appended to {flow.ca_file}; restarting "
+            f"{', '.join(flow.service(n) for n in TRUST_READERS)} so they read it (no Vault "
+            "member restarts); certbot registers with the new CA and renews into the same lineage",
+            flush=True,
+        )
+        flow.restart_services(*TRUST_READERS)
+    else:
+        print(f"renew: reusing the running pebble (pid {flow.acme_pid}, same root)", flush=True)
+    outcome: dict[str, str] = {}
+
+    def healthy() -> bool:
+        code, outcome["verify"] = flow.verify(as_json=False)
+        return code == 0
+
+    try:
+        wait_for("certflow verify to pass before renewing", healthy, timeout=180, every=3)
+    except FlowError:
+        print(
+            "renew: the flow is not healthy, so a renewal now would not show a clean rotation:\n"
+            + outcome.get("verify", ""),
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"renew: a real certbot renewal; following it to every Vault member "
+        f"(reload mode {flow.reload_mode})",
+        flush=True,
+    )
+    try:
+        rotation = rotate(flow)
+    except FlowError as exc:
+        print(f"renew: {exc}; `certflow status` says where it stands:", file=sys.stderr)
+        report(flow)
+        return 1
+    events = log_events(
+        line
+        for name in ("cert-reloader", "cert-distributor")
+        for line in flow.service_log_lines(name, since=rotation.renewed_at)
+    )
+    result = timeline(
+        rounds=rotation.samples,
+        tasks=slot_tasks(flow.vault_tasks_by_slot(), flow.network, rotation.renewed_at),
+        renewed_at=rotation.renewed_at,
+        leaf_sha256=rotation.leaf_sha256,
+        generation=rotation.generation,
+        events=events,
+    )
+    print("\n" + result.render(), flush=True)
+    print(
+        f"\nrenew: generation {rotation.generation} (notAfter {rotation.not_after.isoformat()}); "
+        f"{rotation.seconds_without_unsealed:.1f} s without an unsealed member, "
+        f"{rotation.seconds_without_active:.1f} s without an active one; a client writing every "
+        f"0.5 s: {rotation.writes.get('failed')} of {rotation.writes.get('attempts')} writes "
+        f"failed",
+        flush=True,
+    )
+    return report(flow)
+
+
 def down() -> int:
     flow = _local_flow("", "")
     flow.down(remove_workdir=os.environ.get("KEEP_FILES") != "1")
@@ -852,9 +1043,9 @@ def down() -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"up": up, "down": down}
+    commands = {"up": up, "renew": renew, "down": down}
     if len(argv) != 1 or argv[0] not in commands:
-        print("usage: python -m tests.support.e2e_flow up|down", file=sys.stderr)
+        print("usage: python -m tests.support.e2e_flow up|renew|down", file=sys.stderr)
         return 2
     return commands[argv[0]]()
 

@@ -3,9 +3,11 @@
 ``SealSampler`` runs the ``_PROBE`` loop in a one-off container of the project image (the overlay
 network is not reachable from the host), on the host's engine or, with ``docker``, on a lab
 node's. Each round it resolves ``tasks.<alias>``, reads every address's served leaf and
-``/v1/sys/health`` (sealed, standby), and prints one JSON line per round (every ``every``
-seconds). ``seconds_without_unsealed()``, ``seconds_without_active()`` and ``converged_at()`` read
-those rounds afterwards.
+``/v1/sys/health`` (sealed, standby), on an unsealed member also ``/v1/sys/leader`` (its
+``raft_applied_index`` and ``raft_committed_index`` as ``applied``/``committed``), and prints one
+JSON line per round (every ``every`` seconds). ``seconds_without_unsealed()``,
+``seconds_without_active()`` and ``converged_at()`` read those rounds afterwards;
+``tests.support.timeline`` turns them into a per-member timeline.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ while True:
             sealed = body["sealed"]
             active = not sealed and body.get("standby") is False
             states[ip] = {"sealed": sealed, "active": active, "cert": cert}
+            if not sealed:
+                try:  # raft progress, no token needed: has a restarted member caught up?
+                    conn.request("GET", "/v1/sys/leader")
+                    leader = json.loads(conn.getresponse().read())
+                    states[ip]["applied"] = leader.get("raft_applied_index")
+                    states[ip]["committed"] = leader.get("raft_committed_index")
+                except Exception:
+                    pass
         except Exception as exc:
             states[ip] = {"error": type(exc).__name__}
         finally:
