@@ -669,10 +669,11 @@ def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
     return hashlib.sha256(der).hexdigest(), leaf.not_valid_after_utc
 
 
-def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
+def rotate(flow: LocalFlow, *, timeout: float = 300, linger: float = 1.0) -> Rotation:
     """One real certbot renewal, followed until ``certflow verify`` passes on the new leaf.
 
-    Every replica's seal state and served leaf are sampled throughout, from the Vault network.
+    Every replica's seal state and served leaf are sampled throughout, from the Vault network,
+    and for ``linger`` seconds after (the member restarted last catches up on raft after that).
     """
     before = flow.force_update_count()
     probe = flow.start_kv_probe()
@@ -709,7 +710,7 @@ def rotate(flow: LocalFlow, *, timeout: float = 300) -> Rotation:
         wait_for(
             "certflow verify to pass on the new certificate", verified, timeout=timeout, every=2
         )
-        time.sleep(1.0)
+        time.sleep(linger)
     finally:
         sampler.stop()
         writes = flow.stop_kv_probe(probe)
@@ -1005,7 +1006,7 @@ def renew() -> int:
         flush=True,
     )
     try:
-        rotation = rotate(flow)
+        rotation = rotate(flow, linger=15.0)
     except FlowError as exc:
         print(f"renew: {exc}; `certflow status` says where it stands:", file=sys.stderr)
         report(flow)
