@@ -25,6 +25,7 @@ from tests.support.e2e_flow import (
     Rotation,
     docker,
     leaf_digest,
+    renewal_timeline,
     rotate,
     served_everywhere,
     wait_for,
@@ -104,13 +105,25 @@ def test_a_restart_mode_renewal_reaches_every_member(
     flow: LocalFlow, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # One renewal here: the halt test below runs a second one in restart mode.
-    rotation = rotate(flow)
+    rotation = rotate(flow, linger=15.0)
     _assert_rotation(flow, rotation, restarts=1)
+    # The per-member timeline scripts/renew prints: every member restarted, unsealed, caught up
+    # on raft and serving the new leaf, after the pair was published and installed.
+    seen = renewal_timeline(flow, rotation)
+    assert seen.published is not None, seen.render()
+    assert seen.installed, seen.render()
+    assert len(seen.rows) == flow.vault_replicas, seen.render()
+    for row in seen.rows:
+        steps = (row.restarted, row.unsealed, row.caught_up, row.serving)
+        assert all(step is not None for step in steps), seen.render()
+        assert row.restarted is not None
+        assert row.unsealed is not None
+        assert seen.published <= row.restarted <= row.unsealed, seen.render()
     # Exactly once: no second restart came after the rotation was measured either (the
     # assertions above take several distributor polls; the signal test covers the last one).
     assert flow.restarts_since(rotation.renewed_at) == rotation.restarts
     with capsys.disabled():
-        print(f"\nrestart mode, {_summary(rotation)}")
+        print(f"\nrestart mode, {_summary(rotation)}\n{seen.render()}")
 
 
 def _serving_tasks(flow: LocalFlow) -> dict[int, str]:

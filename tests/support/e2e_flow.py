@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from shared.manifest import MANIFEST_NAME
 from tests.support.acme import Certbot, Pebble, SwagVolume, stop_detached
 from tests.support.e2e_seal_sampler import Sample, SealSampler
+from tests.support.timeline import Timeline, log_events, slot_tasks, timeline
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "stacks"
@@ -968,8 +969,6 @@ TRUST_READERS = ("cert-reloader", "cert-distributor", "vault-unsealer")
 def renew() -> int:
     """scripts/renew: one more real certbot renewal on the flow scripts/up left, followed to every
     Vault member; prints the per-member timeline, then ``certflow status`` and ``verify``."""
-    from tests.support.timeline import log_events, slot_tasks, timeline
-
     flow = _deployed_flow()
     if isinstance(flow, str):
         print(f"renew: {flow}", file=sys.stderr)
@@ -1011,20 +1010,7 @@ def renew() -> int:
         print(f"renew: {exc}; `certflow status` says where it stands:", file=sys.stderr)
         report(flow)
         return 1
-    events = log_events(
-        line
-        for name in ("cert-reloader", "cert-distributor")
-        for line in flow.service_log_lines(name, since=rotation.renewed_at)
-    )
-    result = timeline(
-        rounds=rotation.samples,
-        tasks=slot_tasks(flow.vault_tasks_by_slot(), flow.network, rotation.renewed_at),
-        renewed_at=rotation.renewed_at,
-        leaf_sha256=rotation.leaf_sha256,
-        generation=rotation.generation,
-        events=events,
-    )
-    print("\n" + result.render(), flush=True)
+    print("\n" + renewal_timeline(flow, rotation).render(), flush=True)
     print(
         f"\nrenew: generation {rotation.generation} (notAfter {rotation.not_after.isoformat()}); "
         f"{rotation.seconds_without_unsealed:.1f} s without an unsealed member, "
@@ -1034,6 +1020,24 @@ def renew() -> int:
         flush=True,
     )
     return report(flow)
+
+
+def renewal_timeline(flow: LocalFlow, rotation: Rotation) -> Timeline:
+    """The per-member timeline of ``rotation``: Swarm's tasks, the sampler's rounds, the
+    services' own log events."""
+    events = log_events(
+        line
+        for name in ("cert-reloader", "cert-distributor")
+        for line in flow.service_log_lines(name, since=rotation.renewed_at)
+    )
+    return timeline(
+        rounds=rotation.samples,
+        tasks=slot_tasks(flow.vault_tasks_by_slot(), flow.network, rotation.renewed_at),
+        renewed_at=rotation.renewed_at,
+        leaf_sha256=rotation.leaf_sha256,
+        generation=rotation.generation,
+        events=events,
+    )
 
 
 def down() -> int:
