@@ -53,3 +53,4 @@ class DistributorInfo(BaseModel):
     # The operator's pause (certflow pause) as a manager's distributor read it: a worker's
     # distributor cannot read service labels and takes it from here.
     paused: str | None = None
+    pause_known: bool = False  # this distributor read the pause itself (it runs on a manager)

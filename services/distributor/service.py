@@ -161,7 +161,7 @@ class Distributor:
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
         self.members: list[MemberProbe] = []  # this node's Vault members, as last probed
         self.paused: str | None = None  # the operator's pause as this node last read it
-        self._peer_pause: str | None = None  # ... as a peer reported it (read by workers)
+        self._pause_known = False  # this node read the pause itself (a manager)
         self._canary_wait: tuple[str, float] | None = None  # fingerprint, waiting since
         self._canary_logged: set[tuple[str, str, str]] = set()  # (fingerprint, event, container)
         self._stop_lock = threading.Lock()  # stop orders arrive on the HTTP server's thread
@@ -392,7 +392,6 @@ class Distributor:
     def _remote_members(self) -> list[Member]:
         survey = self.peers.survey()
         me = self._node_id()
-        self._peer_pause = next((r.paused for r in survey.reports.values() if r.paused), None)
         return [
             Member(node, report.hostname, report.fingerprint, probe)
             for node, report in sorted(survey.reports.items())
@@ -401,17 +400,26 @@ class Distributor:
         ]
 
     def _read_pause(self, engine: DockerEngine) -> str | None:
-        """The operator's pause (``certflow pause``), from this distributor's own service; on a
-        worker, which cannot read services, from what a manager's distributor reports."""
+        """The operator's pause (``certflow pause``), from this distributor's own service (every
+        pass on a manager, so that what it publishes for the workers is current); on a worker,
+        which cannot read services, from a manager's report. A worker that hears no manager
+        cannot tell, and holds: a pause must never fail open."""
         try:
             pause = pause_from_labels(engine.service(self.settings.service_name).labels)
         except DockerNotFound:
             pause = None  # not run as that service (a hand-started process)
         except DockerError:
-            return self._peer_pause
+            survey = self.peers.survey()
+            managers = [r for r in survey.reports.values() if r.pause_known]
+            if not managers:
+                return (
+                    "pause state unknown: this node cannot read services and no manager's "
+                    "distributor answered"
+                )
+            return next((r.paused for r in managers if r.paused), None)
         text = pause.describe() if pause is not None else None
-        if text != self.paused:
-            self.paused = text
+        if text != self.paused or not self._pause_known:
+            self.paused, self._pause_known = text, True
             self._publish_info(None)
         return text
 
@@ -441,7 +449,7 @@ class Distributor:
                 self._canary_wait = (fingerprint, now)
         else:
             self._canary_wait = None
-        pause = self._read_pause(engine) if decided.signal else None
+        pause = self._read_pause(engine)
         if fingerprint is not None:
             self._log_canary(fingerprint, decided)
             if pause is None:
@@ -557,6 +565,7 @@ class Distributor:
             last_error=self.state.last_error,
             members=self.members,
             paused=self.paused,
+            pause_known=self._pause_known,
         )
         self.health.set_info(**info.model_dump(mode="json"))
 

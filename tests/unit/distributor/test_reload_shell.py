@@ -25,12 +25,13 @@ from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
 from services.distributor.stop_order import PATH as STOP_PATH
 from services.distributor.stop_order import StopOrder, decode, encode
+from shared.errors import DockerError
 from shared.health import build_app
 from shared.manifest import MANIFEST_NAME
 from shared.manifest_auth import MacKeys, sign_manifest
 from shared.rollout import FINGERPRINT_LABEL, PAUSE_LABEL, ROLLOUT_LABEL, Pause, pause_label
 from shared.settings import load_settings
-from shared.swarm import ContainerInfo, ExecResult
+from shared.swarm import ContainerInfo, ExecResult, ServiceState
 from tests.support.boxes import CERT, make_pair, publish
 from tests.support.fake_engine import FakeEngine
 from tests.support.mac_keys import write_key_file
@@ -437,6 +438,60 @@ def test_signal_mode_sends_no_sighup_while_paused_and_signals_after_resume(
     )
     dist.reload_pass()
     assert engine.signalled == [("c1", "SIGHUP")]  # the canary first, as without a pause
+
+
+class _WorkerEngine(FakeEngine):
+    """A worker's engine: it answers for its own containers but cannot read services."""
+
+    def service(self, name: str) -> ServiceState:
+        if name == "iklimco_cert-distributor":
+            raise DockerError("This node is not a swarm manager.")
+        return super().service(name)
+
+
+def test_a_worker_takes_the_pause_from_a_manager_and_holds_when_it_hears_none(
+    tmp_path: Path,
+) -> None:
+    engine = _WorkerEngine()
+    engine.add_service(VAULT)
+    manager: dict[str, object] = {"paused": "paused by an operator since t on m1", "known": True}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        info = DistributorInfo(
+            node_id="m1",
+            hostname="m1",
+            paused=manager["paused"],
+            pause_known=bool(manager["known"]),
+        )
+        return httpx.Response(200, json={"info": info.model_dump(mode="json")})
+
+    peers = PeerDirectory(
+        engine=None,
+        service="unused",
+        port=1,
+        static={"m1": "http://m1/health"},
+        transport=httpx.MockTransport(answer),
+    )
+    publish(tmp_path / "box", make_pair(CA(), 1))
+    dist = Distributor(settings(tmp_path, "signal"), engine=engine, peers=peers)
+    engine.exec_handler = FakeVaultCli(engine, tmp_path / "target")
+    dist.sync_pass()
+    for slot in (1, 2, 3):
+        _member_container(engine, "n1", slot)
+    dist.reload_pass()
+    publish(tmp_path / "box", make_pair(CA(), 2))
+    dist.sync_pass()
+    dist.reload_pass()
+    assert engine.signalled == []  # the manager says paused
+    manager.update(paused=None, known=False)  # a peer that never read the pause itself
+    dist.reload_pass()
+    assert engine.signalled == []
+    check = dist.health.check("reload")
+    assert check is not None
+    assert "pause state unknown" in check.message
+    manager.update(paused=None, known=True)  # a manager that read it: not paused
+    dist.reload_pass()
+    assert engine.signalled == [("c1", "SIGHUP")]
 
 
 def test_signal_mode_signals_the_canary_first_then_the_rest_once(
