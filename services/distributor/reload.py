@@ -33,6 +33,7 @@ from .coordinator import (
     Memory,
     Observed,
     decide,
+    paused,
     step,
 )
 from .docker_ops import advance_update, record_fingerprint
@@ -130,12 +131,19 @@ class RestartCoordinator:
             ordered=rollout_from_label(state.labels.get(ROLLOUT_LABEL), fingerprint),
             paused=self.pause(),
         )
+        before = self._memory
         decision, self._memory = step(observed, self._memory, self.limits)
         waiting = fingerprint is not None and label != fingerprint
         self.metrics.lagging_nodes.set(len(decision.nodes) if waiting else 0)
         if fingerprint is None:
             return decision
         if decision.kind is Kind.RESTART and decision.member is not None:
+            late = self.pause()
+            if late is not None:
+                # Paused between the observation and now: `certflow pause` has said no member
+                # is restarted from here, so none is (and the gate watches nothing new).
+                self._memory = before
+                return paused(decision, late)
             recorded = self._record_order(state, fingerprint, decision.member)
             if recorded is not None:
                 if recorded:

@@ -9,7 +9,7 @@ import socket
 import sys
 from datetime import UTC, datetime
 
-from services.maintenance.switch import pause, resume
+from services.maintenance.switch import SwitchFailed, pause, resume
 from services.verify.launch import where_problem
 from services.verify.settings import VerifySettings
 from shared.docker_engine import open_engine
@@ -54,6 +54,9 @@ def run_switch(args: argparse.Namespace, *, pausing: bool) -> int:
             lines = pause(engine, distributor=distributor, unsealer=unsealer, pause=record)
         else:
             lines = resume(engine, distributor=distributor, unsealer=unsealer)
+    except SwitchFailed as exc:
+        print(f"certflow {command}: {exc}", file=sys.stderr)
+        return 1
     except DockerNotFound as exc:
         print(
             f"certflow {command}: {exc}: is the certs stack deployed under stack "

@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "label). /health, certflow status and certflow verify show the pause. Nothing is "
         "redeployed and no Vault task is replaced. `certflow resume` ends it; a rollout then "
         "continues where it stopped, with no second restart. Run on a swarm manager. "
-        "Exit codes: 0 paused (or already paused), 2 cannot (no swarm, a worker, no certs stack)."
+        "Exit codes: 0 paused (or already paused), 1 only half done (no vault-unsealer service to "
+        "scale down), 2 cannot (no swarm, a worker, no certs stack)."
     )
     parser.add_argument("reason", nargs="*", help="why (shown by status and verify)")
     configure_common(parser)

@@ -9,10 +9,11 @@ from services.maintenance.cli import configure_common, run_switch
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "Removes the pause label and scales the vault-unsealer back to its count before the "
-        "pause. A rollout continues where it stopped; the members already restarted for the "
-        "certificate are not restarted again. Run on a swarm manager. Exit codes: 0 resumed (or "
-        "was not paused), 2 cannot (no swarm, a worker, no certs stack)."
+        "Scales the vault-unsealer back to its count before the pause, waits until it runs, "
+        "then removes the pause label. A rollout continues where it stopped; the members "
+        "already restarted for the certificate are not restarted again. Run on a swarm "
+        "manager. Exit codes: 0 resumed (or was not paused), 1 the unsealer did not run within "
+        "120 s (still paused), 2 cannot (no swarm, a worker, no certs stack)."
     )
     configure_common(parser)
 

@@ -16,17 +16,23 @@ The edits are pure (``*_edit``); :func:`pause` and :func:`resume` apply them thr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from shared.errors import DockerNotFound
 from shared.rollout import PAUSE_LABEL, PAUSED_REPLICAS_LABEL, Pause, pause_from_labels, pause_label
-from shared.swarm import LocalNode, ServiceState, SpecEdit, UpdateOutcome
+from shared.swarm import LocalNode, ServiceState, SpecEdit, TaskInfo, UpdateOutcome
+
+
+class SwitchFailed(Exception):
+    """The switch could not be completed; the message says what state it left."""
 
 
 class SwitchEngine(Protocol):
     def local_node(self) -> LocalNode: ...
     def service(self, name: str) -> ServiceState: ...
+    def tasks(self, service: str, *, running_only: bool = True) -> list[TaskInfo]: ...
     def update_service(
         self,
         service: str,
@@ -89,29 +95,56 @@ def pause(engine: SwitchEngine, *, distributor: str, unsealer: str, pause: Pause
         lines.append(f"{distributor}: already {current.describe() if current else 'paused'}")
     scaled = _apply(engine, unsealer, unsealer_pause_edit, "pause (scale to 0)")
     if scaled is None:
-        lines.append(f"{unsealer}: no such service; nothing to scale")
-    elif scaled:
+        raise SwitchFailed(
+            "\n".join(
+                [
+                    *lines,
+                    f"{unsealer}: no such service, so it was not scaled down: the unsealer may "
+                    "still unseal members (is the vault stack deployed under this stack name?)",
+                ]
+            )
+        )
+    if scaled:
         lines.append(f"{unsealer}: scaled to 0; no member is unsealed until resume")
     else:
         lines.append(f"{unsealer}: already scaled down by a pause (or not replicated)")
     return lines
 
 
-def resume(engine: SwitchEngine, *, distributor: str, unsealer: str) -> list[str]:
-    """End a pause; what was done, one line each."""
+def resume(
+    engine: SwitchEngine,
+    *,
+    distributor: str,
+    unsealer: str,
+    wait: float = 120.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """End a pause; what was done, one line each. The unsealer is back and running before the
+    coordinator is let go: a member it restarts must be unsealed. When the unsealer does not
+    run within ``wait`` seconds, certflow stays paused (SwitchFailed says so)."""
     lines: list[str] = []
+    scaled = _apply(engine, unsealer, unsealer_resume_edit, "resume (scale back)")
+    if scaled is None:
+        lines.append(f"{unsealer}: no such service")
+    elif scaled:
+        want = engine.service(unsealer).replicas or 0
+        deadline = clock() + wait
+        while len(engine.tasks(unsealer)) < want:
+            if clock() > deadline:
+                raise SwitchFailed(
+                    f"{unsealer}: scaled back to {want} but not running after {wait:.0f} s; "
+                    f"certflow stays paused (docker service ps {unsealer} --no-trunc says why; "
+                    "run certflow resume again once it runs)"
+                )
+            sleep(1.0)
+        lines.append(f"{unsealer}: scaled back to {want}, running")
+    else:
+        lines.append(f"{unsealer}: was not scaled down by a pause")
     posted = engine.update_service(distributor, resume_edit, what="resume").posted
     lines.append(
         f"{distributor}: resumed; the rollout continues where it stopped"
         if posted
         else f"{distributor}: was not paused"
     )
-    scaled = _apply(engine, unsealer, unsealer_resume_edit, "resume (scale back)")
-    if scaled is None:
-        lines.append(f"{unsealer}: no such service")
-    elif scaled:
-        state = engine.service(unsealer)
-        lines.append(f"{unsealer}: scaled back to {state.replicas}")
-    else:
-        lines.append(f"{unsealer}: was not scaled down by a pause")
     return lines

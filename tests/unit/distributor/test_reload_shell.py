@@ -207,6 +207,38 @@ def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
     assert engine.services[VAULT].force_update == 0  # no Swarm update at all
 
 
+def test_a_pause_that_lands_during_a_pass_stops_its_restart(engine: FakeEngine) -> None:
+    """`certflow pause` between the pass's observation and its order: the order is neither
+    recorded nor sent, and after resume the same member is stopped, once."""
+    first, second = (t.task_id for t in engine.service_tasks[VAULT])
+    posts: list[tuple[str, bytes]] = []
+    coord = rollout(engine, on_old={first, second}, posts=posts)
+    coord.own_service = "iklimco_cert-distributor"
+    engine.add_service(coord.own_service)
+    reads = {"n": 0}
+    real_service = engine.service
+
+    def service(name: str) -> ServiceState:
+        state = real_service(name)
+        if name == coord.own_service:
+            reads["n"] += 1
+            if reads["n"] >= 2:  # the pass's second read: the operator paused meanwhile
+                pause = pause_label(Pause("2026-12-06T06:30:00+00:00", "late", "vm"))
+                return replace(state, labels={PAUSE_LABEL: pause})
+        return state
+
+    engine.service = service  # type: ignore[method-assign]
+    decision = coord.step(FP)
+    assert decision.kind is Kind.PAUSED
+    assert "late" in decision.message
+    assert ROLLOUT_LABEL not in engine.services[VAULT].labels
+    assert posts == []
+    engine.service = real_service  # type: ignore[method-assign]
+    assert coord.step(FP).kind is Kind.RESTART  # resumed: the same member, once
+    assert engine.services[VAULT].labels[ROLLOUT_LABEL] == f"{FP} 2:{second}"
+    assert len(posts) == 1
+
+
 def test_a_new_leader_sends_the_recorded_order_again_never_a_second_one(
     engine: FakeEngine,
 ) -> None:
