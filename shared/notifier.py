@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.logs import get_logger
-from shared.notify import Event, Kind, payload
+from shared.notify import RESOLVES, Event, Kind, payload
 from shared.notify_policy import Limits, Memory, Verdict, admit
 from shared.notify_targets import (
     AppriseTarget,
@@ -146,8 +146,9 @@ class Notifier:
             if self._stopping:
                 self.counter.labels(kind=kind, outcome="dropped").inc()
                 return None
+            clears = tuple((k.value, event.subject) for k in RESOLVES.get(event.kind, ()))
             verdict, self._memory = admit(
-                (kind, event.subject), self._memory, self._clock(), self._limits
+                (kind, event.subject), self._memory, self._clock(), self._limits, clears
             )
         if verdict is not Verdict.SEND:
             self.counter.labels(kind=kind, outcome=verdict.value).inc()

@@ -35,6 +35,13 @@ class Kind(StrEnum):
     MEMBER_SEALED = "member.sealed"
 
 
+# A notice that ends a condition: once it is sent, the next notice of that condition (same
+# subject) is news again, not a duplicate of the one before.
+RESOLVES: dict[Kind, tuple[Kind, ...]] = {
+    Kind.ROLLOUT_RESUMED: (Kind.ROLLOUT_HALTED, Kind.ROLLOUT_PAUSED),
+}
+
+
 class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"

@@ -34,8 +34,14 @@ class Memory:
 
 
 def admit(
-    key: tuple[str, str], memory: Memory, now: float, limits: Limits
+    key: tuple[str, str],
+    memory: Memory,
+    now: float,
+    limits: Limits,
+    clears: tuple[tuple[str, str], ...] = (),
 ) -> tuple[Verdict, Memory]:
+    """``clears``: the keys this event ends (a resume ends a halt): once it is sent, the next
+    occurrence of those is news again, not a duplicate."""
     # Forget what no longer matters, so the memory stays as small as the windows.
     last_sent = {k: t for k, t in memory.last_sent.items() if now - t < limits.dedup_seconds}
     recent = tuple(t for t in memory.recent if now - t < RATE_WINDOW)
@@ -47,4 +53,6 @@ def admit(
         return Verdict.RATE_LIMITED, Memory(last_sent, recent)
     if limits.dedup_seconds > 0:
         last_sent[key] = now
+    for ended in clears:
+        last_sent.pop(ended, None)
     return Verdict.SEND, Memory(last_sent, (*recent, now))

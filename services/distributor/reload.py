@@ -77,6 +77,7 @@ class RestartCoordinator:
         self.vault_service = vault_service
         # The cert-distributor service: it carries the operator's pause (PAUSE_LABEL).
         self.own_service = own_service
+        self.last_pause: str | None = None  # the pause as the last step read it
         self.peers = peers
         self.keys = keys
         self.local_stop = local_stop
@@ -187,7 +188,8 @@ class RestartCoordinator:
         except DockerNotFound:
             return None  # not run as that service (a test, a hand-started process)
         pause = pause_from_labels(labels)
-        return pause.describe() if pause is not None else None
+        self.last_pause = pause.describe() if pause is not None else None
+        return self.last_pause
 
     def _record_order(self, state: ServiceState, fingerprint: str, member: Member) -> bool | None:
         """Write the order into ROLLOUT_LABEL before it is sent (compare-and-swap). True: this

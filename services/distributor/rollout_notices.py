@@ -20,10 +20,9 @@ class Seen:
 
     kind: Kind
     fingerprint: str | None
+    pause: str | None = None  # the operator's pause in force then (certflow pause), described
 
 
-# Leaving one of these is a resume: a halt cleared, or an operator's pause ended.
-_HOLDS = frozenset({Kind.HALTED, Kind.PAUSED})
 # Leaving these is not "done": a rollout recorded done that still has a member back to come.
 _ALREADY_DONE = frozenset({Kind.DONE, Kind.NOT_BACK})
 
@@ -42,37 +41,55 @@ def _fields(decision: Decision) -> dict[str, str | int]:
     return fields
 
 
-def rollout_notices(previous: Seen | None, decision: Decision) -> list[Event]:
-    """The notifications a decision sends, given the one before it."""
+def rollout_notices(
+    previous: Seen | None, decision: Decision, pause: str | None = None
+) -> list[Event]:
+    """The notifications a decision sends, given the one before it. ``pause``: the operator's
+    pause in force now; its start and its end notify once each, whatever the decisions do
+    meanwhile (a member held sealed during the pause is not a resume)."""
     if decision.kind is Kind.SYNC_ONLY:
         return []  # not the leader: the leader tells
     # A process that just started (or just became leader) has no past to compare with.
     known = previous is not None and previous.kind is not Kind.SYNC_ONLY
     prev_kind = previous.kind if previous is not None else None
+    prev_pause = previous.pause if previous is not None else None
     fp = decision.fingerprint or ""
     fields = _fields(decision)
     events: list[Event] = []
-    if prev_kind in _HOLDS and decision.kind is not prev_kind:
+    if known and pause is not None and prev_pause is None:
+        events.append(
+            Event(Notice.ROLLOUT_PAUSED, pause, subject=f"operator {pause}", fields=fields)
+        )
+    elif known and pause is None and prev_pause is not None:
         events.append(
             Event(
                 Notice.ROLLOUT_RESUMED,
-                f"vault rollout no longer {prev_kind.value if prev_kind else 'held'}: "
-                f"{decision.message or decision.kind.value}",
+                f"certflow resumed: {decision.message or decision.kind.value}",
+                subject=f"operator {prev_pause}",
+                fields=fields,
+            )
+        )
+    if prev_kind is Kind.HALTED and decision.kind is not Kind.HALTED:
+        events.append(
+            Event(
+                Notice.ROLLOUT_RESUMED,
+                f"vault rollout no longer halted: {decision.message or decision.kind.value}",
                 subject=fp,
                 fields=fields,
             )
         )
     if decision.kind is Kind.HALTED and prev_kind is not Kind.HALTED:
-        where = decision.member.where if decision.member is not None else ""
+        # Subject: the certificate, as the resume's, so that the resume ends this halt and the
+        # next halt of the same rollout is news again (shared.notify.RESOLVES).
         events.append(
             Event(
                 Notice.ROLLOUT_HALTED,
                 decision.message or "vault rollout halted",
-                subject=f"{fp} {where}".strip(),
+                subject=fp,
                 fields=fields,
             )
         )
-    elif decision.kind in {Kind.FAILED, Kind.PAUSED} and prev_kind is not decision.kind:
+    elif decision.kind is Kind.FAILED and prev_kind is not Kind.FAILED:
         events.append(Event(Notice.ROLLOUT_PAUSED, decision.message, subject=fp, fields=fields))
     elif (
         decision.kind is Kind.DONE

@@ -343,9 +343,10 @@ class Distributor:
         )
         self.metrics.rollout_halted.set(1 if decision.kind is Kind.HALTED else 0)
         self._report_swarm(decision)
-        for event in rollout_notices(self._seen, decision):
+        pause = self.coordinator.last_pause if self.coordinator is not None else None
+        for event in rollout_notices(self._seen, decision, pause):
             self.notifier.notify(event)
-        self._seen = Seen(decision.kind, decision.fingerprint)
+        self._seen = Seen(decision.kind, decision.fingerprint, pause)
         key = (decision.kind, decision.fingerprint, decision.nodes)
         if key != self._last_decision:
             # One line per change of state, not one per poll.
