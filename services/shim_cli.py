@@ -26,7 +26,7 @@ set -e
 image="${{CERTFLOW_IMAGE:-{image}}}"
 socket="${{DOCKER_SOCKET:-/var/run/docker.sock}}"
 tty=""
-[ -t 1 ] && tty="-t"
+[ -t 0 ] && [ -t 1 ] && tty="-t"
 exec docker run --rm -i $tty --user 0:0 \\
   -v "$socket:/var/run/docker.sock" \\
   $(env | sed -n 's/^\\(\\(VERIFY\\|CERTFLOW\\|LOG\\)_[A-Z0-9_]*\\)=.*/-e \\1/p') \\

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import select
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from shared.swarm import (
 )
 
 _log = get_logger(__name__)
+# Label of every one-off container this adapter runs, unique per run: how it finds it to remove.
+ONEOFF_RUN_LABEL = "certflow.oneoff-run"
 T = TypeVar("T")
 EditFor = Callable[[ServiceState], SpecEdit | None]
 
@@ -433,24 +436,33 @@ class DockerPyEngine:
 
     def run_oneoff(self, oneoff: OneOff, *, timeout: float) -> OneOffResult:
         """Create, start and wait for a one-off container; its exit code and output. The
-        container is removed in every case; past ``timeout`` it is killed (DockerError)."""
+        container is removed in every case (found by a label of its own even when its creation
+        failed half-way); past ``timeout`` it is killed (DockerError)."""
         what = f"running a one-off {oneoff.image} container"
+        run_id = uuid.uuid4().hex
         mounts = [
             docker.types.Mount(m.target, m.source, type="bind", read_only=m.read_only)
             for m in oneoff.mounts
         ]
-        with _translated(what):
-            container = self._client.containers.create(
-                oneoff.image,
-                list(oneoff.argv),
-                environment=dict(oneoff.env),
-                user=oneoff.user,
-                network=oneoff.network,
-                mounts=mounts,
-                labels=dict(oneoff.labels),
-                detach=True,
-            )
         try:
+            try:
+                with _translated(what):
+                    container = self._client.containers.create(
+                        oneoff.image,
+                        list(oneoff.argv),
+                        environment=dict(oneoff.env),
+                        user=oneoff.user,
+                        network=oneoff.network,
+                        mounts=mounts,
+                        labels={**oneoff.labels, ONEOFF_RUN_LABEL: run_id},
+                        detach=True,
+                    )
+            except DockerNotFound as exc:
+                raise DockerError(
+                    f"{what}: the image or the network {oneoff.network} is not on this node "
+                    f"(docker pull {oneoff.image}, or run it on a manager that runs the "
+                    "cert-distributor)"
+                ) from exc
             with _translated(what):
                 container.start()
                 try:
@@ -461,18 +473,22 @@ class DockerPyEngine:
                 stdout = container.logs(stdout=True, stderr=False)
                 stderr = container.logs(stdout=False, stderr=True)
         finally:
-            try:
-                with _translated(f"removing the one-off container {container.id[:12]}"):
-                    container.remove(force=True)
-            except DockerError as exc:
-                _log.warning(
-                    "docker.oneoff_not_removed", container=container.id[:12], error=str(exc)
-                )
+            self._remove_run(run_id)
         return OneOffResult(
             int(status.get("StatusCode", -1)),
             stdout.decode("utf-8", "replace"),
             stderr.decode("utf-8", "replace"),
         )
+
+    def _remove_run(self, run_id: str) -> None:
+        try:
+            with _translated("removing a one-off container"):
+                for left in self._client.containers.list(
+                    all=True, filters={"label": f"{ONEOFF_RUN_LABEL}={run_id}"}
+                ):
+                    left.remove(force=True)
+        except DockerError as exc:
+            _log.warning("docker.oneoff_not_removed", run=run_id[:12], error=str(exc))
 
     def secrets(self, *, name: str | None = None, label: str | None = None) -> list[SecretInfo]:
         filters = {k: v for k, v in (("name", name), ("label", label)) if v is not None}

@@ -162,6 +162,7 @@ class Distributor:
         self.members: list[MemberProbe] = []  # this node's Vault members, as last probed
         self.paused: str | None = None  # the operator's pause as this node last read it
         self._pause_known = False  # this node read the pause itself (a manager)
+        self._decision_since: tuple[Kind, datetime] | None = None
         self._canary_wait: tuple[str, float] | None = None  # fingerprint, waiting since
         self._canary_logged: set[tuple[str, str, str]] = set()  # (fingerprint, event, container)
         self._stop_lock = threading.Lock()  # stop orders arrive on the HTTP server's thread
@@ -331,11 +332,16 @@ class Distributor:
         except DockerError as exc:
             self.health.report("reload", Status.DEGRADED, f"docker: {exc}")
             return None
+        if self._decision_since is None or self._decision_since[0] is not decision.kind:
+            # The check's own `since` moves only when its status does (held, not_back and
+            # paused are all degraded); status needs how long this decision has lasted.
+            self._decision_since = (decision.kind, datetime.now(UTC))
         self.health.report(
             "reload",
             _RELOAD_STATUS[decision.kind],
             decision.message,
             decision=decision.kind.value,
+            decision_since=self._decision_since[1],
             fingerprint=decision.fingerprint,
             member=decision.member.where if decision.member is not None else None,
             nodes=list(decision.nodes),

@@ -68,6 +68,27 @@ def should_launch(*, here: bool, environ: Mapping[str, str], networks: frozenset
     return networks is None or network not in networks
 
 
+# Flags naming host paths: the one-off sees the distributor's mounts at their own paths instead.
+_HOST_PATH_FLAGS = frozenset({"--ssl-dir", "--storagebox-dir", "--vault-ca-file"})
+
+
+def child_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """``argv`` for the one-off: without the flags that name host paths (``--ssl-dir X`` and
+    ``--ssl-dir=X`` forms), which would point inside the container at paths not mounted there."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _HOST_PATH_FLAGS:
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return tuple(out)
+
+
 def _env(spec: Mapping[str, object]) -> dict[str, str]:
     raw = spec.get("Env")
     out: dict[str, str] = {}
@@ -153,7 +174,7 @@ def plan(
             child_env[variable] = env[source]
     return OneOff(
         image=str(container["Image"]),
-        argv=tuple(argv),
+        argv=child_argv(argv),
         network=settings.network,
         env=child_env,
         mounts=tuple(sorted(chosen.values(), key=lambda m: m.target)),

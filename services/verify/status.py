@@ -135,12 +135,14 @@ def _rollout(leader: HealthFacts | None, now: datetime) -> Rollout | None:
     reload = leader.check("reload")
     assert reload is not None  # _leader found it
     decision = str(reload.details.get("decision", ""))
+    # How long this decision has lasted (the check's own since moves only with its status).
+    since = str(reload.details.get("decision_since") or reload.since)
     if decision == "paused":
         state = State.PAUSED
     elif decision in MOVING:
         state = State.ROLLING
     elif decision in HOLDING:
-        age = _age(reload.since, now)
+        age = _age(since, now)
         state = State.ATTENTION if age is not None and age > STUCK_AFTER else State.ROLLING
     elif decision in STOPPED or reload.status == "failing":
         state = State.ATTENTION
@@ -150,7 +152,7 @@ def _rollout(leader: HealthFacts | None, now: datetime) -> Rollout | None:
         leader=leader.node,
         decision=decision,
         message=reload.message,
-        since=reload.since,
+        since=since,
         certificate=str(reload.details.get("fingerprint") or ""),
         member=str(reload.details.get("member") or ""),
         state=state,

@@ -188,7 +188,7 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         doc = json.loads(status.stdout)
         assert doc["state"] == "attention", doc
         assert doc["rollout"]["decision"] == "halted", doc["rollout"]
-        assert doc["rollout"]["since"] == halted["since"], (doc["rollout"], halted)
+        assert doc["rollout"]["since"] == halted["decision_since"], (doc["rollout"], halted)
         assert f"slot {stopped[0]}" in doc["rollout"]["message"], doc["rollout"]
         assert doc["rollout"]["certificate"], doc["rollout"]
         assert any(m["role"] == "sealed" for m in doc["members"]), doc["members"]

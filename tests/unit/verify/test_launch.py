@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from services.verify.launch import LAUNCHED_ENV, LaunchError, plan, should_launch, where_problem
+from services.verify.launch import (
+    LAUNCHED_ENV,
+    LaunchError,
+    child_argv,
+    plan,
+    should_launch,
+    where_problem,
+)
 from services.verify.settings import VerifySettings
 from shared.settings import load_settings
 from shared.swarm import BindMount, LocalNode, ServiceState
@@ -171,3 +178,18 @@ def test_should_launch(
     assert (
         should_launch(here=here, environ=environ, networks=networks, network="prod_vault") is launch
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["verify", "--json"], ("verify", "--json")),
+        (["verify", "--ssl-dir", "/srv/ssl", "--json"], ("verify", "--json")),
+        (["verify", "--ssl-dir=/srv/ssl"], ("verify",)),
+        (["verify", "--vault-ca-file", "/etc/ca.pem", "--storagebox-dir=/b"], ("verify",)),
+        (["status", "--stack", "prod"], ("status", "--stack", "prod")),
+    ],
+)
+def test_host_path_flags_stay_on_the_host(argv: list[str], expected: tuple[str, ...]) -> None:
+    assert child_argv(argv) == expected
+    assert plan(_spec(), SETTINGS, argv, {}).argv == expected

@@ -276,3 +276,19 @@ def test_a_pause_is_shown_with_its_reason_and_exit_4() -> None:
     assert status.rollout is not None
     assert status.rollout.state is State.PAUSED
     assert to_table(status, stack="iklimco", checked_at=NOW).splitlines()[1].startswith("PAUSED")
+
+
+def test_a_hold_is_timed_from_when_that_decision_began_not_from_the_checks_status() -> None:
+    """After a long pause the reload check has been degraded for an hour; a hold that has just
+    begun is still a rollout in progress."""
+    obs = _observation(decision="held", reload_status="degraded", reload_since=3600)
+    leader = obs.health[1]
+    reload = leader.check("reload")
+    assert reload is not None
+    fresh = replace(reload, details={**reload.details, "decision_since": _ago(20)})
+    checks = tuple(fresh if c.name == "reload" else c for c in leader.checks)
+    obs = replace(obs, health=(obs.health[0], replace(leader, checks=checks), *obs.health[2:]))
+    status = summarize(obs, now=NOW)
+    assert status.state is State.ROLLING, status.reasons
+    assert status.rollout is not None
+    assert status.rollout.since == _ago(20)
