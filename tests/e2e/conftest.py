@@ -13,15 +13,28 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.docker_engine import ensure_engine
-from tests.support.e2e_flow import LocalFlow, bring_up
+from tests.support.e2e_flow import LocalFlow, bring_up, docker
 from tests.support.e2e_images import build_project_image, remove_image
 from tests.support.e2e_names import unique
+from tests.support.notify_receiver import Receiver, receiving
 from tests.support.openbao_image import build_openbao_image
 
 
 @pytest.fixture(scope="session")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlow]:
+def notices() -> Iterator[Receiver]:
+    """A real webhook receiver on this host, which every certflow service of the flow notifies
+    (CERTFLOW_NOTIFY_WEBHOOK_URL, reached from the tasks through their bridge's gateway)."""
+    with receiving(host="0.0.0.0") as receiver:  # the tasks are not on loopback
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def flow(tmp_path_factory: pytest.TempPathFactory, notices: Receiver) -> Iterator[LocalFlow]:
     ensure_engine()
+    # docker_gwbridge: the bridge every swarm task reaches outside its overlays through.
+    gateway = docker(
+        "network", "inspect", "docker_gwbridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"
+    ).strip()
     suffix = unique("")
     project = build_project_image(f"certflow-e2e:{suffix}")
     vault = build_openbao_image(f"certflow-e2e-openbao:{suffix}")
@@ -31,7 +44,10 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFlow]:
         image=project,
         vault_image=vault,
         # A restarted member not back after this long halts the rollout (the halt test).
-        extra_env={"DISTRIBUTOR_MEMBER_BOUND": "30"},
+        extra_env={
+            "DISTRIBUTOR_MEMBER_BOUND": "30",
+            "CERTFLOW_NOTIFY_WEBHOOK_URL": f"http://{gateway}:{notices.port}/certflow",
+        },
     )
     try:
         flow.prepare()

@@ -31,8 +31,26 @@ from tests.support.e2e_flow import (
     wait_for,
 )
 from tests.support.e2e_seal_sampler import SealSampler
+from tests.support.notify_receiver import Receiver
 
 pytestmark = [pytest.mark.timeout(900)]
+
+
+def _noticed(
+    notices: Receiver, start: int, *kinds: str, timeout: float = 120
+) -> list[dict[str, Any]]:
+    """The notifications received since ``start``, once every one of ``kinds`` is among them
+    (sent by the deployed services to the test's real webhook receiver)."""
+    notices.wait_for(
+        lambda r: set(kinds) <= {b.get("kind") for b in r.since(start)},
+        timeout=timeout,
+        what=f"notifications {kinds}",
+    )
+    bodies = notices.since(start)
+    text = json.dumps(bodies)
+    assert "PRIVATE KEY" not in text
+    assert "BEGIN" not in text  # no PEM at all
+    return bodies
 
 
 def _summary(rotation: Rotation) -> str:
@@ -102,9 +120,10 @@ def test_status_and_verify_are_one_command_on_the_host(flow: LocalFlow) -> None:
 
 
 def test_a_restart_mode_renewal_reaches_every_member(
-    flow: LocalFlow, capsys: pytest.CaptureFixture[str]
+    flow: LocalFlow, notices: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # One renewal here: the halt test below runs a second one in restart mode.
+    start = len(notices.bodies)
     rotation = rotate(flow, linger=15.0)
     _assert_rotation(flow, rotation, restarts=1)
     # The per-member timeline scripts/renew prints: every member restarted, unsealed, caught up
@@ -122,8 +141,14 @@ def test_a_restart_mode_renewal_reaches_every_member(
     # Exactly once: no second restart came after the rotation was measured either (the
     # assertions above take several distributor polls; the signal test covers the last one).
     assert flow.restarts_since(rotation.renewed_at) == rotation.restarts
+    # The deployed services told the webhook: the reloader published, the leader's rollout is done.
+    bodies = _noticed(notices, start, "cert.published", "rollout.done")
+    services = {b["kind"]: b["service"] for b in bodies}
+    assert services["cert.published"] == "cert-reloader", bodies
+    assert services["rollout.done"] == "cert-distributor", bodies
     with capsys.disabled():
         print(f"\nrestart mode, {_summary(rotation)}\n{seen.render()}")
+        print(f"notifications: {[b['kind'] for b in bodies]}")
 
 
 def _serving_tasks(flow: LocalFlow) -> dict[int, str]:
@@ -154,7 +179,7 @@ def _wait_halted(flow: LocalFlow, *, timeout: float) -> dict[str, Any]:
 
 
 def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
-    flow: LocalFlow, capsys: pytest.CaptureFixture[str]
+    flow: LocalFlow, notices: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The gate: with no unsealer, the first restarted member stays sealed, so the coordinator
     stops no other member; past its bound the rollout is reported halted, naming the
@@ -162,6 +187,7 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
     Once the unsealer is back, the rollout continues by itself, each member restarted once."""
     before = _serving_tasks(flow)
     assert len(before) == flow.vault_replicas
+    start = len(notices.bodies)
     flow.scale("vault-unsealer", 0)
     wait_for("the unsealer to stop", lambda: not flow.service_tasks_running("vault-unsealer"))
     probe = flow.start_kv_probe()
@@ -216,6 +242,11 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
         return flow.certflow("status").returncode == 0
 
     wait_for("certflow status to say OK after the halt", status_back, timeout=180, every=3)
+    # The halt and its end reached the webhook, the halt naming the member.
+    bodies = _noticed(notices, start, "rollout.halted", "rollout.resumed")
+    halt = next(b for b in bodies if b["kind"] == "rollout.halted")
+    assert halt["severity"] == "critical", halt
+    assert "sealed" in halt["summary"], halt
     # Exactly one restart per member for this certificate, the halted one included.
     assert all(restarts[slot] == 1 for slot in before), restarts
     most_down = sampler.most_not_unsealed(flow.vault_replicas, since=renewed_at)
@@ -233,11 +264,12 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
 
 
 def test_a_paused_rollout_restarts_nothing_and_resumes_with_one_restart_per_member(
-    flow: LocalFlow, capsys: pytest.CaptureFixture[str]
+    flow: LocalFlow, notices: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The maintenance switch: with certflow paused, a renewal is installed on every node but no
     member is restarted; status (exit 4) and verify show the pause and its reason; one
     `certflow resume` and the rollout goes on, each member restarted exactly once."""
+    start = len(notices.bodies)
     paused = flow.certflow("pause", "e2e", "maintenance")
     assert paused.returncode == 0, paused.stdout + paused.stderr
     renewed_at = time.time()
@@ -286,6 +318,9 @@ def test_a_paused_rollout_restarts_nothing_and_resumes_with_one_restart_per_memb
     restarts = flow.restarts_since(renewed_at)
     assert all(count == 1 for count in restarts.values()), restarts
     assert len(restarts) == flow.vault_replicas, restarts
+    bodies = _noticed(notices, start, "rollout.paused", "rollout.resumed", "rollout.done")
+    pause_notice = next(b for b in bodies if b["kind"] == "rollout.paused")
+    assert "e2e maintenance" in pause_notice["summary"], pause_notice
     with capsys.disabled():
         print(
             f"\npause and resume: no member restarted while paused; every member on the new "

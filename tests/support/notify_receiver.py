@@ -17,7 +17,7 @@ WAIT = 30.0  # generous: the machine is loaded
 
 
 class Receiver:
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str = "ok", host: str = "127.0.0.1") -> None:
         self.mode = mode
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
@@ -48,10 +48,10 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
 
     def wait_for(
         self, predicate: Callable[[Receiver], bool], timeout: float = WAIT, what: str = ""
@@ -67,10 +67,16 @@ class Receiver:
         with self._cond:
             return [b["kind"] for b in self.bodies if "kind" in b]
 
+    def since(self, index: int) -> list[dict[str, Any]]:
+        """The bodies received after the first ``index`` (a test's own window)."""
+        with self._cond:
+            return list(self.bodies[index:])
+
 
 @contextmanager
-def receiving(mode: str = "ok") -> Iterator[Receiver]:
-    receiver = Receiver(mode)
+def receiving(mode: str = "ok", host: str = "127.0.0.1") -> Iterator[Receiver]:
+    """``host`` 0.0.0.0: reachable from containers too (through their bridge's gateway)."""
+    receiver = Receiver(mode, host)
     thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
     thread.start()
     try:
