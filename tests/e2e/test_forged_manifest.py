@@ -28,6 +28,7 @@ from tests.support.e2e_flow import (
     wait_for,
 )
 from tests.support.forgery import forge_pair
+from tests.support.notify_receiver import Receiver, noticed
 
 pytestmark = [pytest.mark.timeout(900)]
 T = TypeVar("T")
@@ -95,9 +96,10 @@ def _scale_reloader(flow: LocalFlow, replicas: int) -> None:
 
 
 def test_a_forged_pair_on_the_storage_box_is_refused_and_vault_keeps_running(
-    flow: LocalFlow, capsys: pytest.CaptureFixture[str]
+    flow: LocalFlow, notices: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.monotonic()
+    start = len(notices.bodies)
     _poll("the distributor in sync", lambda: _sync(flow)["status"] == "ok", 120)
     assert _distributor_health(flow)["checks"]["manifest_auth"]["enabled"] is True
     installed = (flow.ssl_dir / CERT_NAME).read_bytes(), (flow.ssl_dir / KEY_NAME).read_bytes()
@@ -130,6 +132,13 @@ def test_a_forged_pair_on_the_storage_box_is_refused_and_vault_keeps_running(
             ) == installed
             assert _vault_started(flow) == vault_before
             assert flow.force_update_count() == updates_before
+        # Each refused manifest reached the webhook, naming why.
+        refusals = [
+            b
+            for b in noticed(notices, start, "manifest.refused")
+            if b["kind"] == "manifest.refused"
+        ]
+        assert all(b["service"] == "cert-distributor" for b in refusals), refusals
     finally:
         _scale_reloader(flow, 1)
     # The reloader puts the real pair back (a new generation of the same certificate).

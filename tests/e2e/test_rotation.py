@@ -31,26 +31,9 @@ from tests.support.e2e_flow import (
     wait_for,
 )
 from tests.support.e2e_seal_sampler import SealSampler
-from tests.support.notify_receiver import Receiver
+from tests.support.notify_receiver import Receiver, noticed
 
 pytestmark = [pytest.mark.timeout(900)]
-
-
-def _noticed(
-    notices: Receiver, start: int, *kinds: str, timeout: float = 120
-) -> list[dict[str, Any]]:
-    """The notifications received since ``start``, once every one of ``kinds`` is among them
-    (sent by the deployed services to the test's real webhook receiver)."""
-    notices.wait_for(
-        lambda r: set(kinds) <= {b.get("kind") for b in r.since(start)},
-        timeout=timeout,
-        what=f"notifications {kinds}",
-    )
-    bodies = notices.since(start)
-    text = json.dumps(bodies)
-    assert "PRIVATE KEY" not in text
-    assert "BEGIN" not in text  # no PEM at all
-    return bodies
 
 
 def _summary(rotation: Rotation) -> str:
@@ -142,7 +125,7 @@ def test_a_restart_mode_renewal_reaches_every_member(
     # assertions above take several distributor polls; the signal test covers the last one).
     assert flow.restarts_since(rotation.renewed_at) == rotation.restarts
     # The deployed services told the webhook: the reloader published, the leader's rollout is done.
-    bodies = _noticed(notices, start, "cert.published", "rollout.done")
+    bodies = noticed(notices, start, "cert.published", "rollout.done")
     services = {b["kind"]: b["service"] for b in bodies}
     assert services["cert.published"] == "cert-reloader", bodies
     assert services["rollout.done"] == "cert-distributor", bodies
@@ -243,7 +226,7 @@ def test_a_member_that_cannot_be_unsealed_halts_the_restart_until_it_can(
 
     wait_for("certflow status to say OK after the halt", status_back, timeout=180, every=3)
     # The halt and its end reached the webhook, the halt naming the member.
-    bodies = _noticed(notices, start, "rollout.halted", "rollout.resumed")
+    bodies = noticed(notices, start, "rollout.halted", "rollout.resumed")
     halt = next(b for b in bodies if b["kind"] == "rollout.halted")
     assert halt["severity"] == "critical", halt
     assert "sealed" in halt["summary"], halt
@@ -318,7 +301,7 @@ def test_a_paused_rollout_restarts_nothing_and_resumes_with_one_restart_per_memb
     restarts = flow.restarts_since(renewed_at)
     assert all(count == 1 for count in restarts.values()), restarts
     assert len(restarts) == flow.vault_replicas, restarts
-    bodies = _noticed(notices, start, "rollout.paused", "rollout.resumed", "rollout.done")
+    bodies = noticed(notices, start, "rollout.paused", "rollout.resumed", "rollout.done")
     pause_notice = next(b for b in bodies if b["kind"] == "rollout.paused")
     assert "e2e maintenance" in pause_notice["summary"], pause_notice
     with capsys.disabled():
@@ -404,7 +387,7 @@ def _set_distributor_env(flow: LocalFlow, **env: str | None) -> None:
 
 
 def test_signal_mode_halts_on_a_canary_that_cannot_load_the_pair_until_it_can(
-    flow: LocalFlow, capsys: pytest.CaptureFixture[str]
+    flow: LocalFlow, notices: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The installed key belongs to a uid Vault cannot read as: the canary's reload fails and it
     keeps serving the old certificate. The rollout halts there, named on /health; no other member
@@ -413,6 +396,7 @@ def test_signal_mode_halts_on_a_canary_that_cannot_load_the_pair_until_it_can(
 
     assert flow.reload_mode == "signal"
     _set_distributor_env(flow, VAULT_CERT_UID="4242")
+    start = len(notices.bodies)
     halted: dict[str, Any] = {}
     try:
         renewed_at = time.time()
@@ -435,6 +419,11 @@ def test_signal_mode_halts_on_a_canary_that_cannot_load_the_pair_until_it_can(
         assert len(members) == flow.vault_replicas, members
         assert all(m["sealed"] is False for m in members), members
         assert all(m["serves_installed"] is False for m in members), members
+        # The canary's failure reached the webhook, from the distributor that saw it.
+        canary = next(
+            b for b in noticed(notices, start, "canary.failed") if b["kind"] == "canary.failed"
+        )
+        assert canary["service"] == "cert-distributor", canary
     finally:
         _set_distributor_env(flow, VAULT_CERT_UID=None)
     rotation = rotate(flow)

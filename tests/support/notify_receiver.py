@@ -73,6 +73,23 @@ class Receiver:
             return list(self.bodies[index:])
 
 
+def noticed(
+    receiver: Receiver, start: int, *kinds: str, timeout: float = 120
+) -> list[dict[str, Any]]:
+    """The notifications received since ``start``, once every one of ``kinds`` is among them;
+    none of them may hold a PEM block (no certificate or key text ever goes out)."""
+    receiver.wait_for(
+        lambda r: set(kinds) <= {b.get("kind") for b in r.since(start)},
+        timeout=timeout,
+        what=f"notifications {kinds}",
+    )
+    bodies = receiver.since(start)
+    text = json.dumps(bodies)
+    assert "PRIVATE KEY" not in text, text
+    assert "BEGIN" not in text, text
+    return bodies
+
+
 @contextmanager
 def receiving(mode: str = "ok", host: str = "127.0.0.1") -> Iterator[Receiver]:
     """``host`` 0.0.0.0: reachable from containers too (through their bridge's gateway)."""
