@@ -153,3 +153,20 @@ class OneOffResult:
     exit_code: int
     stdout: str
     stderr: str
+
+
+def manager_problem(local: LocalNode) -> str | None:
+    """Why an operator command (status, verify, pause, resume) cannot act for the swarm on
+    this engine, or None: it must be an active manager."""
+    if not local.active:
+        state = local.state or "inactive"
+        return (
+            f"this Docker engine is not part of an active swarm (swarm state: {state}); run it "
+            "on a manager of the swarm that runs certflow"
+        )
+    if not local.is_manager:
+        return (
+            "this node is a swarm worker; the services and tasks can only be read on a manager "
+            "(`docker node ls` there lists them): run it on a manager"
+        )
+    return None

@@ -10,28 +10,21 @@ import sys
 from datetime import UTC, datetime
 
 from services.maintenance.switch import SwitchFailed, pause, resume
-from services.verify.launch import where_problem
-from services.verify.settings import VerifySettings
+from services.verify.cli import settings_from
+from services.verify.launch_cli import explain
 from shared.docker_engine import open_engine
-from shared.errors import DockerError, DockerNotFound
+from shared.errors import DockerError
 from shared.rollout import Pause
-from shared.settings import load_settings
+from shared.swarm import manager_problem
 
 
 def configure_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="stack name prefix of the services (default iklimco)")
 
 
-def _settings(args: argparse.Namespace) -> VerifySettings:
-    environ = dict(os.environ)
-    if args.stack:
-        environ["VERIFY_STACK"] = args.stack
-    return load_settings(VerifySettings, environ)
-
-
 def run_switch(args: argparse.Namespace, *, pausing: bool) -> int:
     command = "pause" if pausing else "resume"
-    settings = _settings(args)
+    settings = settings_from(args, dict(os.environ))
     distributor = settings.service("distributor")
     unsealer = settings.service("unsealer")
     try:
@@ -40,7 +33,7 @@ def run_switch(args: argparse.Namespace, *, pausing: bool) -> int:
         print(f"certflow {command}: no Docker engine answers ({exc})", file=sys.stderr)
         return 2
     try:
-        problem = where_problem(engine.local_node())
+        problem = manager_problem(engine.local_node())
         if problem:
             print(f"certflow {command}: {problem}", file=sys.stderr)
             return 2
@@ -57,16 +50,8 @@ def run_switch(args: argparse.Namespace, *, pausing: bool) -> int:
     except SwitchFailed as exc:
         print(f"certflow {command}: {exc}", file=sys.stderr)
         return 1
-    except DockerNotFound as exc:
-        print(
-            f"certflow {command}: {exc}: is the certs stack deployed under stack "
-            f"{settings.stack!r}? (--stack, or VERIFY_STACK)",
-            file=sys.stderr,
-        )
-        return 2
     except DockerError as exc:
-        print(f"certflow {command}: {exc}", file=sys.stderr)
-        return 2
+        return explain(command, exc, settings.stack)
     finally:
         engine.close()
     for line in lines:

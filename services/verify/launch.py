@@ -8,7 +8,7 @@ installed pair, the trust bundle and the Docker socket, read-only, and passes it
 code through. Everything is read from the distributor's service spec, so nothing is typed twice
 and the check runs with exactly the paths the flow uses on this node.
 
-:func:`where_problem` and :func:`plan` are pure; :func:`launch` is the effect.
+:func:`plan` and :func:`should_launch` are pure; :func:`launch` is the effect.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Protocol
 
 from services.verify.settings import VerifySettings
 from shared.errors import CertflowError
-from shared.swarm import BindMount, LocalNode, OneOff, OneOffResult, ServiceState
+from shared.swarm import BindMount, LocalNode, OneOff, OneOffResult, ServiceState, manager_problem
 
 # Set in the one-off container, so that it runs the command itself instead of launching again.
 LAUNCHED_ENV = "CERTFLOW_LAUNCHED"
@@ -42,22 +42,6 @@ class LaunchEngine(Protocol):
 
 class LaunchError(CertflowError):
     """The one-off container cannot be planned or run; the message says what to do."""
-
-
-def where_problem(local: LocalNode) -> str | None:
-    """Why this engine cannot run status/verify for the swarm, or None."""
-    if not local.active:
-        state = local.state or "inactive"
-        return (
-            f"this Docker engine is not part of an active swarm (swarm state: {state}); run it "
-            "on a manager of the swarm that runs certflow"
-        )
-    if not local.is_manager:
-        return (
-            "this node is a swarm worker; the services and tasks can only be read on a manager "
-            "(`docker node ls` there lists them): run it on a manager"
-        )
-    return None
 
 
 def should_launch(*, here: bool, environ: Mapping[str, str], networks: frozenset[str] | None,
@@ -199,7 +183,7 @@ def launch(
     timeout: float,
 ) -> OneOffResult:
     """Run ``certflow <argv>`` in the one-off container; its exit code and output."""
-    problem = where_problem(engine.local_node())
+    problem = manager_problem(engine.local_node())
     if problem:
         raise LaunchError(problem)
     distributor = engine.service(settings.service("distributor"))

@@ -22,6 +22,18 @@ def add_here_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def explain(command: str, exc: CertflowError, stack: str) -> int:
+    """Say why an operator command cannot act (exit 2); a missing service most likely means no
+    certs stack under that name."""
+    hint = (
+        f": is the certs stack deployed under stack {stack!r}? (--stack, or VERIFY_STACK)"
+        if isinstance(exc, DockerNotFound)
+        else ""
+    )
+    print(f"certflow {command}: {exc}{hint}", file=sys.stderr)
+    return 2
+
+
 def launched_result(args: argparse.Namespace, settings: VerifySettings, command: str) -> int | None:
     """Run ``command`` in the one-off container when needed: its exit code (its output passed
     through), or None when this process is to run it itself. Exit 2 when it cannot run."""
@@ -40,16 +52,8 @@ def launched_result(args: argparse.Namespace, settings: VerifySettings, command:
             argv=list(getattr(args, "argv", None) or [command]),
             environ=dict(os.environ),
         )
-    except DockerNotFound as exc:
-        print(
-            f"certflow {command}: {exc}: is the certs stack deployed under stack "
-            f"{settings.stack!r}? (--stack, or VERIFY_STACK)",
-            file=sys.stderr,
-        )
-        return 2
     except CertflowError as exc:
-        print(f"certflow {command}: {exc}", file=sys.stderr)
-        return 2
+        return explain(command, exc, settings.stack)
     finally:
         engine.close()
     if result is None:

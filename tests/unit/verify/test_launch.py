@@ -12,11 +12,10 @@ from services.verify.launch import (
     child_argv,
     plan,
     should_launch,
-    where_problem,
 )
 from services.verify.settings import VerifySettings
 from shared.settings import load_settings
-from shared.swarm import BindMount, LocalNode, ServiceState
+from shared.swarm import BindMount, LocalNode, ServiceState, manager_problem
 
 
 def _spec(env: list[str] | None = None, mounts: list[dict[str, Any]] | None = None) -> ServiceState:
@@ -153,8 +152,8 @@ def test_a_spec_without_an_image_is_refused() -> None:
         (LocalNode("abc", "active", False), "this node is a swarm worker"),
     ],
 )
-def test_where_problem(local: LocalNode, problem: str | None) -> None:
-    found = where_problem(local)
+def test_manager_problem(local: LocalNode, problem: str | None) -> None:
+    found = manager_problem(local)
     if problem is None:
         assert found is None
     else:
