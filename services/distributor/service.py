@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -396,28 +397,34 @@ class Distributor:
         except StorageError as exc:
             _log.warning("signal.marker_failed", error=str(exc))
 
-    def _remote_members(self) -> list[Member]:
+    def _remote_members(self) -> tuple[list[Member], Mapping[str, DistributorInfo]]:
+        """The peers' members, and the peers' reports they came from (one survey a pass)."""
         survey = self.peers.survey()
         me = self._node_id()
-        return [
+        members = [
             Member(node, report.hostname, report.fingerprint, probe)
             for node, report in sorted(survey.reports.items())
             if me not in (node, report.node_id)
             for probe in report.members
         ]
+        return members, survey.reports
 
-    def _read_pause(self, engine: DockerEngine) -> str | None:
+    def _read_pause(
+        self, engine: DockerEngine, reports: Mapping[str, DistributorInfo] | None
+    ) -> str | None:
         """The operator's pause (``certflow pause``), from this distributor's own service (every
         pass on a manager, so that what it publishes for the workers is current); on a worker,
-        which cannot read services, from a manager's report. A worker that hears no manager
-        cannot tell, and holds: a pause must never fail open."""
+        which cannot read services, from a manager's report among this pass's ``reports`` (None:
+        no survey this pass, as no local member lacks the pair: nothing to hold). A worker that
+        hears no manager cannot tell, and holds: a pause must never fail open."""
         try:
             pause = pause_from_labels(engine.service(self.settings.service_name).labels)
         except DockerNotFound:
             pause = None  # not run as that service (a hand-started process)
         except DockerError:
-            survey = self.peers.survey()
-            managers = [r for r in survey.reports.values() if r.pause_known]
+            if reports is None:
+                return None
+            managers = [r for r in reports.values() if r.pause_known]
             if not managers:
                 return (
                     "pause state unknown: this node cannot read services and no manager's "
@@ -436,7 +443,7 @@ class Distributor:
         signalled = self._signalled_for(fingerprint) if fingerprint else frozenset()
         # Peers are asked only while a local member still lacks the pair.
         behind = fingerprint is not None and any(not serves(m, fingerprint) for m in self.members)
-        remote = self._remote_members() if behind else []
+        remote, reports = self._remote_members() if behind else ([], None)
         wait = self._canary_wait
         decided = plan(
             View(
@@ -456,7 +463,7 @@ class Distributor:
                 self._canary_wait = (fingerprint, now)
         else:
             self._canary_wait = None
-        pause = self._read_pause(engine)
+        pause = self._read_pause(engine, reports)
         if fingerprint is not None:
             self._log_canary(fingerprint, decided)
             if pause is None:

@@ -487,8 +487,10 @@ def test_a_worker_takes_the_pause_from_a_manager_and_holds_when_it_hears_none(
     engine = _WorkerEngine()
     engine.add_service(VAULT)
     manager: dict[str, object] = {"paused": "paused by an operator since t on m1", "known": True}
+    asked = {"n": 0}
 
     def answer(request: httpx.Request) -> httpx.Response:
+        asked["n"] += 1
         info = DistributorInfo(
             node_id="m1",
             hostname="m1",
@@ -511,10 +513,12 @@ def test_a_worker_takes_the_pause_from_a_manager_and_holds_when_it_hears_none(
     for slot in (1, 2, 3):
         _member_container(engine, "n1", slot)
     dist.reload_pass()
+    assert asked["n"] == 0  # every member serves the pair: no peer asked, nothing to hold
     publish(tmp_path / "box", make_pair(CA(), 2))
     dist.sync_pass()
     dist.reload_pass()
     assert engine.signalled == []  # the manager says paused
+    assert asked["n"] == 1  # one survey serves the canary plan and the pause
     manager.update(paused=None, known=False)  # a peer that never read the pause itself
     dist.reload_pass()
     assert engine.signalled == []
