@@ -5,18 +5,14 @@ separately, it is removed afterwards, and one that does not finish in time is ki
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker.errors
 import pytest
 
 from shared.docker_engine import DockerPyEngine
 from shared.errors import DockerError
 from shared.swarm import BindMount, OneOff
-from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_names import unique
 from tests.support.images import ensure_base_image
 
@@ -33,27 +29,6 @@ print('on the overlay' if socket.gethostbyname(socket.gethostname()).startswith(
 print('a line on stderr', file=sys.stderr)
 sys.exit(3)
 """
-
-
-@pytest.fixture(scope="module")
-def client() -> Any:
-    return ensure_engine()
-
-
-@pytest.fixture
-def network(client: Any) -> Iterator[str]:
-    net = client.networks.create(
-        unique("certflow-launch-net-"), driver="overlay", attachable=True, ipam=None
-    )
-    yield net.name
-    for attempt in range(30):  # a container detaches a moment after it is removed
-        try:
-            net.remove()
-            return
-        except docker.errors.APIError:
-            if attempt == 29:
-                raise
-            time.sleep(1)
 
 
 def _left(client: Any, label: str) -> list[Any]:

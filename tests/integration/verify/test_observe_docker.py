@@ -7,13 +7,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import docker.errors
 import pytest
 
 from services.verify.checks import check_reloader_logs, check_service
 from services.verify.observe import health_tasks, observe_logs, observe_service, vault_tasks
 from shared.docker_engine import DockerPyEngine
-from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_names import unique
 from tests.support.images import ensure_base_image
 
@@ -24,11 +22,6 @@ _LOGGER = (
     " flush=True)\n"
     "time.sleep(3600)\n"
 )
-
-
-@pytest.fixture(scope="module")
-def client() -> Any:
-    return ensure_engine()
 
 
 @pytest.fixture
@@ -43,20 +36,6 @@ def make_service(client: Any) -> Iterator[Callable[..., Any]]:
     yield make
     for service in created:
         service.remove()
-
-
-@pytest.fixture
-def network(client: Any) -> Iterator[str]:
-    net = client.networks.create(unique("certflow-verify-net-"), driver="overlay", attachable=True)
-    yield net.name
-    for attempt in range(30):  # tasks detach a moment after their service is removed
-        try:
-            net.remove()
-            return
-        except docker.errors.APIError:
-            if attempt == 29:
-                raise
-            time.sleep(1)
 
 
 def _until(predicate: Callable[[], bool], timeout: float = 90) -> None:
