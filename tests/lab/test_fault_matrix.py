@@ -56,9 +56,10 @@ from tests.support.lab_flow import (
     service_pids,
     signal_all,
 )
+from tests.support.notify_receiver import Receiver, noticed, receiving
 from tests.support.openbao_image import build_openbao_image
 from tests.support.pki import CA, key_pem, new_key
-from tests.support.swarm_lab import LabError, Node, SwarmLab, wait_until
+from tests.support.swarm_lab import LabError, Node, SwarmLab, host_docker, wait_until
 
 # The lab is its own tier (`scripts/test lab`), outside `.ci/run`: it takes about half an hour.
 pytestmark = [pytest.mark.timeout(900)]
@@ -97,6 +98,7 @@ class Bed:
     # The node the row's seal sampler and KV probe run on, and their container names.
     observers: tuple[Node, list[str]] | None = None
     settled: bool = False  # the last row passed: it ended converged, every member unsealed
+    notices: Receiver | None = None  # the webhook every certflow service of the lab notifies
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +120,19 @@ def bed() -> Iterator[Bed]:
         cleanup.callback(lab.down)
         cleanup.callback(flow.stop_acme)
         lab.up()
+        # Every certflow service notifies a real webhook receiver on this host, reached from the
+        # nodes through their network's gateway.
+        notices = cleanup.enter_context(receiving(host="0.0.0.0"))  # the nodes: not loopback
+        gateway = host_docker(
+            "network", "inspect", lab.network, "--format", "{{(index .IPAM.Config 0).Gateway}}"
+        ).strip()
+        flow.extra_env["CERTFLOW_NOTIFY_WEBHOOK_URL"] = f"http://{gateway}:{notices.port}/lab"
         started = time.monotonic()
         flow.bring_up()
         lab.timings["stacks up and verified"] = time.monotonic() - started
         watcher = PairWatcher({n.name: lab.ssl_dir(n) for n in lab.nodes}, flow.storagebox)
         watcher.start()
-        bed = Bed(lab, flow, watcher)
+        bed = Bed(lab, flow, watcher, notices=notices)
         cleanup.callback(_write_matrix, bed)
         cleanup.callback(watcher.stop)
         yield bed
@@ -544,6 +553,29 @@ def test_00_status_and_verify_are_one_command_on_any_manager(bed: Bed) -> None:
     assert verify.rstrip().endswith("exit=0"), verify[-3000:]
     left = node.docker("ps", "-a", "--filter", "label=certflow.oneoff", "--format", "{{.ID}}")
     assert left.split() == [], left
+
+    # The maintenance switch from the same manager: the leader (another node) reports the pause,
+    # status exits 4, a notification goes out; resume ends it and status is OK again.
+    assert bed.notices is not None
+    start = len(bed.notices.bodies)
+    paused = node.sh("certflow pause lab maintenance; echo exit=$?", check=False, timeout=120)
+    assert paused.rstrip().endswith("exit=0"), paused
+    try:
+
+        def status_paused() -> bool:
+            out = node.sh("certflow status --json; echo exit=$?", check=False, timeout=300)
+            return out.rstrip().endswith("exit=4") and "lab maintenance" in out
+
+        wait_until("certflow status to show the pause", status_paused, timeout=180, every=5)
+    finally:
+        resumed = node.sh("certflow resume; echo exit=$?", check=False, timeout=300)
+    assert resumed.rstrip().endswith("exit=0"), resumed
+    wait_until("certflow status OK after resume", status_ok, timeout=300, every=5)
+    bodies = noticed(bed.notices, start, "rollout.paused", "rollout.resumed", timeout=180)
+    pause_notice = next(b for b in bodies if b["kind"] == "rollout.paused")
+    assert "lab maintenance" in pause_notice["summary"], pause_notice
+    assert pause_notice["service"] == "cert-distributor", pause_notice
+    assert pause_notice["node"] != node.name, (pause_notice, node.name)  # from the leader
     bed.settled = True
 
 

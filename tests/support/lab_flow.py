@@ -73,6 +73,7 @@ class LabFlow:
     image: str
     vault_image: str
     vault_replicas: int = 3
+    extra_env: dict[str, str] = field(default_factory=dict)  # on top of env(), for both stacks
     _pebble: Pebble | None = field(default=None, init=False, repr=False)
     _certbot: Certbot | None = field(default=None, init=False, repr=False)
 
@@ -126,6 +127,7 @@ class LabFlow:
             "DISTRIBUTOR_CLOCK_SKEW": "1",
             # The bootstrap sets autopilot's stabilization time to 4 s.
             "DISTRIBUTOR_VOTER_WAIT": "6",
+            **self.extra_env,
         }
 
     # -- certificates ---------------------------------------------------------------------------
