@@ -19,10 +19,8 @@ The table of the last run, with the commit and date it ran on, is written to
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
-import os
 import re
 import secrets
 import signal
@@ -32,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -40,6 +38,12 @@ import pytest
 from shared.errors import CertflowError
 from shared.manifest import MANIFEST_NAME, Manifest
 from shared.rollout import FINGERPRINT_LABEL, rollout_in_progress
+from tests.support.bad_inputs import (
+    BadRenewal,
+    restore_generation,
+    write_bad_generation,
+    wrong_unseal_document,
+)
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_images import build_project_image, remove_image
 from tests.support.e2e_names import unique
@@ -58,7 +62,6 @@ from tests.support.lab_flow import (
 )
 from tests.support.notify_receiver import Receiver, noticed, receiving
 from tests.support.openbao_image import build_openbao_image
-from tests.support.pki import CA, key_pem, new_key
 from tests.support.swarm_lab import LabError, Node, SwarmLab, host_docker, wait_until
 
 # The lab is its own tier (`scripts/test lab`), outside `.ci/run`: it takes about half an hour.
@@ -844,15 +847,6 @@ def test_08_docker_daemon_restarts(bed: Bed) -> None:
     )
 
 
-def _wrong_document(right: bytes) -> bytes:
-    doc = json.loads(right)
-    size = len(base64.b64decode(doc["unseal_keys_b64"][0]))
-    keys = [secrets.token_bytes(size) for _ in doc["unseal_keys_b64"]]
-    doc["unseal_keys_b64"] = [base64.b64encode(k).decode() for k in keys]
-    doc["unseal_keys_hex"] = [k.hex() for k in keys]
-    return json.dumps(doc).encode()
-
-
 def test_09_unseal_secret_rotated_wrong_then_right(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
     right = flow.unseal_secret_document()
@@ -865,77 +859,40 @@ def test_09_unseal_secret_rotated_wrong_then_right(bed: Bed) -> None:
         )  # fmt: skip
         return out.strip()
 
-    def point_to(name: str) -> None:
+    def point_to(name: str, *env: str) -> None:
         lab.manager().docker(
             "service", "update", "--detach", "--secret-rm", current_secret(),
             "--secret-add", f"source={name},target=vault_unseal_key,uid=10001,gid=10001,mode=0400",
-            unsealer, timeout=120,
+            *env, unsealer, timeout=120,
         )  # fmt: skip
 
     good = current_secret()
-    lab.manager().docker("secret", "create", "fm_wrong_key", "-", input=_wrong_document(right))
+    wrong = wrong_unseal_document(right)
+    lab.manager().docker("secret", "create", "fm_wrong_key", "-", input=wrong)
+    assert bed.notices is not None
+    start = len(bed.notices.bodies)
 
     def fault(renewal: Renewal) -> tuple[float, str]:
-        point_to("fm_wrong_key")
+        # A sealed member is told after 10 s here (60 s by default), so that the row sees it.
+        point_to("fm_wrong_key", "--env-add", "UNSEALER_SEALED_ALERT=10")
         seen = _watch_health(bed, lab.nodes[0], "vault-unsealer", 60)
         _verify_names(bed, "9", "sealed")
-        point_to(good)
+        point_to(good, "--env-rm", "UNSEALER_SEALED_ALERT")
         return time.monotonic(), _summary(seen, "key", "unseal")
 
     _scenario(bed, "9", "unseal secret rotated to a wrong key, then back", fault)
-
-
-def _bad_generation(flow: LabFlow, kind: str) -> None:
-    """Write what a broken SWAG renewal would: a new archive generation and live symlinks."""
-    swag = flow.swag
-    good_chain = (swag.live / "fullchain.pem").read_bytes()
-    blocks = good_chain.split(b"-----END CERTIFICATE-----\n")
-    if kind == "another key":
-        fullchain, key = good_chain, key_pem(new_key("ec"))
-    elif kind == "truncated chain":
-        intermediate = blocks[1]
-        fullchain = (
-            blocks[0] + b"-----END CERTIFICATE-----\n" + intermediate[: len(intermediate) // 2]
-        )
-        key = (swag.live / "privkey.pem").read_bytes()
-    elif kind == "untrusted issuer":
-        # Valid names, dates and key, from a CA that Vault's clients do not trust.
-        ca = CA("untrusted-issuer")
-        leaf = ca.leaf(days=2000)  # outlives the published one: not refused as a downgrade
-        fullchain, key = ca.fullchain(leaf), leaf.key_pem
-    else:  # expired
-        ca = CA("expired-issuer")
-        now = datetime.now(UTC)
-        leaf = ca.leaf(not_before=now - timedelta(days=100), not_after=now - timedelta(days=1))
-        fullchain, key = ca.fullchain(leaf), leaf.key_pem
-    number = swag.generation() + 1
-    cert_only = fullchain.split(b"-----END CERTIFICATE-----\n")[0] + b"-----END CERTIFICATE-----\n"
-    files = {
-        "cert": cert_only,
-        "chain": fullchain[len(cert_only) :],
-        "fullchain": fullchain,
-        "privkey": key,
-    }
-    for name, data in files.items():
-        target = swag.archive / f"{name}{number}.pem"
-        target.write_bytes(data)
-        target.chmod(0o600 if name == "privkey" else 0o644)
-    for name in files:
-        link = swag.live / f"{name}.pem"
-        tmp = link.with_name(f".{name}.tmp")
-        os.symlink(f"../../archive/{swag.domain}/{name}{number}.pem", tmp)
-        os.replace(tmp, link)
-
-
-def _restore_generation(flow: LabFlow, number: int) -> None:
-    swag = flow.swag
-    for name in ("cert", "chain", "fullchain", "privkey"):
-        link = swag.live / f"{name}.pem"
-        tmp = link.with_name(f".{name}.tmp")
-        os.symlink(f"../../archive/{swag.domain}/{name}{number}.pem", tmp)
-        os.replace(tmp, link)
-    for bad in swag.archive.glob(f"*{number + 1}.pem"):
-        bad.unlink()
+    # The operators heard of it: the key rejected, the member sealed too long.
+    bodies = noticed(bed.notices, start, "unseal_key.rejected", "member.sealed", timeout=60)
+    rejected = next(b for b in bodies if b["kind"] == "unseal_key.rejected")
+    assert rejected["service"] == "vault-unsealer", rejected
+    assert rejected["severity"] == "critical", rejected
+    sealed = next(b for b in bodies if b["kind"] == "member.sealed")
+    assert "sealed for" in sealed["summary"], sealed
+    # No key of either document went out.
+    text = json.dumps(bodies)
+    for document in (right, wrong):
+        for key in json.loads(document)["unseal_keys_b64"]:
+            assert key not in text
 
 
 def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
@@ -944,20 +901,33 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
     box_before = (flow.storagebox / MANIFEST_NAME).read_bytes()
     rollout_before = flow.rollout()
     notes = []
-    for kind, words in (
+    assert bed.notices is not None
+    start = len(bed.notices.bodies)
+    cases: tuple[tuple[BadRenewal, tuple[str, ...]], ...] = (
         ("another key", ("match", "key")),
         ("truncated chain", ("chain", "truncat", "pem", "parse")),
         ("expired", ("expired",)),
         ("untrusted issuer", ("trust", "issuer")),
-    ):
-        _bad_generation(flow, kind)
+    )
+    for kind, words in cases:
+        write_bad_generation(flow.swag, kind)
         seen = _watch_health(bed, lab.nodes[0], "cert-reloader", 12, until=words)
         notes.append(f"{kind}: {_summary(seen, *words)}")
         # The reloader's refusal, as verify reads it (its /health and its logs).
         _verify_names(bed, "10", *words, about="reloader", within=15)
         assert (flow.storagebox / MANIFEST_NAME).read_bytes() == box_before
-        _restore_generation(flow, good)
+        restore_generation(flow.swag, good)
     assert flow.rollout() == rollout_before
+    # Each refusal reached the webhook once, from the reloader: the untrusted issuer as a failed
+    # trust check, the others as a refused renewal, each with its reason.
+    bodies = noticed(bed.notices, start, "renewal.refused", "trust.failed", timeout=60)
+    refused = [b for b in bodies if b["kind"] == "renewal.refused"]
+    assert len(refused) == 3, refused
+    assert all(b["service"] == "cert-reloader" and b["fields"]["reason"] for b in refused), refused
+    assert len({b["fields"]["reason"] for b in refused}) == 3, refused
+    untrusted = [b for b in bodies if b["kind"] == "trust.failed"]
+    assert len(untrusted) == 1, untrusted
+    assert untrusted[0]["severity"] == "critical", untrusted
     time.sleep(3)
 
     def fault(renewal: Renewal) -> tuple[float, str]:
