@@ -579,6 +579,29 @@ def test_00_status_and_verify_are_one_command_on_any_manager(bed: Bed) -> None:
     assert "lab maintenance" in pause_notice["summary"], pause_notice
     assert pause_notice["service"] == "cert-distributor", pause_notice
     assert pause_notice["node"] != node.name, (pause_notice, node.name)  # from the leader
+
+    # A published certificate inside the warning window is told once (a window longer than its
+    # life puts it there, as the days running out would).
+    reloader = flow.service("cert-reloader")
+    start = len(bed.notices.bodies)
+    lab.manager().docker(
+        "service", "update", "--detach", "--env-add", "RELOADER_WARN_DAYS=36500", reloader,
+        timeout=120,
+    )  # fmt: skip
+    try:
+        bodies = noticed(bed.notices, start, "cert.expiring", timeout=180)
+    finally:
+        lab.manager().docker(
+            "service", "update", "--detach", "--env-rm", "RELOADER_WARN_DAYS", reloader,
+            timeout=120,
+        )  # fmt: skip
+    expiring = next(b for b in bodies if b["kind"] == "cert.expiring")
+    assert expiring["service"] == "cert-reloader", expiring
+    assert expiring["fields"]["warn_days"] == 36500, expiring
+    assert 0 < expiring["fields"]["days_left"] < 36500, expiring
+    wait_until(
+        "certflow status OK with the reloader's own settings", status_ok, timeout=300, every=5
+    )
     bed.settled = True
 
 
@@ -933,6 +956,7 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
     def fault(renewal: Renewal) -> tuple[float, str]:
         return time.monotonic(), " | ".join(notes)
 
+    start = len(bed.notices.bodies)
     _scenario(
         bed,
         "10",
@@ -940,6 +964,9 @@ def test_10_bad_renewals_are_never_published(bed: Bed) -> None:
         fault,
         available=AVAILABLE_GAP,
     )
+    # The good renewal after them: published, then done on every member.
+    bodies = noticed(bed.notices, start, "cert.published", "rollout.done", timeout=60)
+    assert next(b for b in bodies if b["kind"] == "cert.published")["service"] == "cert-reloader"
 
 
 def test_11_coordinator_killed_mid_rollout(bed: Bed) -> None:
@@ -1096,12 +1123,16 @@ def test_15_unsealer_scaled_to_zero(bed: Bed) -> None:
             _verify_names(bed, "15", "sealed", within=300)
             leader = lab.node(lab.leader() or "")
             # The coordinator holds the update on the sealed member ("waits": ok until the
-            # member bound, then failing).
-            seen = _watch_health(bed, leader, "cert-distributor", 40, ok_too=True)
+            # member bound, then failing: "halted").
+            seen = _watch_health(
+                bed, leader, "cert-distributor", 200, ok_too=True, until=("rollout halted",)
+            )
         finally:
             _scale(bed, "vault-unsealer", unsealers)
         return time.monotonic(), _summary(seen, "sealed")
 
+    assert bed.notices is not None
+    start = len(bed.notices.bodies)
     _scenario(
         bed,
         "15",
@@ -1109,6 +1140,11 @@ def test_15_unsealer_scaled_to_zero(bed: Bed) -> None:
         fault,
         setup=lambda: _scale(bed, "vault-unsealer", 0),
     )
+    # The halt and its end reached the operators, from the coordinating distributor.
+    bodies = noticed(bed.notices, start, "rollout.halted", "rollout.resumed", timeout=60)
+    halt = next(b for b in bodies if b["kind"] == "rollout.halted")
+    assert halt["service"] == "cert-distributor", halt
+    assert "sealed" in halt["summary"], halt
 
 
 def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
@@ -1116,6 +1152,8 @@ def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
     installed = {n.name: (lab.ssl_dir(n) / CERT_NAME).read_bytes() for n in lab.nodes}
     rollout_before = flow.rollout()
     notes = []
+    assert bed.notices is not None
+    start = len(bed.notices.bodies)
     # The reloader would repair the box at its next check: out of the way while the forgery sits.
     _scale(bed, "cert-reloader", 0)
     try:
@@ -1141,6 +1179,11 @@ def test_16_forged_pair_written_to_the_storage_box(bed: Bed) -> None:
             assert flow.rollout() == rollout_before
             notes.append(f"{reason}: refused on every node")
         _verify_names(bed, "16", "differs", str(FORGED_GENERATION))
+        # Every node's distributor told of each forgery it refused.
+        bodies = noticed(bed.notices, start, "manifest.refused", timeout=60)
+        refusals = [b for b in bodies if b["kind"] == "manifest.refused"]
+        assert {b["fields"]["reason"] for b in refusals} == {"unsigned", "unknown_key"}, refusals
+        assert len({b["node"] for b in refusals}) == len(lab.nodes), refusals
     finally:
         _scale(bed, "cert-reloader", 1)
     wait_until(
@@ -1349,6 +1392,8 @@ def test_14_no_secret_in_any_log_or_health(bed: Bed) -> None:
         for name in ("cert-reloader", "cert-distributor", "vault-unsealer", "vault")
     }
     texts["/health"] = "\n".join(bed.health_seen)
+    if bed.notices is not None:
+        texts["notifications"] = json.dumps(bed.notices.bodies)
     for where, text in texts.items():
         for needle in needles:
             assert needle not in text, f"a secret appeared in {where}"  # the needle is not shown
