@@ -8,17 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from services.distributor.service import Distributor
 from shared.rollout import FINGERPRINT_LABEL
 from tests.support.boxes import make_pair, publish
 from tests.support.fake_engine import FakeEngine
 from tests.support.mac_keys import write_key_file
-from tests.support.notify_receiver import WAIT, Receiver, receiving
+from tests.support.notify_receiver import WAIT, Receiver
 from tests.support.pki import CA
 from tests.unit.distributor.test_reload_shell import (
     VAULT,
@@ -32,12 +29,6 @@ from tests.unit.distributor.test_trust_and_auth import publish_signed
 from .test_service_process import REPO, free_port
 
 TOKEN = "T0K3Nsecret"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
 
 
 def test_the_distributor_process_notifies_a_refused_manifest_and_an_untrusted_chain(

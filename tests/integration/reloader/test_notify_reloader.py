@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from services.reloader.metrics import ReloaderMetrics
 from services.reloader.service import Outcome, Reloader
@@ -18,7 +15,7 @@ from shared.health import HealthRegistry
 from shared.logs import configure_logging
 from shared.notifier import Notifier
 from shared.settings import load_settings
-from tests.support.notify_receiver import WAIT, Receiver, receiving
+from tests.support.notify_receiver import WAIT, Receiver
 from tests.support.pki import CA, Issued
 
 from .conftest import ReloaderProcess
@@ -48,12 +45,6 @@ class Live:
             tmp = self.live / f".{name}.new"
             tmp.symlink_to(f"../../archive/iklim.co/{name}{self.n}.pem")
             tmp.replace(self.live / f"{name}.pem")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
 
 
 def test_the_reloader_process_notifies_published_expiring_and_refused(

@@ -8,7 +8,7 @@ import io
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -35,12 +35,6 @@ def log() -> io.StringIO:
     stream = io.StringIO()
     configure_logging(service="test", node="n1", stream=stream)
     return stream
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:

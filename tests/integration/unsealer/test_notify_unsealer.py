@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from tests.integration.unsealer.conftest import (
     Cluster,
@@ -19,18 +17,12 @@ from tests.integration.unsealer.conftest import (
     wait_for,
     write_atomic,
 )
-from tests.support.notify_receiver import Receiver, receiving
+from tests.support.notify_receiver import Receiver
 
 from .test_unsealer import check, env_for
 
 MakeUnsealer = Callable[..., UnsealerProcess]
 TOKEN = "T0K3Nsecret"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as r:
-        yield r
 
 
 def test_a_rejected_key_and_a_member_sealed_too_long_are_notified_once(
