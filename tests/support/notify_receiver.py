@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.leaks import assert_absent
+
 WAIT = 30.0  # generous: the machine is loaded
 
 
@@ -84,9 +86,7 @@ def noticed(
         what=f"notifications {kinds}",
     )
     bodies = receiver.since(start)
-    text = json.dumps(bodies)
-    assert "PRIVATE KEY" not in text, text
-    assert "BEGIN" not in text, text
+    assert_absent(("PRIVATE KEY", "BEGIN"), {"notifications": json.dumps(bodies)}, "PEM text")
     return bodies
 
 

@@ -24,9 +24,10 @@ import docker.types
 import pytest
 
 from services.unsealer.keys import parse_keys
-from tests.integration.unsealer.conftest import assert_no_keys, wait_for
+from tests.integration.unsealer.conftest import wait_for
 from tests.support.docker_engine import ensure_engine
 from tests.support.images import ensure_base_image
+from tests.support.leaks import assert_no_keys
 from tests.support.openbao import BaoCluster
 from tests.vaultsim.harness import ROOT, SimProcess, TlsMaterial
 

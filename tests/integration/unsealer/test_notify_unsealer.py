@@ -12,11 +12,11 @@ from collections.abc import Callable
 from tests.integration.unsealer.conftest import (
     Cluster,
     UnsealerProcess,
-    assert_no_keys,
     sealed,
     wait_for,
     write_atomic,
 )
+from tests.support.leaks import assert_no_keys
 from tests.support.notify_receiver import Receiver
 
 from .test_unsealer import check, env_for

@@ -25,11 +25,11 @@ import pytest
 from tests.integration.unsealer.conftest import (
     Cluster,
     UnsealerProcess,
-    assert_no_keys,
     sealed,
     wait_for,
     write_atomic,
 )
+from tests.support.leaks import assert_no_keys
 from tests.vaultsim.harness import SimProcess
 
 MakeUnsealer = Callable[..., UnsealerProcess]

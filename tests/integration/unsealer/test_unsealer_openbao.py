@@ -25,8 +25,9 @@ import pytest
 from services.unsealer.bootstrap import Bootstrap, secret_document
 from services.unsealer.keys import parse_keys
 from services.unsealer.vault_client import TlsConfig, VaultClient
-from tests.integration.unsealer.conftest import UnsealerProcess, assert_no_keys, write_atomic
+from tests.integration.unsealer.conftest import UnsealerProcess, write_atomic
 from tests.support.fake_engine import FakeEngine
+from tests.support.leaks import assert_no_keys
 from tests.support.openbao import BaoCluster, InitResult
 
 MakeUnsealer = Callable[..., UnsealerProcess]
