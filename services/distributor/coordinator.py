@@ -81,6 +81,8 @@ class Member:
     slot: int | None = None
     node_id: str = ""
     active: bool | None = None  # the raft leader; None: not probed, sealed or not HA
+    applied: int | None = None  # raft_applied_index (the FSM's last entry); None: not known
+    checked_at: float | None = None  # when its node's distributor probed it (epoch s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,28 @@ class Observed:
     member_bound: float = 120.0  # a stopped member not back after this long halts the rollout
     voter_wait: float = 12.0  # a member back this long has become a raft voter
     paused: str | None = None  # the operator's pause (certflow pause), described; None: running
+    # Catching up (filled from the memory): the restarted member's applied index when first seen
+    # unsealed, and the active member's applied index probed after it started.
+    catch_up: CatchUp | None = None
+    clock_skew: float = 1.0  # how far the nodes' clocks may differ (seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What proves that a restarted member rejoined raft and caught up, without a token.
+
+    Its ``raft_applied_index`` is the last entry its state machine applied. After a restart the
+    state machine holds what was applied before the stop, and it applies further entries only
+    once the leader has told it what is committed: so an index above the one first seen
+    unsealed (``first``) shows contact with the leader. And reaching ``target`` (the active
+    member's index, probed after the member started) shows it holds everything committed while
+    it was down. Both are indices of applied entries: raft's no-op and barrier entries, written
+    at a leadership change, move neither.
+    """
+
+    task_id: str
+    first: int
+    target: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +154,9 @@ class Decision:
     left_out: tuple[str, ...] = ()  # Vault nodes that are down and were not asked
     member: Member | None = None  # RESTART: the member to stop; GATE: the one asked to stop
     resend: bool = False  # GATE: the stop order is due to be sent again (same task)
+    # GATE: members whose nodes should probe them now (the gate waits on their answer), rather
+    # than at their next pass.
+    probe: tuple[Member, ...] = ()
 
 
 def _label(node: str, nodes: Mapping[str, NodeInfo]) -> str:
@@ -251,7 +278,7 @@ def _next(obs: Observed, fp: str) -> Decision:
             fp,
             nodes=tuple(m.where for m in again),
         )
-    if (left := _voter_wait_left(obs)) > 0:
+    if (left := _voter_wait_left(obs)) > 0 and not _restarted_caught_up(obs):
         # A member back after a fault (its node returned, its dockerd restarted) rejoined raft
         # as a non-voter: stopping another one now could leave raft without quorum.
         return Decision(
@@ -270,6 +297,15 @@ def _next(obs: Observed, fp: str) -> Decision:
         fp,
         member=pick,
     )
+
+
+def _restarted_caught_up(obs: Observed) -> bool:
+    """The member certflow restarted last has proven by its raft index that it caught up: it
+    needs no voter wait (a restart keeps its place in raft's configuration)."""
+    if not obs.ordered:
+        return False
+    member = replacement(obs, obs.ordered[-1])
+    return member is not None and caught_up(obs, member)[0]
 
 
 def _lagging(obs: Observed, fp: str, lagging: tuple[str, ...]) -> Decision:
@@ -374,16 +410,74 @@ def rollout_gate(obs: Observed, fp: str, stopped: Ordered) -> Decision | None:
     others = _others(obs, member, skip=stopped.task_id)
     problems += [p for p in others if not p.startswith(f"slot {stopped.slot}:")]
     if problems:
-        return _wait_or_halt(obs, fp, problems, "vault rollout")
+        decision = _wait_or_halt(obs, fp, problems, "vault rollout")
+        if decision.kind is Kind.GATE and member is not None and member.running:
+            return replace(decision, probe=_probe_now(obs, (member,)))
+        return decision
     assert member is not None  # no problem means the member is there
-    if (left := _voter_wait_left(obs)) > 0:
-        return Decision(
-            Kind.GATE,
-            f"vault rollout: {member.where} is back; {left:.0f}s more for it to become a raft "
-            "voter",
-            fp,
-        )
+    caught, progress = caught_up(obs, member)
+    if caught or (left := _voter_wait_left(obs)) <= 0:
+        # Proven by its raft index, or (no write came to prove it: a quiet cluster) back for
+        # as long as raft takes to count a rejoined member as a voter.
+        return None
+    # Its node probes it at once, and the active member's node too while its index is needed.
+    wanted: tuple[Member, ...] = (member,)
+    if obs.catch_up is None or obs.catch_up.target is None:
+        wanted += tuple(m for m in obs.members if m.active and m.task_id != member.task_id)
+    return Decision(
+        Kind.GATE,
+        f"vault rollout: {member.where} is back, catching up ({progress}); at most {left:.0f}s "
+        "more",
+        fp,
+        nodes=(member.where,),
+        probe=_probe_now(obs, wanted),
+    )
+
+
+# Ask the nodes to probe at once only for this long into a gate: past it (a member that stays
+# sealed, a halt), their own pace is enough and costs less (each probe runs Vault's CLI twice).
+PROBE_NOW_FOR = 60.0
+
+
+def _probe_now(obs: Observed, members: tuple[Member, ...]) -> tuple[Member, ...]:
+    since = obs.gate_since if obs.gate_since is not None else obs.now
+    return members if obs.now - since < PROBE_NOW_FOR else ()
+
+
+def fresh_active(obs: Observed, member: Member) -> Member | None:
+    """The active member (not ``member``) as probed after ``member``'s task started: its applied
+    index then covers every write committed while ``member`` was down."""
+    if member.started_at is None:
+        return None
+    for m in obs.members:
+        if (
+            m.task_id != member.task_id
+            and m.running
+            and m.sealed is False
+            and m.active
+            and m.applied is not None
+            and m.checked_at is not None
+            and m.checked_at >= member.started_at + obs.clock_skew
+        ):
+            return m
     return None
+
+
+def caught_up(obs: Observed, member: Member) -> tuple[bool, str]:
+    """Whether ``member`` (restarted, unsealed) has proven it caught up: see :class:`CatchUp`.
+    Also a short account of where it is, for /health."""
+    if member.active:
+        return True, "it leads"  # a leader holds every committed entry
+    got = obs.catch_up
+    if got is None or got.task_id != member.task_id or member.applied is None:
+        return False, "no raft index yet"
+    if got.target is None:
+        return False, f"applied index {member.applied}; reading the active member's"
+    if member.applied <= got.first:
+        return False, f"applied index {member.applied}, no entry from the leader yet"
+    if member.applied < got.target:
+        return False, f"applied index {member.applied} of {got.target}"
+    return True, f"applied index {member.applied} >= {got.target}"
 
 
 def newest_member(members: tuple[Member, ...]) -> Member | None:
@@ -458,6 +552,7 @@ class Memory:
     sent_at: float | None = None  # the stop order for gate_task was last sent
     all_back_since: float | None = None  # every member running and unsealed since
     back_tasks: frozenset[str] = frozenset()  # the members (task IDs) all_back_since is about
+    catch_up: CatchUp | None = None  # the restarted member the gate waits on, catching up
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +561,7 @@ class Limits:
     member_bound: float = 120.0
     voter_wait: float = 12.0
     resend_every: float = 10.0  # a stop order not carried out is sent again this often
+    clock_skew: float = 1.0  # how far the nodes' clocks may differ
 
 
 def _watched(obs: Observed) -> str | None:
@@ -500,6 +596,24 @@ def paused(decision: Decision, pause: str) -> Decision:
     return replace(decision, message=f"{decision.message} ({pause})", resend=False)
 
 
+def _catch_up(obs: Observed, known: CatchUp | None, skew: float) -> CatchUp | None:
+    """The catching-up record of the member restarted last, updated with this observation."""
+    if not obs.ordered or obs.label == obs.fingerprint or obs.update_state == "updating":
+        return None
+    member = replacement(obs, obs.ordered[-1])
+    if member is None or not member.running or member.sealed is not False:
+        return None
+    if member.applied is None:
+        return known if known is not None and known.task_id == member.task_id else None
+    if known is None or known.task_id != member.task_id:
+        known = CatchUp(member.task_id, member.applied)
+    if known.target is None:
+        active = fresh_active(replace(obs, clock_skew=skew), member)
+        if active is not None and active.applied is not None:
+            known = replace(known, target=active.applied)
+    return known
+
+
 def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memory]:
     """One decision with its memory: the timing fields of ``obs`` (pending_since, the gate's)
     are filled from ``memory`` and ``limits`` here, and the memory for the next step comes back.
@@ -529,9 +643,12 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
         memory = replace(memory, gate_task=None, gate_since=None, advanced=False, sent_at=None)
     elif memory.gate_task != task:
         memory = replace(memory, gate_task=task, gate_since=obs.now, advanced=False, sent_at=None)
+    memory = replace(memory, catch_up=_catch_up(obs, memory.catch_up, limits.clock_skew))
     decision = decide(
         replace(
             obs,
+            catch_up=memory.catch_up,
+            clock_skew=limits.clock_skew,
             gate_task=memory.gate_task,
             gate_since=memory.gate_since,
             advanced=memory.advanced,

@@ -25,6 +25,9 @@ class MemberProbe(BaseModel):
     fingerprint: str | None = None  # the installed leaf the probe compared with
     sealed: bool | None = None
     active: bool | None = None  # the raft leader (status' is_self); None: sealed or unknown
+    # raft_applied_index (the last entry its state machine applied; status shows it when
+    # unsealed on raft storage); None: not known. The gate reads catching up from it.
+    applied: int | None = None
     serves_installed: bool | None = None
     trusted: bool | None = None
     detail: str = ""  # short reason, never a secret

@@ -8,7 +8,7 @@ other member on every pass. So ``sealed`` may be up to ``interval`` old for a pr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from shared.docker_engine import DockerEngine
 from shared.errors import DockerError, DockerNotFound
@@ -45,6 +45,13 @@ class LocalMemberProber:
     def forget(self, container_id: str) -> None:
         """Probe this member again on the next pass (it was just signalled)."""
         self._last.pop(container_id, None)
+
+    def forget_tasks(self, task_ids: Collection[str]) -> None:
+        """Probe these members (by Swarm task ID) again on the next pass: the coordinator's gate
+        waits on their answer."""
+        for cid, (probe, _at) in list(self._last.items()):
+            if probe.task_id in task_ids:
+                del self._last[cid]
 
     def probe(self, node_id: str, installed: str | None) -> list[MemberProbe]:
         """Every running member of the service on ``node_id``, by slot. Raises DockerError when
@@ -107,6 +114,7 @@ class LocalMemberProber:
                 "fingerprint": verdict.fingerprint,
                 "sealed": verdict.sealed,
                 "active": verdict.active,
+                "applied": verdict.applied,
                 "serves_installed": verdict.serves_installed,
                 "trusted": verdict.trusted,
                 "detail": verdict.detail,

@@ -68,6 +68,7 @@ class Verdict:
     trusted: bool | None
     detail: str
     active: bool | None = None
+    applied: int | None = None
 
 
 _SECTION = re.compile(r"^@@(\w+)(?: (.*))?$")
@@ -122,6 +123,18 @@ def _active(body: str) -> bool | None:
     return doc.get("is_self") is True
 
 
+def _applied(body: str) -> int | None:
+    """An unsealed raft member's ``raft_applied_index`` (the CLI leaves it out while it is 0)."""
+    try:
+        doc = json.loads(body[body.index("{") :])
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("sealed") is not False:
+        return None
+    value = doc.get("raft_applied_index")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _status(code_text: str, body: str) -> tuple[bool | None, bool | None, str]:
     """One status call trusting one file: (handshake accepted?, sealed, detail)."""
     try:
@@ -172,13 +185,16 @@ def interpret(exit_code: int, output: str) -> Verdict:
     active = _active(sections["leaf"][1]) if serves else None
     if active is None and trust_arg != "none":
         active = _active(trust_body)
+    applied = _applied(sections["leaf"][1]) if serves else None
+    if applied is None and trust_arg != "none":
+        applied = _applied(trust_body)
     if serves is True:
         detail = leaf_detail if trusted is True else f"serves it, not trusted: {trust_detail}"
     elif serves is False:
         detail = f"serves another certificate: {leaf_detail}"
     else:
         detail = f"cannot tell: {leaf_detail}"
-    return Verdict(installed, sealed, serves, trusted, detail, active)
+    return Verdict(installed, sealed, serves, trusted, detail, active, applied)
 
 
 def slot_of(task_name: str | None, service: str) -> int | None:

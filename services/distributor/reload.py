@@ -7,9 +7,11 @@ which members were asked to stop is in the Vault service label ``certflow.rollou
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
+from datetime import datetime
 
 from shared.docker_engine import DockerEngine
 from shared.errors import DockerError, DockerNotFound
@@ -46,6 +48,10 @@ _log = get_logger(__name__)
 
 # Carries out a stop order on this node (the member is local): HTTP status and message.
 LocalStop = Callable[[StopOrder], tuple[int, str]]
+# Has this node's members (by task ID) probed on the next pass.
+LocalProbe = Callable[[Collection[str]], None]
+# A peer's distributor probes its members at once when this path is posted (the gate waits).
+PROBE_PATH = "/v1/probe-members"
 
 
 class RestartCoordinator:
@@ -72,6 +78,8 @@ class RestartCoordinator:
         voter_wait: float = 12.0,
         resend_every: float = 10.0,
         own_service: str | None = None,
+        local_probe: LocalProbe | None = None,
+        clock_skew: float = 1.0,
     ) -> None:
         self.engine = engine
         self.vault_service = vault_service
@@ -81,6 +89,7 @@ class RestartCoordinator:
         self.peers = peers
         self.keys = keys
         self.local_stop = local_stop
+        self.local_probe = local_probe
         self._node_id = node_id or (lambda: engine.local_node().node_id)
         self.metrics = metrics or DistributorMetrics()
         self.clock = clock
@@ -90,6 +99,7 @@ class RestartCoordinator:
             member_bound=member_bound,
             voter_wait=voter_wait,
             resend_every=resend_every,
+            clock_skew=clock_skew,
         )
         self._memory = Memory()
         # The last answer to a stop order: task ID -> (HTTP status, message); 0: not delivered.
@@ -170,6 +180,8 @@ class RestartCoordinator:
             )
         ):
             self.metrics.advances.inc()
+        if decision.probe:
+            self._probe(decision.probe)
         if decision.member is not None and decision.kind in {Kind.GATE, Kind.HALTED}:
             status, message = self._answers.get(decision.member.task_id, (202, ""))
             if not 200 <= status < 300:
@@ -218,6 +230,27 @@ class RestartCoordinator:
         )
         self.metrics.update_conflicts.inc(outcome.conflicts)
         return verdict[0] if verdict else None
+
+    def _probe(self, members: tuple[Member, ...]) -> None:
+        """Have the members' nodes probe them now: this one on its next pass (the gate's pace),
+        the others at once (a POST naming the tasks). Best effort: a node not reached probes
+        them at its own pace."""
+        try:
+            me = self._node_id()
+        except DockerError:
+            me = ""
+        by_node: dict[str, list[str]] = {}
+        for member in members:
+            by_node.setdefault(member.node_id, []).append(member.task_id)
+        for node, tasks in sorted(by_node.items()):
+            if node == me:
+                if self.local_probe is not None:
+                    self.local_probe(tasks)
+            elif node:
+                body = json.dumps({"tasks": sorted(tasks)}).encode()
+                status, message = self.peers.post(node, PROBE_PATH, body)
+                if not 200 <= status < 300:
+                    _log.debug("vault.probe_request_failed", node=node, answer=message)
 
     def _send(self, fingerprint: str, member: Member, now: float, *, again: bool = False) -> None:
         """Deliver the stop order to the member's node: this process, or its distributor."""
@@ -291,9 +324,20 @@ def _members(
                 slot=task.slot,
                 node_id=task.node_id,
                 active=probe.active if probe else None,
+                applied=probe.applied if probe else None,
+                checked_at=_epoch(probe.checked_at) if probe else None,
             )
         )
     return tuple(out)
+
+
+def _epoch(iso_time: str | None) -> float | None:
+    if not iso_time:
+        return None
+    try:
+        return datetime.fromisoformat(iso_time).timestamp()
+    except ValueError:
+        return None
 
 
 def _not_back(tasks: list[TaskInfo], nodes: dict[str, NodeInfo]) -> tuple[str, ...]:

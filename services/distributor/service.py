@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,7 +40,7 @@ from .install import PairInstaller, installed_at
 from .local_members import TASK_ID_LABEL, LocalMemberProber
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
-from .reload import RestartCoordinator
+from .reload import PROBE_PATH, RestartCoordinator
 from .rollout_notices import Seen, rollout_notices
 from .settings import DistributorSettings
 from .signal_canary import Member, Plan, View, plan, read_marker, render_marker, serves
@@ -58,6 +59,13 @@ _SETTLE = 0.05
 # A reload pass normally takes seconds (member probes are CLI runs in their containers, peers
 # answer within DISTRIBUTOR_PEER_TIMEOUT); one that has not returned in this long is stuck.
 _RELOAD_STALL = 120.0
+_MAX_PROBE_TASKS = 16
+_MAX_PROBE_BODY = 4096
+# Decisions with a rollout in flight: the next pass comes at the gate's pace.
+_IN_FLIGHT = frozenset({Kind.RESTART, Kind.GATE, Kind.ADVANCE, Kind.WAIT})
+_CANARY_IN_FLIGHT = frozenset(
+    {CanaryStep.SIGNAL_CANARY, CanaryStep.WAIT_CANARY, CanaryStep.ROLL, CanaryStep.WAIT}
+)
 
 
 _RELOAD_STATUS = {
@@ -157,6 +165,8 @@ class Distributor:
                 member_bound=settings.member_bound,
                 voter_wait=settings.voter_wait,
                 own_service=settings.service_name,
+                local_probe=self.probe_soon,
+                clock_skew=settings.clock_skew,
             )
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
@@ -170,6 +180,11 @@ class Distributor:
         self._terminated: dict[str, float] = {}  # container -> when it was first sent SIGTERM
         self._info_lock = threading.Lock()  # both loops publish the info block
         self._reload_due = threading.Event()  # set by the sync loop when it installed a pair
+        # A rollout in flight (a member stopped, a canary signalled): passes come every
+        # DISTRIBUTOR_GATE_INTERVAL, not every poll interval, so the gate opens when it can.
+        self._busy = False
+        self._probe_lock = threading.Lock()
+        self._probe_asked: set[str] = set()  # task IDs to probe on the next pass (the gate's)
         self._report_auth()
         self._publish_info(None)
 
@@ -322,6 +337,7 @@ class Distributor:
         fingerprint = installed.manifest.fingerprint if installed else None
         try:
             self._probe_members(fingerprint)
+            self._busy = False
             if mode == "none":
                 return None
             if mode == "signal":
@@ -330,6 +346,7 @@ class Distributor:
             if self.coordinator is None:
                 return None
             decision = self.coordinator.step(fingerprint)
+            self._busy = decision.kind in _IN_FLIGHT
         except DockerError as exc:
             self.health.report("reload", Status.DEGRADED, f"docker: {exc}")
             return None
@@ -366,10 +383,39 @@ class Distributor:
             log("vault.reload", decision=decision.kind.value, message=decision.message)
         return decision
 
+    def probe_soon(self, task_ids: Collection[str]) -> None:
+        """Probe these local members on the next pass, whether due or not (the gate waits on
+        them). Called from the coordinator (this thread) and for a peer's request."""
+        with self._probe_lock:
+            self._probe_asked.update(task_ids)
+
+    def receive_probe_request(self, raw: bytes) -> tuple[int, str]:
+        """The leader's gate asks for these members' probes now: ``{"tasks": [task IDs]}``. It
+        only brings a probe forward (no state changes, nothing is signalled), so it needs no
+        signature; the request is bounded all the same."""
+        try:
+            body = json.loads(raw)
+            tasks = body["tasks"] if isinstance(body, dict) else None
+            if (
+                not isinstance(tasks, list)
+                or len(tasks) > _MAX_PROBE_TASKS
+                or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tasks)
+            ):
+                raise ValueError
+        except (ValueError, KeyError):
+            return 400, 'expected {"tasks": [up to 16 task IDs]}'
+        self.probe_soon(tasks)
+        self._reload_due.set()
+        return 202, f"probing {len(tasks)} member(s) now"
+
     def _probe_members(self, fingerprint: str | None) -> None:
         """Probe the local Vault members (due ones only) and publish them in /health."""
         if self.prober is None:
             return
+        with self._probe_lock:
+            asked, self._probe_asked = self._probe_asked, set()
+        if asked:
+            self.prober.forget_tasks(asked)
         before = self.prober.probes
         self.members = self.prober.probe(self._node_id(), fingerprint)
         self.metrics.member_probes.inc(self.prober.probes - before)
@@ -458,6 +504,7 @@ class Distributor:
                 timeout=self.settings.canary_timeout,
             )
         )
+        self._busy = decided.step in _CANARY_IN_FLIGHT
         if decided.waiting and fingerprint is not None:
             if wait is None or wait[0] != fingerprint:
                 self._canary_wait = (fingerprint, now)
@@ -506,6 +553,10 @@ class Distributor:
                 )
             if self.prober is not None:
                 self.prober.forget(container_id)
+        if decided.signal:
+            # Probe what was signalled on the next pass, at once: a member reloads its listener
+            # within milliseconds of the SIGHUP, and the others wait for the canary's proof.
+            self._reload_due.set()
 
     def _log_canary(self, fingerprint: str, decided: Plan) -> None:
         """One line per canary outcome and fingerprint, not one per pass."""
@@ -658,6 +709,12 @@ class Distributor:
     def routes(self, app: FastAPI) -> None:
         """The distributor's own HTTP routes, beside /health and /metrics."""
 
+        @app.post(PROBE_PATH)
+        async def post_probe_members(request: Request) -> JSONResponse:
+            raw = await request.body()
+            status, message = self.receive_probe_request(raw[:_MAX_PROBE_BODY])
+            return JSONResponse({"message": message}, status_code=status)
+
         @app.post(STOP_PATH)
         async def post_stop_member(request: Request) -> JSONResponse:
             raw = await request.body()
@@ -751,7 +808,8 @@ class Distributor:
                     self.health.report("reload", Status.FAILING, f"reload pass failed: {exc}")
                 finally:
                     stall.end()
-                self._reload_due.wait(self.settings.poll_interval)
+                pace = self.settings.gate_interval if self._busy else self.settings.poll_interval
+                self._reload_due.wait(pace)
                 self._reload_due.clear()
         finally:
             stall.stop()

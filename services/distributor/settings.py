@@ -128,8 +128,27 @@ class DistributorSettings(CertPairSettings, NotifySettings):
         alias="DISTRIBUTOR_VOTER_WAIT",
         ge=0,
         le=3600,
-        description="restart mode: seconds a restarted member must be back before the next one "
-        "stops (raft makes a rejoined member a voter after autopilot's stabilization time, 10 s)",
+        description="restart mode: seconds a member back after a fault (or a restarted one in a "
+        "cluster with no write to prove it caught up) must be back before the next one stops "
+        "(raft makes a rejoined member a voter after autopilot's stabilization time, 10 s)",
+    )
+
+    gate_interval: float = Field(
+        0.5,
+        alias="DISTRIBUTOR_GATE_INTERVAL",
+        gt=0,
+        le=60,
+        description="Seconds between reload passes while a rollout is in flight (a member "
+        "stopped and not yet caught up, a canary not yet proven): how late the gate sees it open",
+    )
+    clock_skew: float = Field(
+        1.0,
+        alias="DISTRIBUTOR_CLOCK_SKEW",
+        ge=0,
+        le=300,
+        description="restart mode: how far the nodes' clocks may differ (seconds); the active "
+        "member's raft index counts for a restarted member only if probed this long after it "
+        "started",
     )
 
     # Each probe runs the member's Vault CLI twice inside its container (a Go program start).
