@@ -305,7 +305,7 @@ def _restarted_caught_up(obs: Observed) -> bool:
     if not obs.ordered:
         return False
     member = replacement(obs, obs.ordered[-1])
-    return member is not None and caught_up(obs, member)[0]
+    return member is not None and caught_up(obs, member)[0] is True
 
 
 def _lagging(obs: Observed, fp: str, lagging: tuple[str, ...]) -> Decision:
@@ -415,19 +415,32 @@ def rollout_gate(obs: Observed, fp: str, stopped: Ordered) -> Decision | None:
             return replace(decision, probe=_probe_now(obs, (member,)))
         return decision
     assert member is not None  # no problem means the member is there
-    caught, progress = caught_up(obs, member)
-    if caught or (left := _voter_wait_left(obs)) <= 0:
-        # Proven by its raft index, or (no write came to prove it: a quiet cluster) back for
-        # as long as raft takes to count a rejoined member as a voter.
+    verdict, progress = caught_up(obs, member)
+    if verdict:
         return None
     # Its node probes it at once, and the active member's node too while its index is needed.
     wanted: tuple[Member, ...] = (member,)
     if obs.catch_up is None or obs.catch_up.target is None:
         wanted += tuple(m for m in obs.members if m.active and m.task_id != member.task_id)
+    if verdict is False:
+        # Writes were committed while it was down and it does not hold them yet: the next stop
+        # could leave raft one member short of a quorum that can commit.
+        decision = _wait_or_halt(
+            obs, fp, [f"{member.where}: catching up with raft ({progress})"], "vault rollout"
+        )
+        return (
+            replace(decision, probe=_probe_now(obs, wanted))
+            if decision.kind is Kind.GATE
+            else decision
+        )
+    if (left := _voter_wait_left(obs)) <= 0:
+        # No index can tell (no write since it started: a quiet cluster): back for as long as
+        # raft takes to count a rejoined member as a voter.
+        return None
     return Decision(
         Kind.GATE,
-        f"vault rollout: {member.where} is back, catching up ({progress}); at most {left:.0f}s "
-        "more",
+        f"vault rollout: {member.where} is back, catching up ({progress}); {left:.0f}s more "
+        "unless its raft index proves it sooner",
         fp,
         nodes=(member.where,),
         probe=_probe_now(obs, wanted),
@@ -463,21 +476,22 @@ def fresh_active(obs: Observed, member: Member) -> Member | None:
     return None
 
 
-def caught_up(obs: Observed, member: Member) -> tuple[bool, str]:
-    """Whether ``member`` (restarted, unsealed) has proven it caught up: see :class:`CatchUp`.
-    Also a short account of where it is, for /health."""
+def caught_up(obs: Observed, member: Member) -> tuple[bool | None, str]:
+    """Whether ``member`` (restarted, unsealed) has caught up with raft (see :class:`CatchUp`):
+    True proven, False proven not yet (writes came while it was down and it lacks them), None
+    no index can tell yet. Also where it is, in a few words for /health."""
     if member.active:
         return True, "it leads"  # a leader holds every committed entry
     got = obs.catch_up
     if got is None or got.task_id != member.task_id or member.applied is None:
-        return False, "no raft index yet"
+        return None, "no raft index yet"
     if got.target is None:
-        return False, f"applied index {member.applied}; reading the active member's"
-    if member.applied <= got.first:
-        return False, f"applied index {member.applied}, no entry from the leader yet"
-    if member.applied < got.target:
+        return None, f"applied index {member.applied}; the active member's not read yet"
+    if member.applied >= got.target and member.applied > got.first:
+        return True, f"applied index {member.applied}, active member's {got.target}"
+    if got.target > got.first:
         return False, f"applied index {member.applied} of {got.target}"
-    return True, f"applied index {member.applied} >= {got.target}"
+    return None, f"applied index {member.applied}, no write since it started to prove it"
 
 
 def newest_member(members: tuple[Member, ...]) -> Member | None:
@@ -620,7 +634,11 @@ def step(obs: Observed, memory: Memory, limits: Limits) -> tuple[Decision, Memor
     """
     fp = obs.fingerprint
     if memory.fingerprint != fp:
-        memory = Memory(fingerprint=fp)
+        # Since when the members are all back is about them, not the certificate: a renewal
+        # does not restart that clock (it would hold the first stop for a voter wait).
+        memory = Memory(
+            fingerprint=fp, all_back_since=memory.all_back_since, back_tasks=memory.back_tasks
+        )
     waiting = fp is not None and obs.label != fp
     if waiting and memory.pending_since is None:
         memory = replace(memory, pending_since=obs.now)

@@ -166,3 +166,26 @@ HA_STANDBY = '{"sealed": false, "ha_enabled": true, "leader_address": "x"}'  # i
 )
 def test_the_active_member_is_read_from_is_self(leaf: str, trust: str, active: bool | None) -> None:
     assert interpret(0, out(leaf, trust)).active is active
+
+
+RAFT_STANDBY = (
+    '{"sealed": false, "ha_enabled": true, "raft_committed_index": 64, "raft_applied_index": 61}'
+)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "trust", "applied"),
+    [
+        (f"0\n{RAFT_STANDBY}", f"0\n{RAFT_STANDBY}", 61),
+        (f"1\n{UNKNOWN}", f"0\n{RAFT_STANDBY}", 61),  # old certificate: the trust call says
+        (f"0\n{HA_STANDBY}", f"0\n{HA_STANDBY}", None),  # index 0 (the CLI leaves it out)
+        (f"2\n{SEALED}", f"2\n{SEALED}", None),  # a sealed member has none
+        (f"1\n{REFUSED}", f"1\n{REFUSED}", None),
+        ('0\n{"sealed": false, "raft_applied_index": "7"}', f"1\n{REFUSED}", None),  # not a number
+        ('0\n{"sealed": false, "raft_applied_index": true}', f"1\n{REFUSED}", None),
+    ],
+)
+def test_the_raft_applied_index_is_read_from_status(
+    leaf: str, trust: str, applied: int | None
+) -> None:
+    assert interpret(0, out(leaf, trust)).applied == applied

@@ -7,6 +7,7 @@ the distributor pass are the real ones.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -20,7 +21,7 @@ from services.distributor.coordinator import Kind
 from services.distributor.facts import DistributorInfo, MemberProbe
 from services.distributor.local_members import TASK_ID_LABEL
 from services.distributor.peers import PeerDirectory
-from services.distributor.reload import RestartCoordinator
+from services.distributor.reload import PROBE_PATH, RestartCoordinator
 from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
 from services.distributor.stop_order import PATH as STOP_PATH
@@ -49,15 +50,20 @@ def peers_reporting(
     active: str = "",
     posts: list[tuple[str, bytes]] | None = None,
     refuse: str = "",
+    probes: list[tuple[str, bytes]] | None = None,
 ) -> PeerDirectory:
     """Peers on fixed URLs whose /health reports ``fingerprints`` (node ID -> installed), and
     their local Vault members (``engine``'s tasks on that node) unsealed, serving that pair
     (the tasks in ``on_old``, read at each request: another one; ``active``: the leading task).
     Stop orders POSTed to them are kept in ``posts`` (URL, body) and answered 202, or 401 with
-    ``refuse``."""
+    ``refuse``; the gate's requests to probe now in ``probes``."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         node = request.url.host
+        if request.method == "POST" and request.url.path == PROBE_PATH:
+            if probes is not None:
+                probes.append((str(request.url), request.content))
+            return httpx.Response(202, json={"message": "probing"})
         if request.method == "POST":
             if posts is not None:
                 posts.append((str(request.url), request.content))
@@ -126,12 +132,20 @@ def rollout(
     clock: Callable[[], float] = lambda: 1000.0,
     voter_wait: float = 0.0,
     member_bound: float = 120.0,
+    probes: list[tuple[str, bytes]] | None = None,
+    local_probe: Callable[[Collection[str]], None] | None = None,
 ) -> RestartCoordinator:
     """The leader's coordinator, on n1, over the fixture's members (n1's leads): those in
     ``on_old`` (a set the test may change) serve the old pair; orders to n2 land in ``posts``."""
     first = engine.service_tasks[VAULT][0].task_id
     peers = peers_reporting(
-        {"n1": FP, "n2": FP}, engine, on_old=on_old, active=first, posts=posts, refuse=refuse
+        {"n1": FP, "n2": FP},
+        engine,
+        on_old=on_old,
+        active=first,
+        posts=posts,
+        refuse=refuse,
+        probes=probes,
     )
     return RestartCoordinator(
         engine,
@@ -144,6 +158,7 @@ def rollout(
         clock=clock,
         voter_wait=voter_wait,
         member_bound=member_bound,
+        local_probe=local_probe,
         resend_every=10.0,
     )
 
@@ -156,6 +171,8 @@ def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
     first, second = (t.task_id for t in engine.service_tasks[VAULT])
     on_old = {first, second}
     posts: list[tuple[str, bytes]] = []
+    probes: list[tuple[str, bytes]] = []
+    local_probes: list[list[str]] = []
     local: list[StopOrder] = []
 
     def local_stop(order: StopOrder) -> tuple[int, str]:
@@ -169,6 +186,8 @@ def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
         local_stop=local_stop,
         clock=lambda: now[0],
         voter_wait=10.0,
+        probes=probes,
+        local_probe=lambda tasks: local_probes.append(sorted(tasks)),
     )
 
     def step() -> Kind:
@@ -191,7 +210,11 @@ def test_the_leader_restarts_each_member_once_standbys_first_through_its_node(
     assert len(posts) == 2  # sent again: the same task
     assert decode(posts[1][1], KEYS, now=now[0]).task_id == second
     engine.restart_task(VAULT, second)  # Swarm's restart policy, on the installed pair
-    assert step() is Kind.GATE  # back: the voter wait
+    assert step() is Kind.GATE  # back: the voter wait (its probe reports no raft index)
+    # The gate asks n2 to probe its new member at once, and this node its active one.
+    new_second = engine.service_tasks[VAULT][1].task_id
+    assert probes[-1] == ("http://n2/v1/probe-members", f'{{"tasks": ["{new_second}"]}}'.encode())
+    assert local_probes[-1] == [first]
     now[0] = 1022.0
     assert step() is Kind.RESTART  # the active member, last, on this node: no HTTP
     assert [(o.slot, o.task_id) for o in local] == [(1, first)]
@@ -753,3 +776,38 @@ def test_a_member_that_ignores_sigterm_gets_sigkill_when_its_order_comes_again(
     status, message = dist.stop_member(order)  # still running long after its SIGTERM
     assert (status, "SIGKILL" in message) == (202, True)
     assert engine.signalled == [("c2", "SIGTERM"), ("c2", "SIGTERM"), ("c2", "SIGKILL")]
+
+
+def test_the_gate_has_a_member_probed_at_once_through_the_distributors_http_route(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    dist = Distributor(settings(tmp_path, "none"), engine=engine)
+    labels = {TASK_ID_LABEL: "task2", "com.docker.swarm.task.name": f"{VAULT}.2.task2"}
+    engine.add_container(VAULT, "n1", ContainerInfo("c2", labels, 1.0))
+    app = build_app(dist.health, dist.metrics.registry)
+    dist.routes(app)
+    assert dist.prober is not None
+
+    async def posted(body: bytes) -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://n1") as client:
+            return (await client.post(PROBE_PATH, content=body)).status_code
+
+    dist.reload_pass()
+    dist.reload_pass()
+    assert dist.prober.probes == 1  # probed once; not due again for seconds
+    assert asyncio.run(posted(b'{"tasks": ["task2"]}')) == 202
+    assert dist._reload_due.is_set()  # the reload loop wakes now, not at its next tick
+    dist.reload_pass()
+    assert dist.prober.probes == 2
+    dist.reload_pass()
+    assert dist.prober.probes == 2  # one request, one probe
+    for bad in (
+        b"",
+        b"[]",
+        b'{"tasks": "task2"}',
+        b'{"tasks": [1]}',
+        b'{"tasks": ["' + b"x" * 65 + b'"]}',
+    ):
+        assert asyncio.run(posted(bad)) == 400
+    assert asyncio.run(posted(json.dumps({"tasks": ["t"] * 17}).encode())) == 400
