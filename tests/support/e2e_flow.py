@@ -670,15 +670,18 @@ def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
     return hashlib.sha256(der).hexdigest(), leaf.not_valid_after_utc
 
 
-def rotate(flow: LocalFlow, *, timeout: float = 300, linger: float = 1.0) -> Rotation:
+def rotate(
+    flow: LocalFlow, *, timeout: float = 300, linger: float = 1.0, sample_every: float = 0.2
+) -> Rotation:
     """One real certbot renewal, followed until ``certflow verify`` passes on the new leaf.
 
-    Every replica's seal state and served leaf are sampled throughout, from the Vault network,
-    and for ``linger`` seconds after (the member restarted last catches up on raft after that).
+    Every replica's seal state and served leaf are sampled throughout (a round every
+    ``sample_every`` seconds), from the Vault network, and for ``linger`` seconds after (the
+    member restarted last catches up on raft after that).
     """
     before = flow.force_update_count()
     probe = flow.start_kv_probe()
-    sampler = SealSampler(image=flow.image, network=flow.network).start()
+    sampler = SealSampler(image=flow.image, network=flow.network, every=sample_every).start()
     writes: dict[str, Any] = {}
     try:
         time.sleep(1.0)  # a baseline of samples before the renewal

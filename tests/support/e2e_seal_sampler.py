@@ -6,7 +6,8 @@ node's. Each round it resolves ``tasks.<alias>``, reads every address's served l
 ``/v1/sys/health`` (sealed, standby), on an unsealed member also ``/v1/sys/leader`` (its
 ``raft_applied_index`` and ``raft_committed_index`` as ``applied``/``committed``), and prints one
 JSON line per round (every ``every`` seconds). ``seconds_without_unsealed()``,
-``seconds_without_active()`` and ``converged_at()`` read those rounds afterwards;
+``seconds_without_active()`` and ``converged_at()`` read those rounds afterwards (the module's
+``stretches_without_active()`` and ``round_spacing()`` read kept rounds, without a sampler);
 ``tests.support.timeline`` turns them into a per-member timeline.
 """
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tests.support.e2e_names import unique
@@ -145,28 +147,16 @@ class SealSampler:
 
     def seconds_without_active(self, since: float | None = None) -> float:
         """Total time covered by rounds in which no member answered as the active one."""
-        rounds = [s for s in self.samples if since is None or s.t >= since]
-        return sum(
-            following.t - current.t
-            for current, following in itertools.pairwise(rounds)
-            if current.active == 0
-        )
+        return sum(stretches_without_active(self.samples, since))
 
     def most_not_unsealed(self, replicas: int, since: float | None = None) -> int:
         """The most members at once that did not answer unsealed (stopped, sealed, unreachable)."""
         rounds = [s for s in self.samples if since is None or s.t >= since]
         return max((replicas - s.unsealed for s in rounds), default=0)
 
-    def longest_without_active(self) -> float:
+    def longest_without_active(self, since: float | None = None) -> float:
         """The longest stretch of consecutive rounds in which no member answered active."""
-        longest, began = 0.0, None
-        for current, following in itertools.pairwise(self.samples):
-            if current.active == 0:
-                began = current.t if began is None else began
-                longest = max(longest, following.t - began)
-            else:
-                began = None
-        return longest
+        return max(stretches_without_active(self.samples, since), default=0.0)
 
     def serving(self, sample: Sample, cert_sha256: str) -> int:
         """Replicas in ``sample`` that are unsealed and serve the leaf with this DER digest."""
@@ -187,3 +177,32 @@ class SealSampler:
             else:
                 found = None
         return found
+
+
+# -- pure readings of the rounds (also for rounds kept after the sampler is gone) ---------------
+
+
+def stretches_without_active(samples: Sequence[Sample], since: float | None = None) -> list[float]:
+    """The length of each stretch of consecutive rounds in which no member answered active: from
+    its first such round to the next round (a round stands for the time until the next one)."""
+    rounds = [s for s in samples if since is None or s.t >= since]
+    found: list[float] = []
+    began: float | None = None
+    for current, following in itertools.pairwise(rounds):
+        if current.active != 0:
+            began = None
+            continue
+        if began is None:
+            began = current.t
+            found.append(0.0)
+        found[-1] = following.t - began
+    return found
+
+
+def round_spacing(samples: Sequence[Sample]) -> tuple[float, float] | None:
+    """(median, longest) seconds between consecutive rounds: the sampler's real resolution (a
+    round waits up to 0.5 s on each member that does not answer). None: fewer than two rounds."""
+    gaps = sorted(b.t - a.t for a, b in itertools.pairwise(samples))
+    if not gaps:
+        return None
+    return statistics.median(gaps), gaps[-1]

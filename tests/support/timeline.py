@@ -5,21 +5,36 @@ Members are identified by their Swarm slot. The sampler sees only overlay addres
 restarted member comes back as a new task with (usually) a new address, so every slot carries its
 address before the renewal and its address after its restart; rounds are joined to slots by those.
 
-Per member (all in seconds after the renewal started):
-- restarted: Swarm created the member's new task (restart mode);
+Per member (all in seconds after the renewal started), in the order of a restart:
+- stopped: its node's distributor sent the stop signal (restart mode, ``vault.member_stopped``);
 - signalled: the distributor sent it SIGHUP (signal mode, from its ``vault.signalled`` event);
+- restarted: Swarm created the member's new task (restart mode);
+- task running: Swarm's task status reached ``running`` (the task's ``Status.Timestamp`` while its
+  state is running; Swarm's task list has no container start time). With the stack's healthcheck
+  that is its first passing check, sealed or not, not the container's start;
+- answering: first round in which its address (the new one after a restart) answered
+  ``/v1/sys/health`` at all, sealed or not. The sampler finds members through ``tasks.<service>``,
+  which lists a task only once Swarm runs it: so this is bound by Swarm's DNS too;
 - unsealed: first round it answered unsealed again after being seen sealed or unreachable
   (a signalled member normally never seals: shown as ``stayed``);
 - caught up: first round, once unsealed, in which its ``raft_applied_index`` reached the active
   member's ``raft_committed_index`` as seen when it came back (the same or an earlier round after
   its restart);
-- serving: first round it answered unsealed with the new leaf.
+- serving: first round it answered unsealed with the new leaf;
+- gate passed: restart mode, the leader's next ``vault.stop_ordered`` (the gate opens and the next
+  member is ordered in the same pass), for the member ordered last the rollout recorded done (its
+  first ``vault.reload`` with decision ``adopt`` or ``done`` after that order); signal mode, the
+  canary only, its ``vault.canary_proven`` (the others wait on no gate of their own).
+
+``step_durations()`` turns a row into the seconds between those steps (``STEPS_AFTER_STOP``), for
+``bench.rollout``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,6 +61,7 @@ class SlotTask:
     ip: str | None  # its address on the Vault network now
     old_ip: str | None  # the address of the task that ran when the renewal started
     restarted_at: float | None  # the new task's creation (epoch s); None: not restarted
+    running_at: float | None = None  # the new task reached running (epoch s); None: not (yet)
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,16 @@ class LogEvent:
     t: float  # epoch seconds
     node: str
     fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What the distributors logged about one member (epoch seconds; None: not logged)."""
+
+    stopped: float | None = None  # vault.member_stopped (restart mode)
+    signalled: float | None = None  # vault.signalled (signal mode)
+    gate: float | None = None  # its gate passed (see the module's docstring)
+    canary: bool = False  # signal mode: the member signalled first, alone
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,16 @@ class Row:
     caught_up: float | None
     serving: float | None
     seen: bool  # the member's address answered in at least one round after the renewal
+    stopped: float | None = None
+    running: float | None = None
+    answering: float | None = None
+    gate: float | None = None
+    canary: bool = False
+
+    @property
+    def stop(self) -> float | None:
+        """The first step: the stop signal (restart mode) or the SIGHUP (signal mode)."""
+        return self.stopped if self.stopped is not None else self.signalled
 
 
 @dataclass(frozen=True)
@@ -81,6 +117,15 @@ class Timeline:
 
     def render(self) -> str:
         return render(self)
+
+    @property
+    def canary_proven_after(self) -> float | None:
+        """Signal mode: seconds from the canary's SIGHUP until a distributor logged it proven
+        serving the new leaf (None: no canary, or not proven)."""
+        canary = next((r for r in self.rows if r.canary), None)
+        if canary is None or canary.gate is None or canary.signalled is None:
+            return None
+        return canary.gate - canary.signalled
 
 
 # -- inputs from Docker and from the services' logs ---------------------------------------------
@@ -100,11 +145,19 @@ def _address(task: Mapping[str, Any], network: str) -> str | None:
     return None
 
 
+def _running_since(task: Mapping[str, Any]) -> float | None:
+    """When Swarm marked the task running. A task's ``Status.Timestamp`` is the time of its last
+    state change, so it says that only while the state is still ``running``."""
+    status = task.get("Status") or {}
+    return _epoch(status.get("Timestamp")) if status.get("State") == "running" else None
+
+
 def slot_tasks(
     tasks_by_slot: Mapping[int, Sequence[Mapping[str, Any]]], network: str, since: float
 ) -> list[SlotTask]:
     """Docker's task dicts per slot (``LocalFlow.vault_tasks_by_slot()``) as ``SlotTask`` records:
-    the newest task created after ``since`` is the restart; the newest one before it, the old."""
+    the newest task created after ``since`` is the restart; the newest one before it, the old.
+    ``running_at`` is the newest task's, the one whose address the rows follow."""
     found: list[SlotTask] = []
     for slot, tasks in sorted(tasks_by_slot.items()):
         dated = sorted(
@@ -123,6 +176,7 @@ def slot_tasks(
                 ip=_address(new, network) if new else None,
                 old_ip=_address(old, network) if old else None,
                 restarted_at=restarted_at,
+                running_at=_running_since(after[-1][1]) if after else None,
             )
         )
     return found
@@ -173,14 +227,21 @@ def _active_committed(round_: Round) -> int | None:
     return None
 
 
+def _answered(state: Mapping[str, object] | None) -> bool:
+    """It answered /v1/sys/health (sealed or not); an error or no state is not an answer."""
+    return state is not None and isinstance(state.get("sealed"), bool)
+
+
 def member_row(
     task: SlotTask,
     rounds: Sequence[Round],
     renewed_at: float,
     leaf_sha256: str,
-    signalled_at: float | None = None,
+    marks: Marks | None = None,
 ) -> Row:
     """One member's row; every time is in seconds after ``renewed_at``."""
+    marks = marks or Marks()
+    signalled_at = marks.signalled
     after = task.restarted_at if task.restarted_at is not None else signalled_at
     start = renewed_at if after is None else max(after, renewed_at)
     # Before its restart the member answered at its old address, afterwards at its new one.
@@ -191,6 +252,7 @@ def member_row(
         return r.states.get(ip_now) if ip_now else None
 
     seen = any(state(r) is not None for r in later)
+    answering_at = next((r.t for r in later if _answered(state(r))), None)
     unsealed_at: float | None = None
     unsealed_index = -1
     down_seen = task.restarted_at is not None  # a new task always started sealed
@@ -237,7 +299,116 @@ def member_row(
         caught_up=rel(caught_up_at),
         serving=rel(serving_at),
         seen=seen,
+        stopped=rel(marks.stopped),
+        running=rel(task.running_at),
+        answering=rel(answering_at),
+        gate=rel(marks.gate),
+        canary=marks.canary,
     )
+
+
+# The steps after a member's stop (or SIGHUP), in order, as step_durations() counts them. The new
+# task splits stop -> running: Vault's shutdown, then Swarm's restart delay, start and first check.
+STEPS_AFTER_STOP = (
+    "new task",
+    "task running",
+    "answering (in DNS)",
+    "unsealed",
+    "caught up",
+    "gate passed",
+)
+
+
+def step_durations(row: Row) -> list[float | None]:
+    """Seconds to each of ``STEPS_AFTER_STOP``, each from the latest earlier step that has a time
+    (the stop first): a step that did not happen (no new task in signal mode, ``stayed``
+    unsealed) or was not seen is None and is skipped over."""
+    steps = [
+        row.stop,
+        row.restarted,
+        row.running,
+        row.answering,
+        row.unsealed,
+        row.caught_up,
+        row.gate,
+    ]
+    found: list[float | None] = []
+    last = steps[0]
+    for at in steps[1:]:
+        found.append(None if at is None or last is None else at - last)
+        last = at if at is not None else last
+    return found
+
+
+def _first_by_slot(events: Iterable[LogEvent], name: str) -> dict[int, float]:
+    """The first ``name`` event's time per ``slot`` field (events in time order)."""
+    found: dict[int, float] = {}
+    for e in events:
+        slot = _int(e.fields.get("slot"))
+        if e.event == name and slot is not None:
+            found.setdefault(slot, e.t)
+    return found
+
+
+_DONE_DECISIONS = frozenset({"adopt", "done"})
+
+
+def restart_gates(events: Sequence[LogEvent]) -> dict[int, float]:
+    """Restart mode: per slot, when its gate passed (epoch s). The leader orders the next member
+    to stop in the pass that finds the gate open, so a member's gate passed at the next first
+    order (``vault.stop_ordered`` with ``again`` false); the last member's when the rollout was
+    recorded done (``vault.reload`` adopt or done, logged once per change of decision). Neither
+    event carries the certificate: ``events`` must be this renewal's only."""
+    orders = _first_by_slot(
+        (e for e in events if e.fields.get("again") is not True), "vault.stop_ordered"
+    )
+    in_order = sorted(orders.items(), key=lambda item: item[1])
+    gates = {slot: after for (slot, _), (_, after) in itertools.pairwise(in_order)}
+    if in_order:
+        last_slot, last_at = in_order[-1]
+        done = next(
+            (
+                e.t
+                for e in events
+                if e.event == "vault.reload"
+                and e.fields.get("decision") in _DONE_DECISIONS
+                and e.t >= last_at
+            ),
+            None,
+        )
+        if done is not None:
+            gates[last_slot] = done
+    return gates
+
+
+def member_marks(
+    events: Sequence[LogEvent], renewed_at: float, leaf_sha256: str
+) -> dict[int, Marks]:
+    """Per slot, what the distributors logged about its member for this renewal, from events at
+    or after ``renewed_at``: stops, SIGHUPs and the canary's proof about the new leaf (their
+    ``fingerprint``); the leader's orders and decisions carry none (:func:`restart_gates`)."""
+    recent = [e for e in events if e.t >= renewed_at]
+    ours = [e for e in recent if _same_leaf(e, leaf_sha256)]
+    stopped = _first_by_slot(ours, "vault.member_stopped")
+    signalled = _first_by_slot(ours, "vault.signalled")
+    canaries = {
+        slot
+        for e in ours
+        if e.event == "vault.signalled"
+        and e.fields.get("canary") is True
+        and (slot := _int(e.fields.get("slot"))) is not None
+    }
+    proven = _first_by_slot(ours, "vault.canary_proven")
+    gates = restart_gates(recent) | {s: at for s, at in proven.items() if s in canaries}
+    return {
+        slot: Marks(
+            stopped=stopped.get(slot),
+            signalled=signalled.get(slot),
+            gate=gates.get(slot),
+            canary=slot in canaries,
+        )
+        for slot in sorted({*stopped, *signalled, *gates})
+    }
 
 
 def timeline(
@@ -251,22 +422,20 @@ def timeline(
 ) -> Timeline:
     """The whole renewal: the publish, each node's install and every member's row.
 
-    ``events``: the reloader's ``cert.published``, the distributors' ``cert.installed`` and
-    ``vault.signalled``; only those at or after ``renewed_at`` and about the new leaf count (their
-    ``fingerprint`` field, ``AB:CD:..``, is the same SHA-256 as ``leaf_sha256``). ``generation``
-    is certbot's, only shown (the manifest counts its own generations)."""
+    ``events``: the reloader's ``cert.published``, the distributors' ``cert.installed``,
+    ``vault.member_stopped``, ``vault.signalled``, ``vault.canary_proven``, ``vault.stop_ordered``
+    and ``vault.reload``; only those at or after ``renewed_at`` count, and those with a
+    ``fingerprint`` field (``AB:CD:..``, the same SHA-256 as ``leaf_sha256``) only about the new
+    leaf. ``generation`` is certbot's, only shown (the manifest counts its own generations)."""
     recent = [e for e in events if e.t >= renewed_at and _same_leaf(e, leaf_sha256)]
     published = next((e for e in recent if e.event == "cert.published"), None)
     installed: dict[str, float] = {}
-    signalled: dict[int, float] = {}
     for e in recent:
         if e.event == "cert.installed":
             installed.setdefault(e.node, e.t - renewed_at)
-        slot = _int(e.fields.get("slot"))
-        if e.event == "vault.signalled" and slot is not None:
-            signalled.setdefault(slot, e.t)
+    marks = member_marks(events, renewed_at, leaf_sha256)
     rows = [
-        member_row(task, rounds, renewed_at, leaf_sha256, signalled.get(task.slot))
+        member_row(task, rounds, renewed_at, leaf_sha256, marks.get(task.slot))
         for task in sorted(tasks, key=lambda t: t.slot)
     ]
     return Timeline(
@@ -287,6 +456,47 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"+{value:.1f} s"
 
 
+def _unsealed_cell(row: Row) -> str:
+    if not row.seen:
+        return "never seen"
+    return "stayed" if row.stayed_unsealed else _s(row.unsealed)
+
+
+def _columns(rows: Sequence[Row]) -> list[tuple[str, Callable[[Row], str]]]:
+    """The table's columns, in the order of a restart. Only the steps that happened: stops and
+    restarts (restart mode), signals (signal mode), gates when their events were logged."""
+    restarts = any(r.restarted is not None for r in rows)
+    signals = any(r.signalled is not None for r in rows)
+
+    def some(value: Callable[[Row], float | None]) -> bool:
+        return any(value(r) is not None for r in rows)
+
+    optional: list[tuple[str, Callable[[Row], float | None], bool]] = [
+        ("stopped", lambda r: r.stopped, some(lambda r: r.stopped)),
+        ("signalled", lambda r: r.signalled, signals),
+        ("restarted", lambda r: r.restarted, restarts or not signals),
+        ("task running", lambda r: r.running, some(lambda r: r.running)),
+    ]
+    columns: list[tuple[str, Callable[[Row], str]]] = [
+        ("member", lambda r: f"slot {r.slot}"),
+        ("address", lambda r: r.ip or "-"),
+    ]
+    columns += [(title, _cell(value)) for title, value, shown in optional if shown]
+    columns += [
+        ("answering (in DNS)", _cell(lambda r: r.answering)),
+        ("unsealed", _unsealed_cell),
+        ("caught up", _cell(lambda r: r.caught_up)),
+        ("serving new leaf", _cell(lambda r: r.serving)),
+    ]
+    if some(lambda r: r.gate):
+        columns.append(("gate passed", _cell(lambda r: r.gate)))
+    return columns
+
+
+def _cell(value: Callable[[Row], float | None]) -> Callable[[Row], str]:
+    return lambda row: _s(value(row))
+
+
 def render(t: Timeline) -> str:
     started = datetime.fromtimestamp(t.renewed_at).astimezone().strftime("%H:%M:%S %Z")
     gen = "" if t.generation is None else f" certbot generation {t.generation},"
@@ -301,22 +511,10 @@ def render(t: Timeline) -> str:
     width = max(len(what) for what, _ in steps)
     lines = [f"renewal started at {started} (t = 0);{gen} new leaf sha256 {t.leaf_sha256[:16]}..."]
     lines += [f"  {what.ljust(width)}  {at}" for what, at in steps]
-    # Only the columns that happened: restarts (restart mode), signals (signal mode).
-    restarts = any(r.restarted is not None for r in t.rows)
-    signals = any(r.signalled is not None for r in t.rows)
-    header = ["member", "address"]
-    header += ["restarted"] if restarts or not signals else []
-    header += ["signalled"] if signals else []
-    header += ["unsealed", "caught up", "serving new leaf"]
-    table = [header]
-    for row in t.rows:
-        cells = [f"slot {row.slot}", row.ip or "-"]
-        cells += [_s(row.restarted)] if restarts or not signals else []
-        cells += [_s(row.signalled)] if signals else []
-        unsealed = "stayed" if row.stayed_unsealed else _s(row.unsealed)
-        cells += [unsealed if row.seen else "never seen", _s(row.caught_up), _s(row.serving)]
-        table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    columns = _columns(t.rows)
+    table = [[title for title, _ in columns]]
+    table += [[cell(row) for _, cell in columns] for row in t.rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines.append("")
     for cells in table:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
