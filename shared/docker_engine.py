@@ -9,6 +9,7 @@ can hand in a fake engine. Every docker-py and requests error is translated here
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import select
 import time
@@ -27,6 +28,7 @@ from shared.errors import DockerError, DockerNotFound, UpdateOutOfSequence
 from shared.logs import get_logger
 from shared.retry import retrying
 from shared.swarm import (
+    ContainerEvent,
     ContainerInfo,
     ExecResult,
     LocalNode,
@@ -46,6 +48,18 @@ _log = get_logger(__name__)
 ONEOFF_RUN_LABEL = "certflow.oneoff-run"
 T = TypeVar("T")
 EditFor = Callable[[ServiceState], SpecEdit | None]
+
+
+class EventStream(Protocol):
+    """Events as they happen, until :meth:`close` (from any thread) or the engine ends it."""
+
+    def __iter__(self) -> Iterator[ContainerEvent]: ...
+
+    def close(self) -> None: ...
+
+
+# What a member's container does that the distributor acts on at once.
+MEMBER_EVENTS = ("start", "die", "health_status")
 
 
 class DockerEngine(Protocol):
@@ -74,6 +88,8 @@ class DockerEngine(Protocol):
     def containers(self, service: str, node_id: str) -> list[ContainerInfo]: ...
 
     def signal_container(self, container_id: str, signal: str = "SIGHUP") -> bool: ...
+
+    def container_events(self, service: str) -> EventStream: ...
 
     def exec_in_container(
         self, container_id: str, argv: Sequence[str], *, timeout: float
@@ -375,6 +391,19 @@ class DockerPyEngine:
             )
         return out
 
+    def container_events(self, service: str) -> EventStream:
+        """This engine's container events (start, die, health) of ``service``'s tasks, from now
+        on. DockerError when the stream cannot be opened; iterating raises DockerError when it
+        breaks, and simply ends when closed."""
+        filters = {
+            "type": "container",
+            "label": f"com.docker.swarm.service.name={service}",
+            "event": list(MEMBER_EVENTS),
+        }
+        with _translated(f"following the events of {service}"):
+            stream = self._client.events(decode=True, filters=filters)
+        return _Events(stream, service)
+
     def signal_container(self, container_id: str, signal: str = "SIGHUP") -> bool:
         """Send ``signal`` to one container; False when it is already gone."""
         try:
@@ -505,6 +534,47 @@ class DockerPyEngine:
     def remove_secret(self, secret_id: str) -> None:
         with _translated(f"removing secret {secret_id}"):
             self._client.api.remove_secret(secret_id)
+
+
+class _Events:
+    """docker-py's event stream as :class:`ContainerEvent` values, errors translated."""
+
+    def __init__(self, stream: Any, service: str) -> None:
+        self._stream = stream
+        self._service = service
+        self._closed = False
+
+    def __iter__(self) -> Iterator[ContainerEvent]:
+        try:
+            with _translated(f"following the events of {self._service}"):
+                for raw in self._stream:
+                    event = container_event(raw)
+                    if event is not None:
+                        yield event
+        except DockerError:
+            if not self._closed:  # closing the stream breaks the read under it: not an error
+                raise
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):  # already closed, or the engine went away
+            self._stream.close()
+
+
+def container_event(raw: object) -> ContainerEvent | None:
+    """One decoded ``/events`` message as a :class:`ContainerEvent`; None for another shape."""
+    if not isinstance(raw, dict) or raw.get("Type") != "container":
+        return None
+    actor = raw.get("Actor") or {}
+    cid = actor.get("ID") or raw.get("id")
+    action = raw.get("Action") or raw.get("status")
+    if not isinstance(cid, str) or not isinstance(action, str):
+        return None
+    attributes = actor.get("Attributes") or {}
+    labels = {str(k): str(v) for k, v in attributes.items()} if isinstance(attributes, dict) else {}
+    nanos = raw.get("timeNano")
+    at = nanos / 1e9 if isinstance(nanos, int) else float(raw.get("time") or time.time())
+    return ContainerEvent(action, cid, labels, at)
 
 
 def _read_frames(raw: Any, deadline: float, what: str) -> bytes:

@@ -114,6 +114,16 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """One event of a container on this engine (``docker events``), as the watcher needs it."""
+
+    action: str  # start, die, health_status: healthy, ...
+    container_id: str
+    labels: dict[str, str]  # the container's labels (Swarm's task ID and name among them)
+    at: float  # epoch seconds, as the engine stamped it
+
+
+@dataclass(frozen=True, slots=True)
 class SecretInfo:
     secret_id: str
     name: str

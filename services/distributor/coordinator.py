@@ -418,10 +418,14 @@ def rollout_gate(obs: Observed, fp: str, stopped: Ordered) -> Decision | None:
     verdict, progress = caught_up(obs, member)
     if verdict:
         return None
-    # Its node probes it at once, and the active member's node too while its index is needed.
+    # Its node probes it at once, and while the active member's index is needed, every other
+    # unsealed member's node too: leadership may have moved since their last probe (the
+    # active member restarted last hands it over), so "which one is active" is not known yet.
     wanted: tuple[Member, ...] = (member,)
     if obs.catch_up is None or obs.catch_up.target is None:
-        wanted += tuple(m for m in obs.members if m.active and m.task_id != member.task_id)
+        wanted += tuple(
+            m for m in obs.members if m.task_id != member.task_id and m.running and not m.sealed
+        )
     if verdict is False:
         # Writes were committed while it was down and it does not hold them yet: the next stop
         # could leave raft one member short of a quorum that can commit.

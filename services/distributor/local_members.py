@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 
 from shared.docker_engine import DockerEngine
 from shared.errors import DockerError, DockerNotFound
@@ -24,6 +25,7 @@ TASK_NAME_LABEL = "com.docker.swarm.task.name"
 TASK_ID_LABEL = "com.docker.swarm.task.id"
 # Two CLI calls of at most member_probe.CLI_TIMEOUT each, plus the shell and the exec itself.
 EXEC_TIMEOUT = 20.0
+_PARALLEL = 4  # members probed at once (a node runs one member in production, more in tests)
 
 
 class LocalMemberProber:
@@ -58,21 +60,24 @@ class LocalMemberProber:
         the containers cannot be listed; a member whose exec fails is reported, not raised."""
         containers = self.engine.containers(self.service, node_id)
         members: list[MemberProbe] = []
+        due_now: list[tuple[str, int | None, str, MemberProbe | None]] = []
+        now = self.clock()
         for container in containers:
             cid = container.container_id
             last, last_at = self._last.get(cid, (None, None))
-            now = self.clock()
             if last is not None and not due(
                 last, installed=installed, last_at=last_at, now=now, interval=self.interval
             ):
                 members.append(last)
                 continue
-            member = self._probe_one(
-                cid,
-                slot_of(container.labels.get(TASK_NAME_LABEL), self.service),
-                container.labels.get(TASK_ID_LABEL, ""),
-                now,
-            )
+            slot = slot_of(container.labels.get(TASK_NAME_LABEL), self.service)
+            due_now.append((cid, slot, container.labels.get(TASK_ID_LABEL, ""), last))
+        # Side by side: each probe mostly waits on the member's CLI, and a rollout's gate waits
+        # on the slowest of them.
+        with ThreadPoolExecutor(max_workers=max(1, min(_PARALLEL, len(due_now)))) as pool:
+            results = list(pool.map(lambda d: self._probe_one(d[0], d[1], d[2]), due_now))
+        self.probes += len(due_now)
+        for (cid, _slot, _task, last), member in zip(due_now, results, strict=True):
             if last is None or (last.serves_installed, last.sealed, last.trusted) != (
                 member.serves_installed,
                 member.sealed,
@@ -94,14 +99,13 @@ class LocalMemberProber:
             del self._last[gone]
         return sorted(members, key=lambda m: (m.slot is None, m.slot or 0, m.container_id))
 
-    def _probe_one(self, cid: str, slot: int | None, task_id: str, now: float) -> MemberProbe:
+    def _probe_one(self, cid: str, slot: int | None, task_id: str) -> MemberProbe:
         base = MemberProbe(
             slot=slot,
             task_id=task_id,
             container_id=cid,
-            checked_at=iso(now),
+            checked_at=iso(self.clock()),  # before the CLI reads anything: never too late
         )
-        self.probes += 1
         try:
             result = self.engine.exec_in_container(cid, probe_argv(), timeout=EXEC_TIMEOUT)
         except DockerNotFound:

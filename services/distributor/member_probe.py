@@ -8,7 +8,8 @@ The check runs where Vault runs (``docker exec``), with the member's own CLI and
    handshake succeeds exactly when the listener serves that leaf (and holds its key). Exit 0 is
    unsealed, 2 sealed or uninitialised, 1 an error ("signed by unknown authority": another
    certificate is served);
-3. ``<cli> status`` trusting ``/certflow-ca/$VAULT_CA_FILE``: what Vault's clients check.
+3. ``<cli> status`` trusting ``/certflow-ca/$VAULT_CA_FILE``: what Vault's clients check (run
+   beside 2, not after it).
 
 Each section starts with a ``@@`` line the reader below splits on. The environment is cleaned of
 variables that would skip or redirect the check (a container may set ``VAULT_SKIP_VERIFY``).
@@ -46,11 +47,16 @@ probe() {{
   "$cli" status -address=https://127.0.0.1:8200 -tls-skip-verify=false -format=json \
     ${{VAULT_TLS_NAME:+-tls-server-name="$VAULT_TLS_NAME"}} -ca-cert="$1" 2>&1
 }}
-out=$(probe "$leaf"); echo "@@leaf $?"; printf '%s\\n' "$out"
-rm -f "$leaf"
 ca="/certflow-ca/$VAULT_CA_FILE"
-if [ -z "$VAULT_CA_FILE" ] || [ ! -r "$ca" ]; then echo '@@trust none'; exit 0; fi
-out=$(probe "$ca"); echo "@@trust $?"; printf '%s\\n' "$out"
+trust=none
+if [ -n "$VAULT_CA_FILE" ] && [ -r "$ca" ]; then trust=yes; fi
+# Both calls at once: each is a Go program start, and a rollout's gate waits on the answer.
+probe "$leaf" > "$leaf.out" 2>&1 & first=$!
+if [ "$trust" = yes ]; then probe "$ca" > "$leaf.trust" 2>&1 & second=$!; fi
+wait "$first"; echo "@@leaf $?"; cat "$leaf.out"; echo
+if [ "$trust" = yes ]; then wait "$second"; echo "@@trust $?"; cat "$leaf.trust"; echo
+else echo '@@trust none'; fi
+rm -f "$leaf" "$leaf.out" "$leaf.trust"
 """
 
 

@@ -32,12 +32,14 @@ from shared.notify import Event
 from shared.notify import Kind as Notice
 from shared.rollout import pause_from_labels
 from shared.status import iso
+from shared.swarm import ContainerEvent
 from shared.watch import ChangeWatcher, Wake
 
 from .coordinator import Decision, Kind, nodes_not_ready
 from .facts import DistributorInfo, MemberProbe
 from .install import PairInstaller, installed_at
 from .local_members import TASK_ID_LABEL, LocalMemberProber
+from .member_events import MemberEventWatch
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 from .reload import PROBE_PATH, RestartCoordinator
@@ -185,6 +187,7 @@ class Distributor:
         self._busy = False
         self._probe_lock = threading.Lock()
         self._probe_asked: set[str] = set()  # task IDs to probe on the next pass (the gate's)
+        self._healthy_seen: set[str] = set()  # containers whose turn to healthy woke a pass
         self._report_auth()
         self._publish_info(None)
 
@@ -388,6 +391,24 @@ class Distributor:
         them). Called from the coordinator (this thread) and for a peer's request."""
         with self._probe_lock:
             self._probe_asked.update(task_ids)
+
+    def member_event(self, event: ContainerEvent) -> None:
+        """A local member started, died or turned healthy: pass now, not at the next tick. A
+        started member and one that just turned healthy (its listener answers) are probed on
+        that pass whether due or not."""
+        if event.action == "health_status: healthy":
+            if event.container_id in self._healthy_seen:
+                return  # still healthy: nothing new
+            self._healthy_seen.add(event.container_id)
+        elif event.action.startswith("health_status"):
+            self._healthy_seen.discard(event.container_id)
+            return
+        elif event.action == "die":
+            self._healthy_seen.discard(event.container_id)
+        task = event.labels.get(TASK_ID_LABEL)
+        if task and event.action != "die":
+            self.probe_soon([task])
+        self._reload_due.set()
 
     def receive_probe_request(self, raw: bytes) -> tuple[int, str]:
         """The leader's gate asks for these members' probes now: ``{"tasks": [task IDs]}``. It
@@ -739,7 +760,10 @@ class Distributor:
             docker=self.engine is not None,
         )
         reloader: threading.Thread | None = None
+        events: MemberEventWatch | None = None
         if self.engine is not None:
+            events = MemberEventWatch(self.engine, self.settings.vault_service, self.member_event)
+            events.start()
             reloader = threading.Thread(
                 target=self._reload_loop, args=(stop,), name="reload", daemon=True
             )
@@ -749,6 +773,8 @@ class Distributor:
         finally:
             stop.set()
             self._reload_due.set()
+            if events is not None:
+                events.stop()
             if reloader is not None:
                 reloader.join(30)
         return 0

@@ -662,6 +662,8 @@ class Rotation:
     verify_output: str
     writes: dict[str, Any] = field(default_factory=dict)  # the KV probe's report
     samples: list[Sample] = field(default_factory=list)  # the seal sampler's rounds
+    # When certbot was done (its new files in SWAG's volume): certflow's part starts there.
+    written_at: float | None = None
 
 
 def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
@@ -687,6 +689,7 @@ def rotate(
         time.sleep(1.0)  # a baseline of samples before the renewal
         renewed_at = time.time()
         generation = flow.issue_or_renew()
+        written_at = time.time()
         fullchain, key = flow.certbot_pair()
         leaf_sha256, not_after = leaf_digest(fullchain)
 
@@ -737,6 +740,7 @@ def rotate(
         verify_output=result.get("out", ""),
         writes=writes,
         samples=list(sampler.samples),
+        written_at=written_at,
     )
 
 

@@ -9,12 +9,14 @@ what certflow reads back: labels, ForceUpdate, container labels, secrets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import queue
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from shared.docker_engine import EditFor, leader_of
 from shared.errors import DockerError, DockerNotFound, UpdateOutOfSequence
 from shared.swarm import (
+    ContainerEvent,
     ContainerInfo,
     ExecResult,
     LocalNode,
@@ -25,6 +27,25 @@ from shared.swarm import (
     TaskInfo,
     UpdateOutcome,
 )
+
+
+class FakeEvents:
+    """An event stream of the fake engine: yields what :meth:`FakeEngine.emit` sends, for the
+    containers of its service, until closed."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.queue: queue.Queue[ContainerEvent | None] = queue.Queue()
+        self.closed = False
+
+    def __iter__(self) -> Iterator[ContainerEvent]:
+        while (event := self.queue.get()) is not None:
+            if event.labels.get("com.docker.swarm.service.name") == self.service:
+                yield event
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.put(None)
 
 
 @dataclass
@@ -45,6 +66,7 @@ class FakeEngine:
     # the program inside the container (a Vault CLI); None: every exec exits 127.
     exec_handler: Callable[[str, Sequence[str]], ExecResult] | None = None
     executed: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    streams: list[FakeEvents] = field(default_factory=list)  # event streams opened
 
     # -- set-up helpers ------------------------------------------------------------------------
 
@@ -114,6 +136,17 @@ class FakeEngine:
         self.container_list.append((service, node_id, container))
 
     # -- DockerEngine --------------------------------------------------------------------------
+
+    def emit(self, event: ContainerEvent) -> None:
+        """Deliver ``event`` to every open event stream (what the engine would send)."""
+        for stream in list(self.streams):
+            stream.queue.put(event)
+
+    def container_events(self, service: str) -> FakeEvents:
+        self._check()
+        stream = FakeEvents(service)
+        self.streams.append(stream)
+        return stream
 
     def _check(self) -> None:
         if self.down:

@@ -22,12 +22,14 @@ import pytest
 
 from services.distributor.facts import MemberProbe
 from services.distributor.local_members import LocalMemberProber
+from services.distributor.member_events import MemberEventWatch
 from services.distributor.peers import PeerDirectory
 from services.distributor.service import SIGNALLED_MARKER, Distributor
 from services.distributor.settings import DistributorSettings
 from shared.certs import fingerprint
 from shared.docker_engine import DockerPyEngine, open_engine
 from shared.settings import load_settings
+from shared.swarm import ContainerEvent
 from tests.support.boxes import CERT, KEY, make_pair, publish
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_names import unique
@@ -314,3 +316,49 @@ def test_signal_mode_signals_the_canary_first_halts_on_a_failed_reload_then_cont
     for _ in range(2):
         assert _reload(again)["step"] == "done"
     assert again.metrics.signals._value.get() == 0
+
+
+def _bao(cid: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The member's own CLI, inside its container (no output of it is ever printed: an init
+    answers with the unseal key and the root token)."""
+    env = ["-e", "BAO_ADDR=https://127.0.0.1:8200", "-e", "BAO_SKIP_VERIFY=true"]
+    return _docker("exec", *env, cid, "bao", *argv)
+
+
+def test_the_probe_reads_an_unsealed_raft_members_applied_index(members: Members) -> None:
+    installed = _install(members.certs, members.ca)
+    cid = members.start(1)
+    engine = open_engine()
+    prober = LocalMemberProber(engine, service=members.service, interval=60)
+    _probe_until(prober, members.node_id, installed, lambda p: p.sealed is True)
+    init = _bao(cid, "operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json")
+    assert init.returncode == 0, "operator init failed (its output is not shown: it holds keys)"
+    key = json.loads(init.stdout)["unseal_keys_b64"][0]
+    assert _bao(cid, "operator", "unseal", key).returncode == 0, "unseal failed"
+    probe = _probe_until(
+        prober, members.node_id, installed, lambda p: p.active is True and p.applied is not None
+    )
+    # A new single-node raft cluster has applied its first entries (the keyring, the mounts).
+    assert probe.sealed is False
+    assert isinstance(probe.applied, int)
+    assert probe.applied > 0
+
+
+def test_a_members_start_and_stop_arrive_as_events(members: Members) -> None:
+    seen: list[ContainerEvent] = []
+    watch = MemberEventWatch(open_engine(), members.service, seen.append)
+    watch.start()
+    try:
+        assert watch.following.wait(30), "the event stream did not open"
+        cid = members.start(1)
+        _until("a start event", lambda: any(e.action == "start" for e in seen))
+        start = next(e for e in seen if e.action == "start")
+        assert (start.container_id, start.labels["com.docker.swarm.task.id"]) == (cid, "task1")
+        _docker("stop", "-t", "5", cid)
+        _until("a die event", lambda: any(e.action == "die" for e in seen))
+        # Only this service's containers, only what the distributor acts on.
+        assert {e.container_id for e in seen} == {cid}
+        assert {e.action for e in seen} <= {"start", "die", "health_status: healthy"}
+    finally:
+        watch.stop()
+    assert watch.events == len(seen)

@@ -92,8 +92,9 @@ def test_an_active_index_read_before_the_member_started_does_not_count() -> None
     (decision,) = run(at(1005, active(55, checked_at=1003.5), back(50)))
     assert decision.kind is Kind.GATE
     assert "the active member's not read yet" in decision.message
-    # Both nodes are asked to probe now: the member's, and the active member's for its index.
-    assert {m.task_id for m in decision.probe} == {"t2b", "t1"}
+    # Its node is asked to probe it now, and every other member's (which one leads may have
+    # changed since their last probe).
+    assert {m.task_id for m in decision.probe} == {"t2b", "t1", "t3"}
 
 
 def test_a_member_that_gets_no_entry_halts_past_the_bound_and_is_never_waved_through() -> None:
