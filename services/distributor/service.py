@@ -62,6 +62,7 @@ _SETTLE = 0.05
 # answer within DISTRIBUTOR_PEER_TIMEOUT); one that has not returned in this long is stuck.
 _RELOAD_STALL = 120.0
 _MAX_PROBE_TASKS = 16
+FAST_FOR = 180.0  # seconds a rollout may keep the reload passes at the gate's pace
 _MAX_PROBE_BODY = 4096
 # Decisions with a rollout in flight: the next pass comes at the gate's pace.
 _IN_FLIGHT = frozenset({Kind.RESTART, Kind.GATE, Kind.ADVANCE, Kind.WAIT})
@@ -185,6 +186,7 @@ class Distributor:
         # A rollout in flight (a member stopped, a canary signalled): passes come every
         # DISTRIBUTOR_GATE_INTERVAL, not every poll interval, so the gate opens when it can.
         self._busy = False
+        self._busy_since: float | None = None  # monotonic: since when passes come fast
         self._probe_lock = threading.Lock()
         self._probe_asked: set[str] = set()  # task IDs to probe on the next pass (the gate's)
         self._healthy_seen: set[str] = set()  # containers whose turn to healthy woke a pass
@@ -385,6 +387,19 @@ class Distributor:
             )
             log("vault.reload", decision=decision.kind.value, message=decision.message)
         return decision
+
+    def _pace(self, now: float) -> float:
+        """Seconds until the next reload pass: the gate's pace while a rollout is in flight, for
+        at most FAST_FOR (a member that stays sealed, a canary that never proves: polling fast
+        would only cost each pass's survey and probes), else the poll interval."""
+        if not self._busy:
+            self._busy_since = None
+            return self.settings.poll_interval
+        if self._busy_since is None:
+            self._busy_since = now
+        if now - self._busy_since < FAST_FOR:
+            return min(self.settings.gate_interval, self.settings.poll_interval)
+        return self.settings.poll_interval
 
     def probe_soon(self, task_ids: Collection[str]) -> None:
         """Probe these local members on the next pass, whether due or not (the gate waits on
@@ -834,8 +849,7 @@ class Distributor:
                     self.health.report("reload", Status.FAILING, f"reload pass failed: {exc}")
                 finally:
                     stall.end()
-                pace = self.settings.gate_interval if self._busy else self.settings.poll_interval
-                self._reload_due.wait(pace)
+                self._reload_due.wait(self._pace(time.monotonic()))
                 self._reload_due.clear()
         finally:
             stall.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.distributor.member_events import MemberEventWatch
-from services.distributor.service import Distributor
+from services.distributor.service import FAST_FOR, Distributor
 from shared.errors import DockerError
 from shared.swarm import ContainerEvent
 from tests.support.fake_engine import FakeEngine, FakeEvents
@@ -96,3 +96,21 @@ def test_a_member_event_brings_the_pass_and_the_probe_forward(tmp_path: Path) ->
     dist.member_event(event("die"))  # gone: pass now, nothing to probe
     assert dist._reload_due.is_set()
     assert dist._probe_asked == set()
+
+
+def test_passes_come_at_the_gates_pace_only_while_a_rollout_is_in_flight(tmp_path: Path) -> None:
+    dist = Distributor(
+        settings(
+            tmp_path, "restart", DISTRIBUTOR_POLL_INTERVAL="5", DISTRIBUTOR_GATE_INTERVAL="0.5"
+        ),
+        engine=FakeEngine(),
+    )
+    assert dist._pace(100.0) == 5.0
+    dist._busy = True
+    assert dist._pace(100.0) == 0.5
+    assert dist._pace(100.0 + FAST_FOR - 1) == 0.5
+    assert dist._pace(100.0 + FAST_FOR) == 5.0  # in flight for too long: polled as usual
+    dist._busy = False
+    assert dist._pace(1000.0) == 5.0
+    dist._busy = True
+    assert dist._pace(1000.0) == 0.5  # a new rollout: fast again
