@@ -86,7 +86,7 @@ def _switch_mode(flow: LocalFlow, mode: str) -> None:
 
 
 def _renewal(flow: LocalFlow, sample_every: float) -> Renewal:
-    rotation = rotate(flow, linger=LINGER, sample_every=sample_every)
+    rotation = rotate(flow, linger=LINGER, sample_every=sample_every, retry_elsewhere=True)
     return measured(rotation, renewal_timeline(flow, rotation))
 
 

@@ -9,6 +9,7 @@ issue's goals. Figures only: whether a goal is met is printed, never turned into
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ class Renewal:
     write_every: float | None  # the KV probe's interval
     spacing: tuple[float, float] | None  # sampler rounds: median, longest seconds between
     certbot: float | None = None  # renewal -> certbot done (its own ACME exchange; not certflow's)
+    # A client that tries the next member when one refuses (kv_probe --retry-elsewhere): writes
+    # no member took, and the longest gap between writes some member took. None: not measured.
+    writes_unserved: int | None = None
+    served_gap: float | None = None
+    write_errors: tuple[tuple[str, int], ...] = ()  # first-try failures by kind, most first
 
 
 def _number(report: Mapping[str, Any], key: str) -> float | None:
@@ -72,6 +78,9 @@ def measured(rotation: Rotation, timeline: Timeline) -> Renewal:
         timeline=timeline,
         converge=rotation.seconds_to_converge,
         certbot=None if rotation.written_at is None else rotation.written_at - rotation.renewed_at,
+        writes_unserved=None if (u := _number(writes, "unserved")) is None else int(u),
+        served_gap=_number(writes, "longest_served_gap_s"),
+        write_errors=error_kinds(writes.get("errors")),
         no_active=tuple(stretches_without_active(rotation.samples, since=rotation.renewed_at)),
         writes_failed=None if failed is None else int(failed),
         writes_total=None if total is None else int(total),
@@ -119,6 +128,31 @@ def member_table(timeline: Timeline) -> list[str]:
     return _table([header, *(_member_cells(r) for r in _rollout_order(timeline.rows))])
 
 
+_ADDRESS = re.compile(r" (?:from|to) \S+?(?=: |$)")
+
+
+def error_kinds(errors: object) -> tuple[tuple[str, int], ...]:
+    """The KV probe's failed writes by kind (the member's address left out), most first."""
+    if not isinstance(errors, Mapping):
+        return ()
+    kinds: dict[str, int] = {}
+    for text, count in errors.items():
+        if isinstance(count, int):
+            kind = _ADDRESS.sub("", str(text))
+            kinds[kind] = kinds.get(kind, 0) + count
+    return tuple(sorted(kinds.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _kinds(found: Sequence[tuple[str, int]]) -> str:
+    return "; ".join(f"{count} x {kind}" for kind, count in found)
+
+
+def _retrying(unserved: int | None, gap: float | None) -> str:
+    if unserved is None:
+        return ""
+    return f"; a client that tries the next member: {unserved} unserved, longest gap {_secs(gap)} s"
+
+
 def _writes(failed: int | None, total: int | None, gap: float | None) -> str:
     if failed is None or total is None:
         return "KV writes: no report from the probe"
@@ -141,8 +175,11 @@ def renewal_block(mode: str, number: int, of: int, renewal: Renewal) -> str:
         f"  no active member: {math.fsum(no_active):.2f} s in all, longest stretch "
         f"{max(no_active, default=0.0):.2f} s; "
         + _writes(renewal.writes_failed, renewal.writes_total, renewal.longest_write_gap)
+        + _retrying(renewal.writes_unserved, renewal.served_gap)
     )
     lines.append(availability)
+    if renewal.write_errors:
+        lines.append(f"  failed writes: {_kinds(renewal.write_errors)}")
     if t.canary_proven_after is not None:
         lines.append(
             f"  canary SIGHUP -> proven serving the new leaf: {t.canary_proven_after:.2f} s"
@@ -168,20 +205,29 @@ class ModeFigures:
     spacing: tuple[float, float] | None  # median of the rounds' median spacing, longest
     write_every: float | None
     after_certbot: tuple[float, ...] = ()  # certbot done -> every member (certflow's own part)
+    writes_unserved: int | None = None  # summed over the renewals that measured it
+    served_gap: float | None = None
 
     @property
     def unconverged(self) -> int:
         return self.renewals - len(self.converge)
 
 
+def _retried(renewals: Sequence[Renewal]) -> list[Renewal]:
+    return [r for r in renewals if r.writes_unserved is not None]
+
+
 def mode_figures(mode: str, renewals: Sequence[Renewal]) -> ModeFigures:
     spacings = [r.spacing for r in renewals if r.spacing is not None]
+    retried = _retried(renewals)
     reported = [r for r in renewals if r.writes_failed is not None and r.writes_total is not None]
     gaps = [r.longest_write_gap for r in reported if r.longest_write_gap is not None]
     return ModeFigures(
         mode=mode,
         renewals=len(renewals),
         converge=tuple(r.converge for r in renewals if r.converge is not None),
+        writes_unserved=sum(r.writes_unserved or 0 for r in retried) if retried else None,
+        served_gap=max((r.served_gap for r in retried if r.served_gap is not None), default=None),
         after_certbot=tuple(
             r.converge - r.certbot
             for r in renewals
@@ -243,7 +289,8 @@ def mode_summary(f: ModeFigures, sample_every: float) -> str:
         f"{', '.join(f'{s:.2f}' for s in f.no_active) or '-'} s, longest stretch "
         f"{f.longest_no_active:.2f} s",
         f"  {_writes(f.writes_failed, f.writes_total, f.longest_write_gap)}"
-        + (f" ({f.writes_unreported} renewal(s) without a report)" if f.writes_unreported else ""),
+        + (f" ({f.writes_unreported} renewal(s) without a report)" if f.writes_unreported else "")
+        + _retrying(f.writes_unserved, f.served_gap),
     ]
     if f.canary:
         lines.append(f"  canary SIGHUP -> proven: {_spread(f.canary, digits=2)}")
@@ -278,6 +325,23 @@ def _writes_goal(f: ModeFigures) -> Goal:
     return Goal(
         f"{f.mode}: KV writes",
         _writes(f.writes_failed, f.writes_total, f.longest_write_gap).removeprefix("KV writes: "),
+        f"0 failed, gap <= {GOAL_WRITE_GAP_S:g} s",
+        met,
+    )
+
+
+def _retrying_goal(f: ModeFigures) -> Goal:
+    """The issue's KV goal is for a client that follows the cluster: one that takes a member's
+    refusal (sealed, stopping) to the next member, as a redirect or a load balancer would."""
+    met = None
+    if f.writes_unserved is not None:
+        gap = f.served_gap if f.served_gap is not None else 0.0
+        met = f.writes_unserved == 0 and gap <= GOAL_WRITE_GAP_S
+    return Goal(
+        f"{f.mode}: KV writes, a client that tries the next member",
+        "-"
+        if f.writes_unserved is None
+        else f"{f.writes_unserved} unserved, longest gap {_secs(f.served_gap)} s",
         f"0 failed, gap <= {GOAL_WRITE_GAP_S:g} s",
         met,
     )
@@ -326,11 +390,13 @@ def goals(restart: ModeFigures, signal: ModeFigures) -> list[Goal]:
         *([_after_certbot_goal(restart, GOAL_RESTART_S)] if restart.after_certbot else []),
         _no_active_goal(restart),
         _writes_goal(restart),
+        *([_retrying_goal(restart)] if restart.writes_unserved is not None else []),
         _converge_goal(signal, GOAL_SIGNAL_S),
         *([_after_certbot_goal(signal, GOAL_SIGNAL_S)] if signal.after_certbot else []),
         canary,
         _no_active_goal(signal),
         _writes_goal(signal),
+        *([_retrying_goal(signal)] if signal.writes_unserved is not None else []),
     ]
 
 

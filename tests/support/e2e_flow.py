@@ -411,8 +411,10 @@ class LocalFlow:
 
     # -- a client that writes through the members during a rotation ----------------------------
 
-    def start_kv_probe(self) -> str:
-        """``tests.support.kv_probe`` in a container on the Vault network; returns its name."""
+    def start_kv_probe(self, *, retry_elsewhere: bool = False) -> str:
+        """``tests.support.kv_probe`` in a container on the Vault network; returns its name.
+        ``retry_elsewhere``: a refused write is also tried on the other members (reported
+        apart, as a client that follows the cluster would see it)."""
         name = f"{self.stack}-kvprobe"
         out = self.workdir / "kv-probe"
         out.mkdir(exist_ok=True)
@@ -428,7 +430,7 @@ class LocalFlow:
             "--entrypoint", "/opt/certflow/bin/python", self.image,
             "-m", "tests.support.kv_probe", "--dns", f"tasks.{self.service('vault')}",
             "--ca", f"/certflow-ca/{self.ca_file.name}", "--token-file", "/bootstrap/root-token",
-            "--out", "/out/report.json",
+            "--out", "/out/report.json", *(["--retry-elsewhere"] if retry_elsewhere else []),
         )  # fmt: skip
         wait_for(
             "the KV probe to start writing",
@@ -673,7 +675,12 @@ def leaf_digest(fullchain: bytes) -> tuple[str, datetime]:
 
 
 def rotate(
-    flow: LocalFlow, *, timeout: float = 300, linger: float = 1.0, sample_every: float = 0.2
+    flow: LocalFlow,
+    *,
+    timeout: float = 300,
+    linger: float = 1.0,
+    sample_every: float = 0.2,
+    retry_elsewhere: bool = False,
 ) -> Rotation:
     """One real certbot renewal, followed until ``certflow verify`` passes on the new leaf.
 
@@ -682,7 +689,7 @@ def rotate(
     member restarted last catches up on raft after that).
     """
     before = flow.force_update_count()
-    probe = flow.start_kv_probe()
+    probe = flow.start_kv_probe(retry_elsewhere=retry_elsewhere)
     sampler = SealSampler(image=flow.image, network=flow.network, every=sample_every).start()
     writes: dict[str, Any] = {}
     try:

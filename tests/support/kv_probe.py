@@ -34,6 +34,15 @@ def _addresses(name: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def _first_error(answer: httpx.Response) -> str:
+    """Vault's first error message, short (its answers to a write hold no secret)."""
+    try:
+        errors = answer.json().get("errors") or [""]
+    except ValueError:
+        return answer.text[:60]
+    return str(errors[0])[:60]
+
+
 class Probe:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -96,18 +105,28 @@ class Probe:
         if not ips:
             self._record({"at": at, "ok": False, "error": "no address"})
             return
-        ip = ips[self._next % len(ips)]
+        first = self._next % len(ips)
         self._next += 1
         n = len(self.attempts)
+        ok, error = self._write(ips[first], n)
+        record: dict[str, Any] = {"at": at, "ok": ok, "error": error, "n": n}
+        if not ok and self.args.retry_elsewhere:
+            # What a client that follows the cluster does (a redirect, a load balancer's retry):
+            # the same write to the next member, each once, at once.
+            others = ips[first + 1 :] + ips[:first]
+            record["retried_ok"] = any(self._write(ip, n)[0] for ip in others)
+        self._record(record)
+
+    def _write(self, ip: str, n: int) -> tuple[bool, str]:
         try:
             answer = self._request(
                 "POST", ip, self._path(n), {"data": {"n": str(n), "run": self.run_id}}
             )
-            ok = answer.status_code == 200
-            error = "" if ok else f"HTTP {answer.status_code} from {ip}"
         except httpx.HTTPError as exc:
-            ok, error = False, f"{type(exc).__name__} to {ip}"
-        self._record({"at": at, "ok": ok, "error": error, "n": n})
+            return False, f"{type(exc).__name__} to {ip}"
+        if answer.status_code == 200:
+            return True, ""
+        return False, f"HTTP {answer.status_code} from {ip}: {_first_error(answer)}"
 
     def _path(self, n: int) -> str:
         return f"/v1/{self.args.mount}/data/certflow/kv-probe/{self.run_id}/{n}"
@@ -183,9 +202,25 @@ def report(attempts: list[dict[str, Any]], interval: float) -> dict[str, Any]:
     for attempt in attempts:
         if not attempt["ok"]:
             errors[attempt["error"]] = errors.get(attempt["error"], 0) + 1
+    served = [a["at"] for a in attempts if a["ok"] or a.get("retried_ok")]
+    if attempts:
+        served = [attempts[0]["at"], *served, attempts[-1]["at"]]
+    retrying = any("retried_ok" in a for a in attempts)
     return {
         "attempts": len(attempts),
         "failed": sum(1 for a in attempts if not a["ok"]),
+        # With --retry-elsewhere: writes no member took (the client's failures), and the longest
+        # gap between writes some member took.
+        **(
+            {
+                "unserved": sum(1 for a in attempts if not a["ok"] and not a.get("retried_ok")),
+                "longest_served_gap_s": round(
+                    max((b - a for a, b in itertools.pairwise(served)), default=0.0), 3
+                ),
+            }
+            if retrying
+            else {}
+        ),
         "longest_gap_s": round(max(gaps, default=0.0), 3),
         "interval_s": interval,
         "errors": errors,
@@ -210,6 +245,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", required=True)
     parser.add_argument("--journal", default="", help="append every attempt here; resume from it")
+    parser.add_argument(
+        "--retry-elsewhere",
+        action="store_true",
+        help="a failed write is tried once on every other member at once (and reported apart)",
+    )
     args = parser.parse_args(argv)
     probe = Probe(args)
     signal.signal(signal.SIGTERM, lambda *_: probe.stop.set())

@@ -14,6 +14,7 @@ from bench.rollout_report import (
     Goal,
     ModeFigures,
     Renewal,
+    error_kinds,
     goals,
     goals_table,
     measured,
@@ -354,3 +355,29 @@ def test_the_part_after_certbot_is_shown_and_held_to_the_same_goal() -> None:
         ("restart mode: renewal -> every member on the new leaf", False),
         ("restart mode: certbot done -> every member on the new leaf", True),
     ]
+
+
+def test_a_client_that_tries_the_next_member_is_reported_beside_the_plain_one() -> None:
+    errors = {
+        "HTTP 503 from 10.0.4.22: Vault is sealed": 2,
+        "HTTP 503 from 10.0.4.27: Vault is sealed": 1,
+        "ConnectError to 10.0.4.10": 1,
+    }
+    assert error_kinds(errors) == (("HTTP 503: Vault is sealed", 3), ("ConnectError", 1))
+    renewal = replace(
+        _renewal(RESTART, writes=(4, 90, 1.0)),
+        writes_unserved=0,
+        served_gap=0.5,
+        write_errors=error_kinds(errors),
+    )
+    lines = renewal_block("restart mode", 1, 1, renewal).splitlines()
+    assert lines[-2].endswith(
+        "KV writes: 4 of 90 failed, longest gap 1.0 s; a client that tries the next member: "
+        "0 unserved, longest gap 0.5 s"
+    )
+    assert lines[-1] == "  failed writes: 3 x HTTP 503: Vault is sealed; 1 x ConnectError"
+    restart = mode_figures("restart mode", [renewal, replace(renewal, writes_unserved=1)])
+    assert (restart.writes_unserved, restart.served_gap) == (1, 0.5)
+    found = goals(restart, _figures("signal mode", canary=(0.5,)))
+    retrying = next(g for g in found if "tries the next member" in g.what)
+    assert (retrying.measured, retrying.met) == ("1 unserved, longest gap 0.5 s", False)
