@@ -15,15 +15,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import tempfile
-import time
-from pathlib import Path
 
-from tests.support.docker_engine import ensure_engine
-from tests.support.e2e_flow import LocalFlow, Rotation, bring_up, rotate, wait_for
-from tests.support.e2e_images import build_project_image, image_size, remove_image
-from tests.support.e2e_names import unique
-from tests.support.openbao_image import build_openbao_image
+from bench.local_stack import local_stack, switch_mode
+from tests.support.e2e_flow import LocalFlow, Rotation, rotate
+from tests.support.e2e_images import image_size
 
 
 def _quantiles(values: list[float]) -> str:
@@ -92,45 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rotations", type=int, default=5)
     args = parser.parse_args()
-    ensure_engine()
-    suffix = unique("")
-    project = build_project_image(f"certflow-bench:{suffix}")
-    vault = build_openbao_image(f"certflow-bench-vault:{suffix}")
-    with tempfile.TemporaryDirectory(prefix="certflow-bench-") as tmp:
-        flow = LocalFlow(
-            stack=f"bench{suffix}",
-            workdir=Path(tmp) / "flow",
-            image=project,
-            vault_image=vault,
-        )
-        try:
-            started = time.monotonic()
-            flow.prepare()
-            flow.issue_or_renew()
-            bring_up(flow)
-            took = time.monotonic() - started
-            print(f"bring-up (both stacks, bootstrap, first verify): {took:.0f} s")
-            restart = [rotate(flow) for _ in range(args.rotations)]
-            _report("restart mode", restart)
-            flow.reload_mode = "signal"
-            flow.deploy("certs")
-            wait_for(
-                "the distributor in signal mode",
-                lambda: flow.service_settled("cert-distributor"),
-                timeout=180,
-                every=2,
-            )
-            signal = [rotate(flow) for _ in range(args.rotations)]
-            _report("signal mode", signal)
-            for service, kb in sorted(_rss(flow).items()):
-                print(f"RSS {service}: {kb / 1024:.1f} MiB")
-            print(f"image size {project}: {image_size(project) / 1e6:.1f} MB")
-        finally:
-            try:
-                flow.down()
-            finally:
-                remove_image(vault)
-                remove_image(project)
+    with local_stack() as flow:
+        restart = [rotate(flow) for _ in range(args.rotations)]
+        _report("restart mode", restart)
+        switch_mode(flow, "signal")
+        signal = [rotate(flow) for _ in range(args.rotations)]
+        _report("signal mode", signal)
+        for service, kb in sorted(_rss(flow).items()):
+            print(f"RSS {service}: {kb / 1024:.1f} MiB")
+        print(f"image size {flow.image}: {image_size(flow.image) / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
-from pathlib import Path
 
+from bench.local_stack import local_stack, switch_mode
 from bench.rollout_report import (
     LEGEND,
     ModeFigures,
@@ -36,22 +34,17 @@ from bench.rollout_report import (
     mode_summary,
     renewal_block,
 )
-from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_flow import (
     FlowError,
     LocalFlow,
-    bring_up,
     renewal_timeline,
     rotate,
-    wait_for,
 )
-from tests.support.e2e_images import build_project_image, remove_image
-from tests.support.e2e_names import unique
-from tests.support.openbao_image import build_openbao_image
 
 # Sampled this long after `certflow verify` passes: the last member still catches up on raft,
-# and its gate (the rollout recorded done) passes only after the coordinator's voter wait (6 s
-# in the local flow) and a poll. The next renewal must not start before.
+# and its gate (the rollout recorded done) passes once its raft index proves that, or after the
+# coordinator's voter wait (6 s in the local flow) where none can. The next renewal must not
+# start before.
 LINGER = 15.0
 
 
@@ -71,27 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _switch_mode(flow: LocalFlow, mode: str) -> None:
-    """Redeploy the certs stack with the distributor in ``mode`` (as bench.e2e_rotation does)."""
-    if flow.reload_mode == mode:
-        return
-    flow.reload_mode = mode
-    flow.deploy("certs")
-    wait_for(
-        f"the distributor in {mode} mode",
-        lambda: flow.service_settled("cert-distributor"),
-        timeout=180,
-        every=2,
-    )
-
-
 def _renewal(flow: LocalFlow, sample_every: float) -> Renewal:
     rotation = rotate(flow, linger=LINGER, sample_every=sample_every, retry_elsewhere=True)
     return measured(rotation, renewal_timeline(flow, rotation))
 
 
 def _run_mode(flow: LocalFlow, mode: str, rotations: int, sample_every: float) -> ModeFigures:
-    _switch_mode(flow, mode)
+    switch_mode(flow, mode)
     name = f"{mode} mode"
     renewals = []
     for number in range(1, rotations + 1):
@@ -104,11 +83,6 @@ def _run_mode(flow: LocalFlow, mode: str, rotations: int, sample_every: float) -
 
 
 def _bench(flow: LocalFlow, rotations: int, sample_every: float) -> None:
-    started = time.monotonic()
-    flow.prepare()
-    flow.issue_or_renew()
-    bring_up(flow)
-    print(f"bring-up (both stacks, bootstrap, first verify): {time.monotonic() - started:.0f} s")
     print(f"\n{LEGEND}", flush=True)
     restart = _run_mode(flow, "restart", rotations, sample_every)
     signal = _run_mode(flow, "signal", rotations, sample_every)
@@ -117,28 +91,12 @@ def _bench(flow: LocalFlow, rotations: int, sample_every: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    ensure_engine()
-    suffix = unique("")
-    project = build_project_image(f"certflow-bench:{suffix}")
-    vault = build_openbao_image(f"certflow-bench-vault:{suffix}")
-    with tempfile.TemporaryDirectory(prefix="certflow-bench-") as tmp:
-        flow = LocalFlow(
-            stack=f"bench{suffix}",
-            workdir=Path(tmp) / "flow",
-            image=project,
-            vault_image=vault,
-        )
-        try:
+    try:
+        with local_stack() as flow:
             _bench(flow, args.rotations, args.sample_every)
-        except FlowError as exc:
-            print(f"bench.rollout: the flow failed: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            try:
-                flow.down()
-            finally:
-                remove_image(vault)
-                remove_image(project)
+    except FlowError as exc:
+        print(f"bench.rollout: the flow failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
