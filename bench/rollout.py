@@ -23,7 +23,13 @@ import argparse
 import sys
 
 from bench.local_stack import local_stack, switch_mode
-from bench.rollout_report import (
+from tests.support.e2e_flow import (
+    FlowError,
+    LocalFlow,
+    renewal_timeline,
+    rotate,
+)
+from tests.support.rollout_report import (
     LEGEND,
     ModeFigures,
     Renewal,
@@ -33,12 +39,6 @@ from bench.rollout_report import (
     mode_figures,
     mode_summary,
     renewal_block,
-)
-from tests.support.e2e_flow import (
-    FlowError,
-    LocalFlow,
-    renewal_timeline,
-    rotate,
 )
 
 # Sampled this long after `certflow verify` passes: the last member still catches up on raft,

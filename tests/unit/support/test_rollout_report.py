@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from bench.rollout_report import (
+from tests.support.e2e_flow import Rotation
+from tests.support.e2e_seal_sampler import Sample
+from tests.support.rollout_report import (
     Goal,
     ModeFigures,
     Renewal,
@@ -23,8 +25,6 @@ from bench.rollout_report import (
     mode_summary,
     renewal_block,
 )
-from tests.support.e2e_flow import Rotation
-from tests.support.e2e_seal_sampler import Sample
 from tests.support.timeline import Row, Timeline
 
 T0 = 1_800_000_000.0
