@@ -150,7 +150,7 @@ class Probe:
         A 404 is asked again a few times first: a member that has just rejoined may serve a
         stale read for a few seconds (../shared/reference/openbao-raft-facts.md).
         """
-        pending = [a["n"] for a in self.attempts if a["ok"]]
+        pending = [a["n"] for a in self.attempts if a["ok"] or a.get("retried_ok")]
         lost: list[int] = []
         tries: dict[int, int] = {}
         while pending and time.monotonic() < deadline:
