@@ -26,46 +26,15 @@ from tests.support.rollout_report import (
     renewal_block,
 )
 from tests.support.timeline import Row, Timeline
+from tests.unit.support.test_timeline import a_row
 
 T0 = 1_800_000_000.0
-
-
-def _row(
-    slot: int,
-    *,
-    stopped: float | None = None,
-    signalled: float | None = None,
-    restarted: float | None = None,
-    running: float | None = None,
-    answering: float | None = None,
-    unsealed: float | None = None,
-    caught_up: float | None = None,
-    serving: float | None = None,
-    gate: float | None = None,
-    canary: bool = False,
-) -> Row:
-    return Row(
-        slot=slot,
-        ip=None,
-        restarted=restarted,
-        signalled=signalled,
-        unsealed=unsealed,
-        stayed_unsealed=signalled is not None,
-        caught_up=caught_up,
-        serving=serving,
-        seen=True,
-        stopped=stopped,
-        running=running,
-        answering=answering,
-        gate=gate,
-        canary=canary,
-    )
 
 
 def _restarted(slot: int, stop: float) -> Row:
     """A member stopped at ``stop``: new task +0.25, running +7.25, answering +7.5, unsealed +8,
     caught up +8.25, gate +14."""
-    return _row(
+    return a_row(
         slot,
         stopped=stop,
         restarted=stop + 0.25,
@@ -92,8 +61,8 @@ def _timeline(rows: list[Row]) -> Timeline:
 RESTART = _timeline([_restarted(1, 30.0), _restarted(2, 2.0), _restarted(3, 16.0)])
 SIGNAL = _timeline(
     [
-        _row(1, signalled=3.0, answering=3.1, caught_up=3.1, serving=3.3, gate=3.5, canary=True),
-        _row(2, signalled=4.0, answering=4.1, caught_up=4.1, serving=4.3),
+        a_row(1, signalled=3.0, answering=3.1, caught_up=3.1, serving=3.3, gate=3.5, canary=True),
+        a_row(2, signalled=4.0, answering=4.1, caught_up=4.1, serving=4.3),
     ]
 )
 
@@ -202,7 +171,7 @@ def test_the_signal_mode_table_names_the_canary_and_skips_what_did_not_happen() 
 
 
 def test_a_member_never_stopped_comes_last() -> None:
-    timeline = _timeline([_row(1, serving=0.5), _restarted(2, 2.0)])
+    timeline = _timeline([a_row(1, serving=0.5), _restarted(2, 2.0)])
     _, first, last = _cells(member_table(timeline))
     assert (first[0], last[0]) == ("slot 2", "slot 1")
     assert last[1:] == ["-"] * 8

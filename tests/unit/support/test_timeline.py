@@ -337,7 +337,8 @@ def test_member_row_carries_the_logged_marks_and_task_running() -> None:
     assert not row.canary
 
 
-def _row(
+def a_row(
+    slot: int = 1,
     *,
     stopped: float | None = None,
     signalled: float | None = None,
@@ -346,22 +347,27 @@ def _row(
     answering: float | None = None,
     unsealed: float | None = None,
     caught_up: float | None = None,
+    serving: float | None = None,
     gate: float | None = None,
+    canary: bool = False,
 ) -> Row:
+    """A timeline row with the steps given (seconds after the renewal); a signalled member
+    stayed unsealed. Also used by test_rollout_report."""
     return Row(
-        slot=1,
+        slot=slot,
         ip=None,
         restarted=restarted,
         signalled=signalled,
         unsealed=unsealed,
-        stayed_unsealed=False,
+        stayed_unsealed=signalled is not None,
         caught_up=caught_up,
-        serving=None,
+        serving=serving,
         seen=True,
         stopped=stopped,
         running=running,
         answering=answering,
         gate=gate,
+        canary=canary,
     )
 
 
@@ -371,7 +377,7 @@ def _row(
         # Restart mode, every step seen: stop 3, new task 4, running 11, answering 11.5,
         # unsealed 12, caught up 13, gate 19.
         (
-            _row(
+            a_row(
                 stopped=3.0,
                 restarted=4.0,
                 running=11.0,
@@ -385,18 +391,18 @@ def _row(
         # Signal mode: no new task, stayed unsealed; answering and caught up count from the
         # SIGHUP, the canary's gate (proven) from caught up.
         (
-            _row(signalled=5.0, answering=5.25, caught_up=5.5, gate=6.0),
+            a_row(signalled=5.0, answering=5.25, caught_up=5.5, gate=6.0),
             [None, None, 0.25, None, 0.25, 0.5],
         ),
         # A step not seen (the member never unsealed in the rounds): skipped over.
         (
-            _row(stopped=3.0, restarted=4.0, running=11.0, answering=12.0, gate=40.0),
+            a_row(stopped=3.0, restarted=4.0, running=11.0, answering=12.0, gate=40.0),
             [1.0, 7.0, 1.0, None, None, 28.0],
         ),
         # No stop logged: nothing counts from it, the later steps from each other.
-        (_row(restarted=4.0, running=11.0), [None, 7.0, None, None, None, None]),
+        (a_row(restarted=4.0, running=11.0), [None, 7.0, None, None, None, None]),
         # Nothing at all.
-        (_row(), [None] * 6),
+        (a_row(), [None] * 6),
     ],
 )
 def test_step_durations_count_from_the_latest_earlier_step(
