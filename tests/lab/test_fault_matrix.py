@@ -896,15 +896,29 @@ def test_09_unseal_secret_rotated_wrong_then_right(bed: Bed) -> None:
     assert bed.notices is not None
     start = len(bed.notices.bodies)
 
-    def fault(renewal: Renewal) -> tuple[float, str]:
-        # A sealed member is told after 10 s here (60 s by default), so that the row sees it.
+    def setup() -> None:
+        # Before the renewal: a rollout takes seconds, so a key changed after it started could
+        # come too late for any member. A sealed member is told after 10 s here (60 s by
+        # default), so that the row sees it.
         point_to("fm_wrong_key", "--env-add", "UNSEALER_SEALED_ALERT=10")
-        seen = _watch_health(bed, lab.nodes[0], "vault-unsealer", 60)
-        _verify_names(bed, "9", "sealed")
-        point_to(good, "--env-rm", "UNSEALER_SEALED_ALERT")
+        _updated(bed, "vault-unsealer", 3)
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        try:
+            seen = _watch_health(bed, lab.nodes[0], "vault-unsealer", 60)
+            _verify_names(bed, "9", "sealed")
+        finally:
+            point_to(good, "--env-rm", "UNSEALER_SEALED_ALERT")
         return time.monotonic(), _summary(seen, "key", "unseal")
 
-    _scenario(bed, "9", "unseal secret rotated to a wrong key, then back", fault)
+    try:
+        _scenario(
+            bed, "9", "unseal secret rotated to a wrong key, then back", fault, setup=setup
+        )
+    finally:
+        # Whatever failed, the next row gets the right key back.
+        if current_secret() != good:
+            point_to(good, "--env-rm", "UNSEALER_SEALED_ALERT")
     # The operators heard of it: the key rejected, the member sealed too long.
     bodies = noticed(bed.notices, start, "unseal_key.rejected", "member.sealed", timeout=60)
     rejected = next(b for b in bodies if b["kind"] == "unseal_key.rejected")
@@ -1298,14 +1312,23 @@ def _reload_mode(bed: Bed, mode: str) -> None:
         timeout=120,
     )  # fmt: skip
 
+    _updated(bed, "cert-distributor", 3, what=f"every distributor in {mode} mode")
+
+
+def _updated(bed: Bed, name: str, replicas: int, *, what: str = "") -> None:
+    """Wait for the rolling update of the stack's service ``name`` to finish, ``replicas`` of
+    its tasks running."""
+    service = bed.flow.service(name)
+    manager = bed.lab.manager()
+
     def updated() -> bool:
         state = manager.docker(
             "service", "inspect", service,
             "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", timeout=30,
         ).strip()  # fmt: skip
-        return state in ("", "completed") and bed.flow.service_running("cert-distributor", 3)
+        return state in ("", "completed") and bed.flow.service_running(name, replicas)
 
-    wait_until(f"every distributor in {mode} mode", updated, timeout=300, every=2)
+    wait_until(what or f"the update of {service}", updated, timeout=300, every=2)
 
 
 def _canary_signal_in(logs: str) -> bool:
