@@ -912,9 +912,7 @@ def test_09_unseal_secret_rotated_wrong_then_right(bed: Bed) -> None:
         return time.monotonic(), _summary(seen, "key", "unseal")
 
     try:
-        _scenario(
-            bed, "9", "unseal secret rotated to a wrong key, then back", fault, setup=setup
-        )
+        _scenario(bed, "9", "unseal secret rotated to a wrong key, then back", fault, setup=setup)
     finally:
         # Whatever failed, the next row gets the right key back.
         if current_secret() != good:
