@@ -11,9 +11,8 @@ import json
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from datetime import datetime
 
-from shared.docker_engine import DockerEngine
+from shared.docker_engine import DockerEngine, engine_time
 from shared.errors import DockerError, DockerNotFound
 from shared.logs import get_logger
 from shared.manifest_auth import MacKeys
@@ -39,7 +38,7 @@ from .coordinator import (
     step,
 )
 from .docker_ops import advance_update, record_fingerprint
-from .facts import DistributorInfo
+from .facts import DistributorInfo, MemberProbe
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
 from .stop_order import PATH, StopOrder, encode
@@ -325,19 +324,15 @@ def _members(
                 node_id=task.node_id,
                 active=probe.active if probe else None,
                 applied=probe.applied if probe else None,
-                checked_at=_epoch(probe.checked_at) if probe else None,
+                checked_at=_checked_at(probe),
             )
         )
     return tuple(out)
 
 
-def _epoch(iso_time: str | None) -> float | None:
-    if not iso_time:
-        return None
-    try:
-        return datetime.fromisoformat(iso_time).timestamp()
-    except ValueError:
-        return None
+def _checked_at(probe: MemberProbe | None) -> float | None:
+    at = engine_time(probe.checked_at) if probe is not None else None
+    return at.timestamp() if at is not None else None
 
 
 def _not_back(tasks: list[TaskInfo], nodes: dict[str, NodeInfo]) -> tuple[str, ...]:

@@ -429,6 +429,8 @@ class Distributor:
         """The leader's gate asks for these members' probes now: ``{"tasks": [task IDs]}``. It
         only brings a probe forward (no state changes, nothing is signalled), so it needs no
         signature; the request is bounded all the same."""
+        if len(raw) > _MAX_PROBE_BODY:
+            return 413, f"request body over {_MAX_PROBE_BODY} bytes"
         try:
             body = json.loads(raw)
             tasks = body["tasks"] if isinstance(body, dict) else None
@@ -748,7 +750,7 @@ class Distributor:
         @app.post(PROBE_PATH)
         async def post_probe_members(request: Request) -> JSONResponse:
             raw = await request.body()
-            status, message = self.receive_probe_request(raw[:_MAX_PROBE_BODY])
+            status, message = self.receive_probe_request(raw)
             return JSONResponse({"message": message}, status_code=status)
 
         @app.post(STOP_PATH)

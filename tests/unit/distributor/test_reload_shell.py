@@ -21,7 +21,7 @@ from services.distributor.coordinator import Kind
 from services.distributor.facts import DistributorInfo, MemberProbe
 from services.distributor.local_members import TASK_ID_LABEL
 from services.distributor.peers import PeerDirectory
-from services.distributor.reload import PROBE_PATH, RestartCoordinator
+from services.distributor.reload import PROBE_PATH, RestartCoordinator, _members
 from services.distributor.service import Distributor
 from services.distributor.settings import DistributorSettings
 from services.distributor.stop_order import PATH as STOP_PATH
@@ -811,3 +811,18 @@ def test_the_gate_has_a_member_probed_at_once_through_the_distributors_http_rout
     ):
         assert asyncio.run(posted(bad)) == 400
     assert asyncio.run(posted(json.dumps({"tasks": ["t"] * 17}).encode())) == 400
+    assert asyncio.run(posted(b'{"tasks": []' + b" " * 5000 + b"}")) == 413
+    assert dist.prober.probes == 2  # nothing refused was probed
+
+
+def test_the_gate_reads_when_each_member_was_probed(engine: FakeEngine) -> None:
+    # The catch-up proof needs the active member's index probed after a restart: the ISO time
+    # its node reported comes through as epoch seconds (None when it reported none).
+    tasks = engine.service_tasks[VAULT]
+    probes = [
+        MemberProbe(slot=t.slot, task_id=t.task_id, sealed=False, checked_at=at)
+        for t, at in zip(tasks, ("2026-12-06T12:00:00.250000+00:00", None), strict=True)
+    ]
+    info = DistributorInfo(node_id="n1", members=probes)
+    members = _members(tasks, engine.node_list, {"n1": info})
+    assert [m.checked_at for m in members] == [1796558400.25, None]
