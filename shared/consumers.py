@@ -177,5 +177,7 @@ class ConsumerReport(BaseModel):
         if self.fingerprint is None:
             return []
         return [
-            t for t in self.tasks if t.running and t.serves is not None and t.serves != self.fingerprint
+            t
+            for t in self.tasks
+            if t.running and t.serves is not None and t.serves != self.fingerprint
         ]

@@ -73,6 +73,8 @@ class DockerEngine(Protocol):
 
     def service(self, name: str) -> ServiceState: ...
 
+    def labelled_services(self, label: str) -> list[ServiceState]: ...
+
     def tasks(self, service: str, *, running_only: bool = True) -> list[TaskInfo]: ...
 
     def update_service(
@@ -302,6 +304,12 @@ class DockerPyEngine:
         with _translated(f"inspecting service {name}"):
             attrs: dict[str, Any] = self._client.services.get(name).attrs
         return service_from_dict(attrs)
+
+    def labelled_services(self, label: str) -> list[ServiceState]:
+        """Every service whose spec carries ``label`` (any value), freshly inspected."""
+        with _translated(f"listing services labelled {label}"):
+            raw = self._client.api.services(filters={"label": label})
+        return [service_from_dict(attrs) for attrs in raw]
 
     def tasks(self, service: str, *, running_only: bool = True) -> list[TaskInfo]:
         """Tasks Swarm wants running; with ``running_only`` just those running now."""

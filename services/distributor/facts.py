@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.consumers import ConsumerReport
+
 
 class MemberProbe(BaseModel):
     """One local Vault member as its node's distributor last probed it (local_members.py).
@@ -57,3 +59,5 @@ class DistributorInfo(BaseModel):
     # distributor cannot read service labels and takes it from here.
     paused: str | None = None
     pause_known: bool = False  # this distributor read the pause itself (it runs on a manager)
+    # The consumers (services labelled certflow.reload), on the Swarm leader's distributor only.
+    consumers: list[ConsumerReport] = []

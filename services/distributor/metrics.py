@@ -124,3 +124,30 @@ class DistributorMetrics:
             self.refused.labels(reason=reason.value)
         for auth_reason in AuthReason:
             self.manifest_refused.labels(reason=auth_reason.value)
+        # Consumers (services labelled certflow.reload), as the leader's distributor sees them.
+        self.consumer_reloads = Counter(
+            "certflow_distributor_consumer_reloads_total",
+            "Consumer task reloads ordered by this process (as leader), by service and action",
+            ["service", "action"],
+            registry=self.registry,
+        )
+        self.consumer_orders = Counter(
+            "certflow_distributor_consumer_orders_total",
+            "Consumer reload orders this node received or carried out, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.consumer_state = Gauge(
+            "certflow_distributor_consumer_state",
+            "1 for the state each consumer is in (done, reloading, waiting, halted, reported, "
+            "paused, watched), 0 for the others",
+            ["service", "state"],
+            registry=self.registry,
+        )
+        self.consumer_serving_old = Gauge(
+            "certflow_distributor_consumer_tasks_serving_old",
+            "Running tasks of a consumer whose check address serves another leaf than the one "
+            "installed",
+            ["service"],
+            registry=self.registry,
+        )

@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from shared import __version__
 from shared.atomic import write_file_atomic
+from shared.consumers import ConsumerReport
+from shared.consumers import State as ConsumerState
 from shared.docker_engine import DockerEngine, open_engine
 from shared.errors import (
     CertificateInvalid,
@@ -35,6 +37,7 @@ from shared.status import iso
 from shared.swarm import ContainerEvent
 from shared.watch import ChangeWatcher, Wake
 
+from .consumer_reload import ConsumerCoordinator, ConsumerSettings
 from .coordinator import Decision, Kind, nodes_not_ready
 from .facts import DistributorInfo, MemberProbe
 from .install import PairInstaller, installed_at
@@ -50,6 +53,8 @@ from .signal_canary import Step as CanaryStep
 from .stop_order import PATH as STOP_PATH
 from .stop_order import LocalTask, OrderRefused, StopOrder, decode, judge
 from .sync import Step, Syncer, SyncResult
+from .task_order import PATH as RELOAD_TASK_PATH
+from .task_reload import LocalTaskReloader
 
 _log = get_logger(__name__)
 SIGNALLED_MARKER = ".certflow-signalled"
@@ -171,6 +176,37 @@ class Distributor:
                 local_probe=self.probe_soon,
                 clock_skew=settings.clock_skew,
             )
+        # Consumers (services labelled certflow.reload): any node carries out a reload order for
+        # its local task; the Swarm leader's distributor decides them.
+        self.task_reloader: LocalTaskReloader | None = None
+        self.consumers: ConsumerCoordinator | None = None
+        if self.engine is not None:
+            self.task_reloader = LocalTaskReloader(
+                self.engine,
+                node_id=self._node_id,
+                installed=self._installed_fingerprint,
+                keys=settings.manifest_keys,
+                on_outcome=lambda outcome: self.metrics.consumer_orders.labels(
+                    outcome=outcome
+                ).inc(),
+            )
+            if settings.consumers:
+                self.consumers = ConsumerCoordinator(
+                    self.engine,
+                    peers=self.peers,
+                    keys=settings.manifest_keys,
+                    local_order=self.task_reloader.act,
+                    node_id=self._node_id,
+                    fullchain=self._installed_chain,
+                    metrics=self.metrics,
+                    trust=settings.trust_bundle,
+                    own_service=settings.service_name,
+                    settings=ConsumerSettings(
+                        bound=settings.consumer_bound,
+                        check_timeout=settings.consumer_check_timeout,
+                    ),
+                )
+        self.consumer_reports: list[ConsumerReport] = []
         self.state = _State()
         self._last_decision: tuple[Kind, str | None, tuple[str, ...]] | None = None
         self.members: list[MemberProbe] = []  # this node's Vault members, as last probed
@@ -387,6 +423,62 @@ class Distributor:
             )
             log("vault.reload", decision=decision.kind.value, message=decision.message)
         return decision
+
+    def consumer_pass(self) -> list[ConsumerReport] | None:
+        """On the Swarm leader: step every consumer (its own check in /health); elsewhere
+        nothing. Apart from Vault's pass, so that neither waits on the other."""
+        if self.consumers is None:
+            return None
+        try:
+            reports = self.consumers.step(self._installed_fingerprint())
+        except DockerError as exc:
+            self.health.report("consumers", Status.DEGRADED, f"docker: {exc}")
+            return None
+        if self.consumers.busy:
+            self._busy = True
+        if reports != self.consumer_reports:
+            self.consumer_reports = reports
+            self._publish_info(None)
+        if not reports:
+            self.health.remove("consumers")
+            return reports
+        status = Status.OK
+        if any(r.state is ConsumerState.HALTED for r in reports):
+            status = Status.FAILING
+        elif any(
+            r.state in {ConsumerState.REPORTED, ConsumerState.PAUSED} or r.serves_older
+            for r in reports
+            if r.state is not ConsumerState.RELOADING
+        ):
+            status = Status.DEGRADED
+        self.health.report(
+            "consumers",
+            status,
+            "; ".join(
+                f"{r.service}: {r.state.value}"
+                + ("" if r.state is ConsumerState.DONE else f" ({r.message})")
+                for r in reports
+            ),
+            services=[r.service for r in reports],
+        )
+        return reports
+
+    def _installed_fingerprint(self) -> str | None:
+        try:
+            installed = self.installer.installed()
+        except StorageError:
+            return None
+        return installed.manifest.fingerprint if installed else None
+
+    def _installed_chain(self) -> bytes | None:
+        """The installed full chain (the trust check of consumers' check names)."""
+        try:
+            installed = self.installer.installed()
+            if installed is None:
+                return None
+            return (self.installer.target / installed.directory / self.installer.cert_name).read_bytes()
+        except (StorageError, OSError):
+            return None
 
     def _pace(self, now: float) -> float:
         """Seconds until the next reload pass: the gate's pace while a rollout is in flight, for
@@ -669,6 +761,7 @@ class Distributor:
             members=self.members,
             paused=self.paused,
             pause_known=self._pause_known,
+            consumers=self.consumer_reports,
         )
         self.health.set_info(**info.model_dump(mode="json"))
 
@@ -744,6 +837,12 @@ class Distributor:
         )
         return 202, f"slot {order.slot}: stopping ({signal}); Swarm starts it again"
 
+    def receive_reload_order(self, raw: bytes) -> tuple[int, str]:
+        """A consumer task's reload order from the leader, as the HTTP route hands it over."""
+        if self.task_reloader is None:
+            return 409, "this distributor has no Docker engine to reload a task with"
+        return self.task_reloader.receive(raw)
+
     def routes(self, app: FastAPI) -> None:
         """The distributor's own HTTP routes, beside /health and /metrics."""
 
@@ -751,6 +850,12 @@ class Distributor:
         async def post_probe_members(request: Request) -> JSONResponse:
             raw = await request.body()
             status, message = self.receive_probe_request(raw)
+            return JSONResponse({"message": message}, status_code=status)
+
+        @app.post(RELOAD_TASK_PATH)
+        async def post_reload_task(request: Request) -> JSONResponse:
+            raw = await request.body()
+            status, message = await run_in_threadpool(self.receive_reload_order, raw)
             return JSONResponse({"message": message}, status_code=status)
 
         @app.post(STOP_PATH)
@@ -838,6 +943,7 @@ class Distributor:
         )
         stall.start()
         failed: str | None = None
+        consumers_failed: str | None = None
         try:
             while not stop.is_set():
                 stall.begin()
@@ -849,6 +955,17 @@ class Distributor:
                         _log.exception("reload.pass_failed", error=str(exc))
                     failed = repr(exc)
                     self.health.report("reload", Status.FAILING, f"reload pass failed: {exc}")
+                try:
+                    # Consumers after Vault, in the same loop: one pace, one stall watch.
+                    self.consumer_pass()
+                    consumers_failed = None
+                except Exception as exc:  # Vault's pass goes on; /health says it
+                    if consumers_failed != repr(exc):
+                        _log.exception("consumers.pass_failed", error=str(exc))
+                    consumers_failed = repr(exc)
+                    self.health.report(
+                        "consumers", Status.FAILING, f"consumer pass failed: {exc}"
+                    )
                 finally:
                     stall.end()
                 self._reload_due.wait(self._pace(time.monotonic()))

@@ -169,6 +169,30 @@ class DistributorSettings(CertPairSettings, NotifySettings):
         "before the rollout halts",
     )
 
+    # Consumers: other services that use the pair (labelled certflow.reload; shared/consumers.py).
+    consumers: bool = Field(
+        True,
+        alias="DISTRIBUTOR_CONSUMERS",
+        description="Reload the services labelled certflow.reload (on the Swarm leader's "
+        "distributor) after every node has a new pair; false: Vault only",
+    )
+    consumer_bound: float = Field(
+        120.0,
+        alias="DISTRIBUTOR_CONSUMER_BOUND",
+        gt=0,
+        le=86400,
+        description="Seconds a reloaded consumer task may take to be back (running and, with a "
+        "certflow.check label, serving the installed leaf) before that consumer is reported "
+        "halted",
+    )
+    consumer_check_timeout: float = Field(
+        3.0,
+        alias="DISTRIBUTOR_CONSUMER_CHECK_TIMEOUT",
+        gt=0,
+        le=60,
+        description="Seconds a consumer task's check address may take to answer a TLS handshake",
+    )
+
     # The trust check: the chain must verify, for the name Vault's clients dial, against the CA
     # bundle they use. Unset: not checked (the pair is still validated on its own).
     trust_bundle: TrustBundleSetting = Field(

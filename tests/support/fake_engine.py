@@ -169,6 +169,10 @@ class FakeEngine:
             raise DockerNotFound(f"inspecting service {name}: not found")
         return self.services[name]
 
+    def labelled_services(self, label: str) -> list[ServiceState]:
+        self._check()
+        return [s for s in self.services.values() if label in s.labels]
+
     def tasks(self, service: str, *, running_only: bool = True) -> list[TaskInfo]:
         self.service(service)
         tasks = list(self.service_tasks.get(service, []))
