@@ -4,7 +4,8 @@ An order names one Vault task (by service, slot and task ID) and the certificate
 for. It travels over the distributors' network as JSON with an HMAC by the manifest key
 (``shared.manifest_auth``), which only certflow holds: the network carries the order, the key
 authorizes it. The MAC covers a prefix of its own, so a signed manifest can never pass as an
-order or an order as a manifest.
+order or an order as a manifest. :func:`seal` and :func:`unseal` are shared with reload orders
+(``task_order``), each kind under its own prefix.
 
 An order is safe to deliver twice: it names one task, and a stopped task never runs again (Swarm
 starts a new task, with a new ID). ``MAX_AGE`` bounds how long a copied order stays usable.
@@ -13,8 +14,9 @@ starts a new task, with a new ID). ``MAX_AGE`` bounds how long a copied order st
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from shared.manifest_auth import MAC_FIELD, MacKeys, canonical, sign, tag_key_id, verify
 
@@ -32,6 +34,73 @@ class OrderRefused(Exception):
         super().__init__(message)
         self.reason = reason
         self.status = status
+
+
+class Issued(Protocol):
+    @property
+    def issued_at(self) -> float: ...
+
+
+OrderT = TypeVar("OrderT", bound=Issued)
+
+
+def seal(fields: dict[str, Any], keys: MacKeys, domain: bytes) -> bytes:
+    """``fields`` as the JSON body of a request, with their MAC under ``domain``."""
+    doc = dict(fields)
+    doc[MAC_FIELD] = sign(keys, domain + canonical(doc))
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def unseal(
+    raw: bytes,
+    keys: MacKeys | None,
+    *,
+    kind: str,
+    domain: bytes,
+    what: str,
+    build: Callable[[dict[str, Any]], OrderT],
+    now: float,
+    max_age: float,
+) -> OrderT:
+    """Read and authenticate a signed order of ``kind`` (``what`` names it in messages): JSON,
+    kind, key, MAC under ``domain``, fields (``build``), age, in that order. Raises
+    :class:`OrderRefused` with status 400 (malformed) or 401 (no key, bad MAC, stale)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise OrderRefused("malformed", "the order is not JSON", status=400) from None
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        raise OrderRefused("malformed", f"not a {kind} order", status=400)
+    if keys is None:
+        raise OrderRefused(
+            "no_key",
+            "this distributor has no manifest key (CERTFLOW_MANIFEST_KEY_FILES) to authenticate "
+            f"{what}s with",
+            status=401,
+        )
+    tag = doc.get(MAC_FIELD)
+    if not isinstance(tag, str) or not verify(keys, domain + canonical(doc), tag):
+        kid = tag_key_id(tag) if isinstance(tag, str) else None
+        signer = f"key id {kid}" if kid else "no valid MAC"
+        raise OrderRefused(
+            "unauthenticated",
+            f"{what} refused: its MAC does not verify ({signer}; accepted: {', '.join(keys.ids)})",
+            status=401,
+        )
+    try:
+        order = build(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OrderRefused(
+            "malformed", f"{what} field missing or wrong: {exc}", status=400
+        ) from None
+    if abs(now - order.issued_at) > max_age:
+        raise OrderRefused(
+            "stale",
+            f"{what} issued {now - order.issued_at:.0f}s from this node's clock "
+            f"(accepted: within {max_age:.0f}s)",
+            status=401,
+        )
+    return order
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,59 +124,34 @@ class StopOrder:
 
 def encode(order: StopOrder, keys: MacKeys) -> bytes:
     """The order as the JSON body of a request, with its MAC."""
-    doc = order.fields()
-    doc[MAC_FIELD] = sign(keys, _DOMAIN + canonical(doc))
-    return json.dumps(doc, sort_keys=True).encode()
+    return seal(order.fields(), keys, _DOMAIN)
 
 
 def decode(raw: bytes, keys: MacKeys | None, *, now: float, max_age: float = MAX_AGE) -> StopOrder:
-    """Read and authenticate an order. Raises :class:`OrderRefused` (status 400, 401 or 409)."""
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise OrderRefused("malformed", "the order is not JSON", status=400) from None
-    if not isinstance(doc, dict) or doc.get("kind") != KIND:
-        raise OrderRefused("malformed", f"not a {KIND} order", status=400)
-    if keys is None:
-        raise OrderRefused(
-            "no_key",
-            "this distributor has no manifest key (CERTFLOW_MANIFEST_KEY_FILES) to authenticate "
-            "stop orders with",
-            status=401,
-        )
-    tag = doc.get(MAC_FIELD)
-    if not isinstance(tag, str) or not verify(keys, _DOMAIN + canonical(doc), tag):
-        kid = tag_key_id(tag) if isinstance(tag, str) else None
-        signer = f"key id {kid}" if kid else "no valid MAC"
-        raise OrderRefused(
-            "unauthenticated",
-            f"stop order refused: its MAC does not verify ({signer}; accepted: "
-            f"{', '.join(keys.ids)})",
-            status=401,
-        )
-    try:
-        order = StopOrder(
-            service=_text(doc, "service"),
-            slot=_int(doc, "slot"),
-            task_id=_text(doc, "task_id"),
-            fingerprint=_text(doc, "fingerprint"),
-            issued_at=float(doc["issued_at"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise OrderRefused(
-            "malformed", f"stop order field missing or wrong: {exc}", status=400
-        ) from None
-    if abs(now - order.issued_at) > max_age:
-        raise OrderRefused(
-            "stale",
-            f"stop order issued {now - order.issued_at:.0f}s from this node's clock "
-            f"(accepted: within {max_age:.0f}s)",
-            status=401,
-        )
-    return order
+    """Read and authenticate an order. Raises :class:`OrderRefused` (status 400 or 401)."""
+    return unseal(
+        raw,
+        keys,
+        kind=KIND,
+        domain=_DOMAIN,
+        what="stop order",
+        build=_stop_order,
+        now=now,
+        max_age=max_age,
+    )
 
 
-def _text(doc: dict[str, Any], name: str) -> str:
+def _stop_order(doc: dict[str, Any]) -> StopOrder:
+    return StopOrder(
+        service=text_field(doc, "service"),
+        slot=_int(doc, "slot"),
+        task_id=text_field(doc, "task_id"),
+        fingerprint=text_field(doc, "fingerprint"),
+        issued_at=float(doc["issued_at"]),
+    )
+
+
+def text_field(doc: dict[str, Any], name: str) -> str:
     value = doc[name]
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string")
