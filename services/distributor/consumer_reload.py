@@ -7,6 +7,7 @@ reported for that one only: Vault's rollout and the other consumers never wait o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -156,7 +157,15 @@ class ConsumerCoordinator:
         except DockerNotFound:
             raw_tasks = []  # removed since it was listed: gone next pass
         except DockerError as exc:
-            return self._report(name, spec, fingerprint, State.WAITING, f"docker: {exc}", (), ())
+            return self._report(
+                name,
+                spec,
+                fingerprint,
+                state=State.WAITING,
+                message=f"docker: {exc}",
+                tasks=(),
+                reloaded=(),
+            )
         checked: dict[str, tuple[str | None, str]] = {}
         if spec is not None and spec.check is not None and problem is None:
             running = [t for t in raw_tasks if t.state == "running"]
@@ -183,10 +192,10 @@ class ConsumerCoordinator:
             name,
             spec,
             fingerprint,
-            STATE_OF[decision.verdict],
-            decision.message,
-            tasks,
-            observed.reloaded,
+            state=STATE_OF[decision.verdict],
+            message=decision.message,
+            tasks=tasks,
+            reloaded=observed.reloaded,
         )
 
     def _act(
@@ -338,6 +347,7 @@ class ConsumerCoordinator:
         name: str,
         spec: ConsumerSpec | None,
         fingerprint: str | None,
+        *,
         state: State,
         message: str,
         tasks: tuple[Task, ...],
@@ -376,26 +386,28 @@ class ConsumerCoordinator:
         return report
 
     def _log(self, name: str, decision: Decision) -> None:
-        key = (decision.verdict, decision.waits_on or (decision.task.task_id if decision.task else None))
+        task = decision.task.task_id if decision.task else None
+        key = (decision.verdict, decision.waits_on or task)
         if self._logged.get(name) == key:
             return  # one line per change, not one per pass
         self._logged[name] = key
         log = _log.error if decision.verdict in {Verdict.HALTED, Verdict.REPORTED} else _log.info
-        log("consumer.reload", service=name, decision=decision.verdict.value, message=decision.message)
+        log(
+            "consumer.reload",
+            service=name,
+            decision=decision.verdict.value,
+            message=decision.message,
+        )
 
     def _forget(self, name: str) -> None:
         self._memory.pop(name, None)
         self._since.pop(name, None)
         self._logged.pop(name, None)
         for each in State:
-            try:
+            with contextlib.suppress(KeyError):  # never reported
                 self.metrics.consumer_state.remove(name, each.value)
-            except KeyError:
-                pass  # never reported
-        try:
+        with contextlib.suppress(KeyError):
             self.metrics.consumer_serving_old.remove(name)
-        except KeyError:
-            pass
 
     def _forget_all(self) -> None:
         for name in set(self._memory) | set(self._since):

@@ -54,7 +54,7 @@ from .stop_order import PATH as STOP_PATH
 from .stop_order import LocalTask, OrderRefused, StopOrder, decode, judge
 from .sync import Step, Syncer, SyncResult
 from .task_order import PATH as RELOAD_TASK_PATH
-from .task_reload import LocalTaskReloader
+from .task_reload import LocalTaskReloader, consumer_refusal
 
 _log = get_logger(__name__)
 SIGNALLED_MARKER = ".certflow-signalled"
@@ -186,6 +186,7 @@ class Distributor:
                 node_id=self._node_id,
                 installed=self._installed_fingerprint,
                 keys=settings.manifest_keys,
+                refusal=consumer_refusal(self.engine, (settings.vault_service,)),
                 on_outcome=lambda outcome: self.metrics.consumer_orders.labels(
                     outcome=outcome
                 ).inc(),
@@ -476,7 +477,8 @@ class Distributor:
             installed = self.installer.installed()
             if installed is None:
                 return None
-            return (self.installer.target / installed.directory / self.installer.cert_name).read_bytes()
+            directory = self.installer.target / installed.directory
+            return (directory / self.installer.cert_name).read_bytes()
         except (StorageError, OSError):
             return None
 
@@ -963,9 +965,7 @@ class Distributor:
                     if consumers_failed != repr(exc):
                         _log.exception("consumers.pass_failed", error=str(exc))
                     consumers_failed = repr(exc)
-                    self.health.report(
-                        "consumers", Status.FAILING, f"consumer pass failed: {exc}"
-                    )
+                    self.health.report("consumers", Status.FAILING, f"consumer pass failed: {exc}")
                 finally:
                     stall.end()
                 self._reload_due.wait(self._pace(time.monotonic()))

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from shared.consumers import LabelProblem, consumer_spec
 from shared.docker_engine import DockerEngine
-from shared.errors import DockerError, StorageError
+from shared.errors import DockerError, DockerNotFound, StorageError
 from shared.logs import get_logger
 from shared.manifest_auth import MacKeys
 from shared.swarm import ContainerInfo
@@ -45,6 +46,7 @@ OUTCOMES = (
     "bad_action",  # 400
     "bad_signal",  # 400
     "not_installed",  # 409
+    "not_a_consumer",  # 409: Vault, or a service not labelled for this action
 )
 
 
@@ -69,7 +71,11 @@ class LocalTaskReloader:
         kill_after: float = KILL_AFTER,
         max_age: float = MAX_AGE,
         on_outcome: Callable[[str], None] | None = None,
+        refusal: Callable[[ReloadOrder], str | None] | None = None,
     ) -> None:
+        # Why an order's service may not be reloaded so (:func:`consumer_refusal`), checked
+        # before anything is read or sent; None: no such check.
+        self._refusal = refusal
         self.engine = engine
         self.node_id = node_id
         self.installed = installed
@@ -105,6 +111,9 @@ class LocalTaskReloader:
         if not node:
             # Listing with no node would find nothing and wrongly answer "already restarted".
             return self._failed(order, "this node's ID is unknown (the engine did not answer)")
+        refusal = self._refusal(order) if self._refusal is not None else None
+        if refusal is not None:
+            return self._refused(OrderRefused("not_a_consumer", refusal, status=409), order)
         try:
             installed = self.installed()
             containers = self.engine.containers(order.service, node)
@@ -221,3 +230,32 @@ def _fields(order: ReloadOrder) -> dict[str, str]:
         "signal": order.signal,
         "fingerprint": order.fingerprint,
     }
+
+
+def consumer_refusal(
+    engine: DockerEngine, protected: Collection[str]
+) -> Callable[[ReloadOrder], str | None]:
+    """Why an order's service may not be reloaded so, or None. ``protected`` services (Vault:
+    its members restart only through stop orders, behind the gate that keeps it unsealed and in
+    quorum) never are. The service's labels are read where this node can (a manager) and must
+    ask for this action; a worker cannot read service specs, and there the order's MAC is what
+    vouches for it."""
+    never = frozenset(protected)
+
+    def refusal(order: ReloadOrder) -> str | None:
+        if order.service in never:
+            return f"{order.service} is never reloaded by a reload order"
+        try:
+            spec = consumer_spec(order.service, engine.service(order.service).labels)
+        except DockerNotFound:
+            return f"no service {order.service}"
+        except LabelProblem as exc:
+            return f"{order.service} is not a consumer certflow may reload: {exc}"
+        except DockerError:
+            return None  # not a manager: it cannot read the spec
+        if spec.mode != order.action or (spec.mode == "signal" and spec.signal != order.signal):
+            how = spec.signal if spec.mode == "signal" else spec.mode
+            return f"{order.service} is labelled for {how}, not {order.action} {order.signal}"
+        return None
+
+    return refusal

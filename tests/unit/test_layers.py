@@ -12,6 +12,9 @@ import pytest
 PURE = [
     "services.distributor.coordinator",
     "services.distributor.stop_order",
+    "services.distributor.task_order",
+    "services.distributor.consumer_gate",
+    "shared.consumers",
     "services.distributor.member_probe",
     "services.distributor.signal_canary",
     "services.distributor.rollout_notices",

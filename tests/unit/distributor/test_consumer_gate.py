@@ -51,7 +51,7 @@ def obs(*tasks: Task, spec: ConsumerSpec = RESTART, now: float = 1010.0, **kw: o
         done=None,
         reloaded=(),
         tasks=tasks or (task(1), task(2), task(3)),
-        installed={n: (NEW, 1000.0) for n in "abc"},
+        installed=dict.fromkeys("abc", (NEW, 1000.0)),
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -90,17 +90,23 @@ def test_what_a_consumer_does_next(observed: Observed, verdict: Verdict, says: s
 def test_a_restart_is_sent_again_only_while_its_task_runs_and_only_for_that_task() -> None:
     first, memory = step(obs(now=1010.0), Memory(), LIMITS)
     assert first.verdict is Verdict.RELOAD
-    assert first.task is not None and first.task.task_id == "t1"
+    assert first.task is not None
+    assert first.task.task_id == "t1"
     ordered = (Reloaded("1", "t1"),)
     soon, memory = step(obs(now=1015.0, reloaded=ordered), memory, LIMITS)
-    assert soon.verdict is Verdict.GATE and not soon.send and "still running" in soon.message
+    assert soon.verdict is Verdict.GATE
+    assert not soon.send
+    assert "still running" in soon.message
     later, memory = step(obs(now=1021.0, reloaded=ordered), memory, LIMITS)
-    assert later.verdict is Verdict.GATE and later.send and later.waits_on == "t1"
+    assert later.verdict is Verdict.GATE
+    assert later.send
+    assert later.waits_on == "t1"
     # Swarm started it again on the new pair: slot 2 is next, slot 1 never again.
     back = (task(1, tid="t1b", started=1022.0), task(2), task(3))
     nxt, _ = step(obs(*back, now=1023.0, reloaded=ordered), memory, LIMITS)
     assert nxt.verdict is Verdict.RELOAD
-    assert nxt.task is not None and nxt.task.task_id == "t2"
+    assert nxt.task is not None
+    assert nxt.task.task_id == "t2"
 
 
 def test_a_task_not_back_past_the_bound_halts_this_consumer_and_reloads_nothing_more() -> None:
@@ -108,7 +114,8 @@ def test_a_task_not_back_past_the_bound_halts_this_consumer_and_reloads_nothing_
     gone = (task(1, tid="t1b", running=False, started=1012.0), task(2), task(3))
     memory = Memory(fingerprint=NEW, gate_task="t1", gate_since=1010.0, sent_at=1010.0)
     waiting = one(obs(*gone, now=1050.0, reloaded=ordered), memory)
-    assert waiting.verdict is Verdict.GATE and "not running yet" in waiting.message
+    assert waiting.verdict is Verdict.GATE
+    assert "not running yet" in waiting.message
     halted = one(obs(*gone, now=1071.0, reloaded=ordered), memory)
     assert halted.verdict is Verdict.HALTED
     assert "slot 1 on host-a: not running yet" in halted.message
@@ -128,7 +135,9 @@ def test_with_a_check_the_gate_waits_for_the_new_leaf_and_says_what_is_served() 
     assert "not read: connection refused" in held.message
     new = (task(1, tid="t1b", started=1012.0, serves=NEW), task(2, serves=OLD))
     nxt = one(obs(*new, spec=CHECKED, reloaded=ordered, now=1013.0), memory)
-    assert nxt.verdict is Verdict.RELOAD and nxt.task is not None and nxt.task.unit == "2"
+    assert nxt.verdict is Verdict.RELOAD
+    assert nxt.task is not None
+    assert nxt.task.unit == "2"
 
 
 def test_a_reloaded_unit_that_serves_the_old_leaf_again_is_never_reloaded_twice() -> None:
@@ -147,13 +156,17 @@ def test_a_signal_goes_once_then_the_check_proves_it() -> None:
     memory = Memory(fingerprint=NEW, gate_task="t1", gate_since=1010.0, sent_at=1010.0)
     tasks = (task(1, serves=OLD), task(2, serves=OLD))
     lost = one(obs(*tasks, spec=spec, reloaded=ordered, now=1021.0), memory)
-    assert lost.verdict is Verdict.GATE and lost.send  # not accepted: sent again
+    assert lost.verdict is Verdict.GATE
+    assert lost.send
     memory = accepted(memory, "t1")
     held = one(obs(*tasks, spec=spec, reloaded=ordered, now=1031.0), memory)
-    assert held.verdict is Verdict.GATE and not held.send  # accepted: never signalled twice
+    assert held.verdict is Verdict.GATE
+    assert not held.send
     proven = (task(1, serves=NEW), task(2, serves=OLD))
     nxt = one(obs(*proven, spec=spec, reloaded=ordered, now=1032.0), memory)
-    assert nxt.verdict is Verdict.RELOAD and nxt.task is not None and nxt.task.task_id == "t2"
+    assert nxt.verdict is Verdict.RELOAD
+    assert nxt.task is not None
+    assert nxt.task.task_id == "t2"
 
 
 def test_without_a_check_an_accepted_signal_is_as_far_as_proof_goes() -> None:
@@ -168,27 +181,34 @@ def test_a_node_lost_mid_reload_is_left_out_and_never_recorded_done() -> None:
     down = frozenset({"b"})
     # Slot 2's node was lost while it restarted: the others go on.
     nxt = one(obs(reloaded=ordered, down=down), memory)
-    assert nxt.verdict is Verdict.RELOAD and nxt.task is not None and nxt.task.unit == "1"
+    assert nxt.verdict is Verdict.RELOAD
+    assert nxt.task is not None
+    assert nxt.task.unit == "1"
     assert nxt.task is not None
     rest = (task(1, tid="t1b", started=1020.0), task(2), task(3, tid="t3b", started=1030.0))
     every = (*ordered, Reloaded("1", "t1"), Reloaded("3", "t3"))
     waiting = one(obs(*rest, reloaded=every, down=down), memory)
-    assert waiting.verdict is Verdict.WAIT and "slot 2 on host-b" in waiting.message
+    assert waiting.verdict is Verdict.WAIT
+    assert "slot 2 on host-b" in waiting.message
     assert waiting.left_out == ("slot 2 on host-b",)
     # The node is back with the same task still on the old pair: the same order goes again.
     again = one(obs(*rest, reloaded=every, now=1100.0), memory)
-    assert again.verdict in {Verdict.GATE, Verdict.HALTED} and again.send
+    assert again.verdict in {Verdict.GATE, Verdict.HALTED}
+    assert again.send
     assert again.waits_on == "t2"
 
 
 def test_a_global_consumer_reloads_once_per_node() -> None:
     tasks = tuple(replace(task(i), unit=n, where=f"host-{n}") for i, n in ((1, "a"), (2, "b")))
     first = one(obs(*tasks))
-    assert first.verdict is Verdict.RELOAD and first.task is not None and first.task.unit == "a"
+    assert first.verdict is Verdict.RELOAD
+    assert first.task is not None
+    assert first.task.unit == "a"
 
 
 def test_a_pause_sends_nothing_not_even_again() -> None:
     ordered = (Reloaded("1", "t1"),)
     memory = Memory(fingerprint=NEW, gate_task="t1", gate_since=1010.0, sent_at=1000.0)
     held = one(obs(reloaded=ordered, paused="paused by an operator"), memory)
-    assert held.verdict is Verdict.GATE and not held.send
+    assert held.verdict is Verdict.GATE
+    assert not held.send

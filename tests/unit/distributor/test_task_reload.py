@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from services.distributor import task_reload
 from services.distributor.local_members import TASK_ID_LABEL
 from services.distributor.task_order import ReloadOrder, encode
-from services.distributor.task_reload import OUTCOMES, LocalTaskReloader
+from services.distributor.task_reload import OUTCOMES, LocalTaskReloader, consumer_refusal
 from shared.errors import DockerError
 from shared.manifest_auth import MacKeys
 from shared.swarm import ContainerInfo
@@ -283,3 +283,56 @@ def test_each_action_logs_one_line_without_the_mac(engine: FakeEngine) -> None:
     text = repr(logs)
     assert mac.rsplit(":", 1)[1] not in text
     assert KEY.decode() not in text
+
+
+@pytest.mark.parametrize(
+    ("labels", "order", "refused"),
+    [
+        ({"certflow.reload": "signal"}, SIGNAL, None),
+        ({"certflow.reload": "restart"}, RESTART, None),
+        ({"certflow.reload": "restart"}, SIGNAL, "labelled for restart, not signal SIGHUP"),
+        ({"certflow.reload": "signal", "certflow.signal": "USR1"}, SIGNAL, "labelled for SIGUSR1"),
+        ({}, SIGNAL, "not a consumer certflow may reload"),
+        ({"certflow.reload": "bounce"}, RESTART, "not a consumer certflow may reload"),
+        (None, SIGNAL, "no service web"),
+    ],
+)
+def test_an_order_for_a_service_not_labelled_for_it_is_refused(
+    labels: dict[str, str] | None, order: ReloadOrder, refused: str | None
+) -> None:
+    engine = FakeEngine(node_id="n1")
+    if labels is not None:
+        engine.add_service("web", labels=labels)
+    engine.add_container("web", "n1", _container("c2", SIGNAL.task_id))
+    rig = _rig(engine)
+    rig.reloader = LocalTaskReloader(
+        engine,
+        node_id=lambda: "n1",
+        installed=rig.installed,
+        keys=KEYS,
+        on_outcome=rig.outcomes.append,
+        refusal=consumer_refusal(engine, ("vault",)),
+    )
+    status, message = rig.reloader.act(order)
+    if refused is None:
+        assert status == 202
+        return
+    assert (status, rig.outcomes) == (409, ["not_a_consumer"])
+    assert refused in message
+    assert engine.signalled == []
+
+
+def test_vault_is_never_reloaded_by_a_reload_order() -> None:
+    engine = FakeEngine(node_id="n1")
+    engine.add_service("vault", labels={"certflow.reload": "restart"})
+    refusal = consumer_refusal(engine, ("vault",))
+    assert refusal(replace(RESTART, service="vault")) == (
+        "vault is never reloaded by a reload order"
+    )
+
+
+def test_a_worker_that_cannot_read_the_spec_trusts_the_mac() -> None:
+    engine = FakeEngine(node_id="n1")
+    engine.add_service("web")
+    engine.down = True  # every engine call fails, as a worker's service inspect does
+    assert consumer_refusal(engine, ("vault",))(SIGNAL) is None
