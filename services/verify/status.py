@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from services.verify.checks import role_of, short
+from services.verify.checks import role_of
 from services.verify.facts import CheckFacts, HealthFacts, Observation, ReplicaFacts
+from services.verify.result import short
 from shared.rollout import pause_from_labels
 
 # The leader's rollout decisions that mean "moving, by itself" (coordinator.Kind values).

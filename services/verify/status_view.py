@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from services.verify.checks import short
+from services.verify.result import short
 from services.verify.status import State, Status
 
 _HEADLINE = {
