@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from services.verify.consumer_checks import check_consumers
 from services.verify.facts import (
     CertFacts,
     DirFacts,
@@ -446,6 +447,7 @@ def evaluate(obs: Observation, *, log_tail: int, stack: str) -> list[Result]:
     )
     results.extend(check_replicas(obs))
     results.extend(check_all_health(obs, certs_hint=certs_hint))
+    results.append(check_consumers(obs))
     results.append(check_maintenance(obs))
     return results
 
