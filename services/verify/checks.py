@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from services.verify.consumer_checks import check_consumers
 from services.verify.facts import (
     CertFacts,
     DirFacts,
@@ -21,42 +20,14 @@ from services.verify.facts import (
     ReplicaFacts,
     ServiceFacts,
 )
+from services.verify.result import Result, short
+from services.verify.result import failed as _fail
+from services.verify.result import passed as _ok
 from shared.rollout import pause_from_labels, rollout_in_progress
 from shared.swarm import FAILED_UPDATE_STATES
 
 _ERROR_LEVELS = frozenset({"error", "critical", "fatal", "exception"})
 _SHOWN_ERRORS = 3
-
-
-class Outcome(StrEnum):
-    OK = "ok"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    check: str
-    outcome: Outcome
-    summary: str
-    next_step: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK
-
-
-def _ok(check: str, summary: str, **details: Any) -> Result:
-    return Result(check, Outcome.OK, summary, details=details)
-
-
-def _fail(check: str, summary: str, next_step: str, **details: Any) -> Result:
-    return Result(check, Outcome.FAIL, summary, next_step, details)
-
-
-def short(fingerprint: str) -> str:
-    """The first bytes of a SHA-256 fingerprint: enough for people to compare by eye."""
-    return fingerprint[:23]
 
 
 def describe(cert: CertFacts) -> str:
@@ -476,6 +447,7 @@ def evaluate(obs: Observation, *, log_tail: int, stack: str) -> list[Result]:
     )
     results.extend(check_replicas(obs))
     results.extend(check_all_health(obs, certs_hint=certs_hint))
+    results.append(check_consumers(obs))
     results.append(check_maintenance(obs))
     return results
 

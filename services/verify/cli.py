@@ -39,9 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         VerifySettings,
         intro="Checks: the four services exist and are converged; the reloader's recent logs "
         "carry no error; the Storage Box holds a committed pair; /opt/iklimco/ssl holds the "
-        "same certificate; every Vault replica is unsealed and serves that certificate on 8200. "
-        "A flag given on the command line wins over its VERIFY_* variable (e.g. --ssl-dir over "
-        "VERIFY_SSL_DIR).",
+        "same certificate; every Vault replica is unsealed and serves that certificate on 8200; "
+        "every service labelled certflow.reload (a consumer) serves it too and is neither halted "
+        "nor mislabelled. A flag given on the command line wins over its VERIFY_* variable "
+        "(e.g. --ssl-dir over VERIFY_SSL_DIR).",
         exit_codes="0 all hold, 1 a check failed, 2 bad setting.",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from services.verify.checks import Result, all_ok
+from services.verify.checks import all_ok
+from services.verify.result import Result
 
 
 def _jsonable(value: Any) -> Any:

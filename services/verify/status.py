@@ -4,7 +4,8 @@ verify answers "does everything hold?"; status answers "where is it, and is it m
 tells a rollout in progress (the gate waiting on a member that is coming back) from one that is
 stuck (halted, or waiting longer than :data:`STUCK_AFTER`), shows each Vault member's role and
 the leaf it serves, and whether the trust check and the manifest authentication pass on every
-node. Everything comes from the facts verify already gathers, including each certflow task's
+node, and every service labelled ``certflow.reload`` (a consumer) with what its tasks serve.
+Everything comes from the facts verify already gathers, including each certflow task's
 ``/health`` (the leader's ``reload`` check is the gate's own account of the rollout).
 """
 
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from services.verify.checks import role_of, short
+from services.verify.checks import role_of
+from services.verify.consumer_checks import UNDER_WAY, issues, read_consumers, served
 from services.verify.facts import CheckFacts, HealthFacts, Observation, ReplicaFacts
+from services.verify.result import short
 from shared.rollout import pause_from_labels
 
 # The leader's rollout decisions that mean "moving, by itself" (coordinator.Kind values).
@@ -84,6 +87,25 @@ class NodeCopy:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerTaskLine:
+    where: str  # "slot 2 on host-b"
+    serves: str  # "sha256 AA:BB:...", "not running", or why it is not known
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLine:
+    """A service labelled certflow.reload, as the leader's distributor reports it."""
+
+    service: str
+    mode: str
+    check: str  # tls://<name>:<port>, "" when none
+    state: str  # shared.consumers.State
+    since: str
+    message: str
+    tasks: tuple[ConsumerTaskLine, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     state: State
     reasons: tuple[str, ...]
@@ -96,6 +118,8 @@ class Status:
     trust_ok: bool
     manifest_ok: bool
     notes: tuple[str, ...] = field(default_factory=tuple)
+    consumers: tuple[ConsumerLine, ...] = ()
+    consumers_source: str = ""  # the node whose distributor reported them
 
     @property
     def exit_code(self) -> int:
@@ -292,6 +316,19 @@ def summarize(obs: Observation, *, now: datetime) -> Status:
             text = f"{n.node} has not installed the published pair yet"
             (rolling if moving else attention).append(text)
 
+    consumers = read_consumers(obs.health, obs.names.get("distributor", ""))
+    attention += [f"consumers: {problem}" for problem in consumers.problems]
+    for report in consumers.reports:
+        wrong = [f"consumer {text}" for text in issues(report)]
+        if report.state not in UNDER_WAY:
+            attention += wrong
+            continue
+        # Reloading or waiting moves by itself, like the Vault rollout, until it lasts too long.
+        age = _age(report.since or "", now)
+        under_way = f"consumer {report.service}: {report.state.value} since {report.since or '?'}"
+        shown = wrong or [f"{under_way}: {report.message}" if report.message else under_way]
+        (attention if age is not None and age > STUCK_AFTER else rolling).extend(shown)
+
     distributor = next((s for s in obs.services if s.name == obs.names.get("distributor")), None)
     pause = pause_from_labels(distributor.labels) if distributor is not None else None
     if pause is not None:
@@ -311,4 +348,17 @@ def summarize(obs: Observation, *, now: datetime) -> Status:
         tasks=tasks,
         trust_ok=all(n.trust == "passed" for n in nodes),
         manifest_ok=not any(n.manifest.startswith("refused") for n in nodes),
+        consumers=tuple(
+            ConsumerLine(
+                service=r.service,
+                mode=r.mode,
+                check=r.check,
+                state=r.state.value,
+                since=r.since or "",
+                message=r.message,
+                tasks=tuple(ConsumerTaskLine(t.where, served(t)) for t in r.tasks),
+            )
+            for r in consumers.reports
+        ),
+        consumers_source=consumers.source,
     )

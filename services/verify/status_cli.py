@@ -28,8 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         VerifySettings,
         intro="Shows every certflow task's /health (service, node, task, state, each problem and "
         "since when), each Vault member's role and the certificate it serves, and the rollout as "
-        "the coordinator's gate sees it. It reads the same VERIFY_* settings as verify; run it on "
-        "a swarm manager (from the host it starts a one-off container on the Vault network).",
+        "the coordinator's gate sees it, and every service labelled certflow.reload (a consumer): "
+        "its reload mode, check address, state and what each task serves. It reads the same "
+        "VERIFY_* settings as verify; run it on a swarm manager (from the host it starts a "
+        "one-off container on the Vault network).",
         exit_codes="0 all is well, 1 something needs an operator, 2 bad setting or cannot run "
         "(no swarm, a worker node, no certs stack), 3 a rollout is moving within its bounds "
         "(run it again), 4 paused by an operator (certflow pause; certflow resume ends it).",

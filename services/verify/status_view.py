@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 
-from services.verify.checks import short
+from services.verify.result import short
 from services.verify.status import State, Status
+from shared.consumers import RELOAD_LABEL
 
 _HEADLINE = {
     State.OK: "OK: every member unsealed on the published certificate, every task healthy",
@@ -40,6 +41,28 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str
 
 def _yes(value: bool | None) -> str:
     return "-" if value is None else "yes" if value else "NO"
+
+
+def _consumers(status: Status) -> list[str]:
+    """One row per consumer, each followed by what its tasks serve."""
+    if not status.consumers:
+        return [f"Consumers: none (no service is labelled {RELOAD_LABEL})"]
+    rows: list[tuple[str, ...]] = [
+        (
+            c.service,
+            c.mode or "-",
+            c.check or "-",
+            c.state,
+            c.since or "-",
+            "-" if c.state == "done" else c.message or "-",
+        )
+        for c in status.consumers
+    ]
+    table = _table(("CONSUMER", "MODE", "CHECK", "STATE", "SINCE", "MESSAGE"), rows)
+    out = [f"Consumers (reported by the distributor on {status.consumers_source}):", table[0]]
+    for consumer, line in zip(status.consumers, table[1:], strict=True):
+        out += [line, *(f"  {t.where}: {t.serves}" for t in consumer.tasks)]
+    return out
 
 
 def to_table(status: Status, *, stack: str, checked_at: datetime) -> str:
@@ -98,6 +121,8 @@ def to_table(status: Status, *, stack: str, checked_at: datetime) -> str:
         out += _table(("MEMBER", "NODE", "ADDRESS", "ROLE", "SERVES", "PUBLISHED", "GATE"), members)
     else:
         out += ["Vault members: none found"]
+
+    out += ["", *_consumers(status)]
 
     out += [""]
     tasks: list[tuple[str, ...]] = [

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 
 from services.verify.checks import (
-    Outcome,
     all_ok,
     check_health,
     check_installed,
@@ -30,6 +29,7 @@ from services.verify.facts import (
     ReplicaFacts,
     ServiceFacts,
 )
+from services.verify.result import Outcome
 
 NEW = CertFacts(
     not_after=datetime(2027, 3, 1, tzinfo=UTC), fingerprint="AA:BB:CC:" * 10 + "DD", sha256="f1"

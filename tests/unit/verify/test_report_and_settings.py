@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.verify import cli
-from services.verify.checks import Outcome, Result
 from services.verify.report import to_json, to_table
+from services.verify.result import Outcome, Result
 from shared.errors import ConfigError
 
 RESULTS = [
