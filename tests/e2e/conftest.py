@@ -46,6 +46,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory, notices: Receiver) -> Iterato
         # A restarted member not back after this long halts the rollout (the halt test).
         extra_env={
             "DISTRIBUTOR_MEMBER_BOUND": "30",
+            # A reloaded consumer task not back after this long halts it (test_consumers.py).
+            "DISTRIBUTOR_CONSUMER_BOUND": "30",
             "CERTFLOW_NOTIFY_WEBHOOK_URL": f"http://{gateway}:{notices.port}/certflow",
         },
     )

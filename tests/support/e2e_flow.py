@@ -498,9 +498,13 @@ class LocalFlow:
 
     def vault_tasks_by_slot(self) -> dict[int, list[dict[str, Any]]]:
         """Every Vault task Swarm remembers (running or not), per slot, oldest first."""
+        return self.tasks_by_slot(self.service("vault"))
+
+    def tasks_by_slot(self, full_name: str) -> dict[int, list[dict[str, Any]]]:
+        """Every task of a service Swarm remembers (running or not), per slot, oldest first."""
         import docker as docker_py
 
-        service = docker_py.from_env().services.get(self.service("vault"))
+        service = docker_py.from_env().services.get(full_name)
         slots: dict[int, list[dict[str, Any]]] = {}
         for task in service.tasks():
             slots.setdefault(int(task.get("Slot") or 0), []).append(task)
@@ -513,13 +517,13 @@ class LocalFlow:
         tasks = open_engine(ping=False).tasks(self.service("vault"))
         return sorted(ip for t in tasks for ip in t.addresses.get(self.network, ())[:1])
 
-    def restarts_since(self, epoch: float) -> dict[int, int]:
-        """Per Vault slot, how many tasks Swarm created since ``epoch``: each is one restart of
-        that member (certflow's stop, a crash, an update)."""
+    def restarts_since(self, epoch: float, full_name: str | None = None) -> dict[int, int]:
+        """Per slot of Vault (or ``full_name``), how many tasks Swarm created since ``epoch``:
+        each is one restart of that task (certflow's stop, a crash, an update)."""
         since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
         return {
             slot: sum(1 for t in tasks if str(t["CreatedAt"]) > since)
-            for slot, tasks in self.vault_tasks_by_slot().items()
+            for slot, tasks in self.tasks_by_slot(full_name or self.service("vault")).items()
         }
 
     def force_update_count(self, name: str = "vault") -> int:
