@@ -151,7 +151,7 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
         return Decision(Verdict.WAIT, "no pair installed on this node yet")
     if spec.mode == "none":
         return Decision(Verdict.WATCHED, "certflow.reload=none: watched, never reloaded")
-    live = [t for t in obs.tasks if t.node_id not in obs.down]
+    live = [t for t in obs.tasks if not _away(obs, t)]
     lacking = [t.where for t in live if obs.installed.get(t.node_id, (None, None))[0] != fp]
     if obs.done == fp:
         return Decision(Verdict.DONE, "every task took the installed certificate")
@@ -162,8 +162,10 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
     units = sorted({t.unit for t in obs.tasks}, key=_unit_order)
     now_of = {u: t for u in units if (t := current(obs.tasks, u)) is not None}
     ordered = {r.unit for r in obs.reloaded}
-    left_out = tuple(t.where for t in now_of.values() if t.node_id in obs.down)
-    down_units = {u for u, t in now_of.items() if t.node_id in obs.down}
+    # Away: on a node that is down, or waiting for one (Swarm's replacement of a lost node's
+    # task that no node can take yet). Not waited on, never recorded done while away.
+    down_units = {u for u, t in now_of.items() if _away(obs, t)}
+    left_out = tuple(now_of[u].where for u in units if u in down_units)
     reachable = [t for u, t in now_of.items() if u not in down_units]
     for order in obs.reloaded:  # in the order they were given
         if order.unit in down_units:
@@ -197,6 +199,10 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
     if not units:
         return Decision(Verdict.WAIT, "no task to reload")
     return Decision(Verdict.RECORD, "every task has the installed certificate; recording it")
+
+
+def _away(obs: Observed, task: Task) -> bool:
+    return task.node_id in obs.down or (not task.running and not task.node_id)
 
 
 def _unit_order(unit: str) -> tuple[int, str]:

@@ -212,3 +212,24 @@ def test_a_pause_sends_nothing_not_even_again() -> None:
     held = one(obs(reloaded=ordered, paused="paused by an operator"), memory)
     assert held.verdict is Verdict.GATE
     assert not held.send
+
+
+def test_a_replacement_no_node_can_take_is_left_out_not_waited_on() -> None:
+    """A lost node's task, replaced by Swarm, with nowhere to go (one task per node)."""
+    pending = replace(task(2, tid="t2b", running=False, started=1020.0), node_id="", where="slot 2")
+    nxt = one(obs(task(1), pending, task(3)))
+    assert nxt.verdict is Verdict.RELOAD
+    assert nxt.task is not None
+    assert nxt.task.unit == "1"
+    done = (task(1, tid="t1b", started=1030.0), pending, task(3, tid="t3b", started=1040.0))
+    every = (Reloaded("1", "t1"), Reloaded("3", "t3"))
+    waiting = one(obs(*done, reloaded=every))
+    assert waiting.verdict is Verdict.WAIT
+    assert waiting.left_out == ("slot 2",)
+
+
+def test_a_task_starting_on_a_live_node_holds_the_next_reload() -> None:
+    starting = task(2, tid="t2b", running=False, started=1020.0)
+    held = one(obs(task(1), starting, task(3)))
+    assert held.verdict is Verdict.WAIT
+    assert "slot 2 on host-b" in held.message
