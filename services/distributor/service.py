@@ -447,10 +447,13 @@ class Distributor:
         if any(r.state is ConsumerState.HALTED for r in reports):
             status = Status.FAILING
         elif any(
-            r.state in {ConsumerState.REPORTED, ConsumerState.PAUSED} or r.serves_older
+            r.state in {ConsumerState.REPORTED, ConsumerState.PAUSED, ConsumerState.WAITING}
+            or r.serves_older
             for r in reports
             if r.state is not ConsumerState.RELOADING
         ):
+            # Waiting too: a consumer held (a task not back, a node down) is not serving the
+            # installed certificate everywhere yet.
             status = Status.DEGRADED
         self.health.report(
             "consumers",

@@ -35,15 +35,20 @@ from pathlib import Path
 
 import pytest
 
+from shared.certs import read_leaf
+from shared.consumers import DONE_LABEL, RELOADED_LABEL, reloaded_from_label
 from shared.errors import CertflowError
 from shared.manifest import MANIFEST_NAME, Manifest
 from shared.rollout import FINGERPRINT_LABEL, rollout_in_progress
+from tests.support import consumer_flow
 from tests.support.bad_inputs import (
     BadRenewal,
     restore_generation,
     write_bad_generation,
     wrong_unseal_document,
 )
+from tests.support.consumer_flow import Consumer, reload_labels
+from tests.support.consumer_image import ensure_consumer_image
 from tests.support.docker_engine import ensure_engine
 from tests.support.e2e_images import build_project_image, remove_image
 from tests.support.e2e_names import unique
@@ -89,6 +94,7 @@ class Row:
     no_active: str = ""
     restarts: str = ""
     verify: str = ""
+    consumer: str = ""
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Bed:
     observers: tuple[Node, list[str]] | None = None
     settled: bool = False  # the last row passed: it ended converged, every member unsealed
     notices: Receiver | None = None  # the webhook every certflow service of the lab notifies
+    consumer: str = ""  # the consumer spread over the nodes (an nginx, one task per node)
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +118,11 @@ def bed() -> Iterator[Bed]:
     suffix = unique("")
     project = build_project_image(f"certflow-fm:{suffix}")
     vault = build_openbao_image(f"certflow-fm-vault:{suffix}")
+    consumer_image = ensure_consumer_image()
     lab = SwarmLab(
         prefix=f"fm{suffix}",
         workdir=Path(tempfile.mkdtemp(prefix="certflow-fm-")),
-        images=[project, vault],
+        images=[project, vault, consumer_image],
     )
     flow = LabFlow(lab=lab, stack="iklimco", image=project, vault_image=vault)
     with contextlib.ExitStack() as cleanup:
@@ -136,7 +144,8 @@ def bed() -> Iterator[Bed]:
         lab.timings["stacks up and verified"] = time.monotonic() - started
         watcher = PairWatcher({n.name: lab.ssl_dir(n) for n in lab.nodes}, flow.storagebox)
         watcher.start()
-        bed = Bed(lab, flow, watcher, notices=notices)
+        bed = Bed(lab, flow, watcher, notices=notices, consumer=flow.service("consumer-web"))
+        _spread_consumer(bed, consumer_image)
         cleanup.callback(_write_matrix, bed)
         cleanup.callback(watcher.stop)
         yield bed
@@ -266,6 +275,7 @@ def _scenario(
             _recorded(flow)
         else:
             time.sleep(6)  # signal mode: a late second SIGHUP would show within a few polls
+        consumer = _consumer_converged(bed, since=started)
     except (LabError, AssertionError) as exc:
         raise AssertionError(f"row {number}: {exc}\n--- diagnosis ---\n{_diagnosis(bed)}") from exc
     finally:
@@ -286,6 +296,7 @@ def _scenario(
     )
     row.restarts = ", ".join(f"{slot}: {text}" for slot, (_, text) in sorted(by_slot.items()))
     row.verify = bed.verify_said.pop(number, "")
+    row.consumer = consumer
     bed.rows.append(row)
     new_violations = bed.watcher.violations[violations:]
     assert not new_violations, new_violations
@@ -326,6 +337,125 @@ def _scenario(
     return row
 
 
+def _spread_consumer(bed: Bed, image: str) -> None:
+    """A consumer of the certificate on every node: nginx, 3 replicas, one per node, restarted
+    per certificate and checked at its TLS port. Each task takes 4 s to start (so that a row
+    can act while one is on its way back)."""
+    flow = bed.flow
+    consumer_flow.create(
+        bed.lab.manager().docker,
+        Consumer(
+            bed.consumer,
+            reload_labels("restart", check="tls://lab-web.iklim.co:8443"),
+            replicas=3,
+            max_per_node=1,
+            env={"START_DELAY": "4"},
+        ),
+        image=image,
+        network=flow.network,
+        certs_dir="/opt/iklimco/ssl",
+        stack=flow.stack,
+    )
+    _consumer_converged(bed, since=time.time())
+
+
+def _box_fingerprint(flow: LabFlow) -> str | None:
+    try:
+        return Manifest.from_json((flow.storagebox / MANIFEST_NAME).read_bytes()).fingerprint
+    except (OSError, CertflowError):
+        return None
+
+
+def _consumer_report(bed: Bed) -> dict[str, object]:
+    """The spread consumer as the leader's distributor reports it ({} when not read)."""
+    lab = bed.lab
+    leader = lab.leader()
+    if leader is None:
+        return {}
+    doc = lab.health(lab.node(leader), bed.flow.service("cert-distributor"))
+    if doc is None:
+        return {}
+    bed.health_seen.append(json.dumps(doc))
+    info = doc.get("info")
+    reports = info.get("consumers") if isinstance(info, dict) else None
+    for report in reports if isinstance(reports, list) else []:
+        if isinstance(report, dict) and report.get("service") == bed.consumer:
+            return report
+    return {}
+
+
+def _running_tasks(report: dict[str, object]) -> list[dict[str, object]]:
+    tasks = report.get("tasks")
+    return (
+        [t for t in tasks if isinstance(t, dict) and t.get("running")]
+        if isinstance(tasks, list)
+        else []
+    )
+
+
+def _consumer_converged(bed: Bed, *, since: float) -> str:
+    """Wait until the spread consumer is recorded done for the certificate on the Storage Box,
+    with each of its 3 tasks serving it at its check address (the leader's TLS check); then
+    check openssl from a node says the same, and that certflow reloaded each slot at most once.
+    Returns the row's consumer column."""
+    flow = bed.flow
+    fingerprint = _box_fingerprint(flow)
+    last: dict[str, object] = {}
+
+    def done() -> bool:
+        last.clear()
+        last.update(_consumer_report(bed))
+        tasks = _running_tasks(last)
+        return (
+            last.get("state") == "done"
+            and last.get("fingerprint") == fingerprint
+            and len(tasks) == 3
+            and all(t.get("serves") == fingerprint for t in tasks)
+        )
+
+    try:
+        wait_until("the spread consumer on the certificate", done, timeout=240, every=2)
+    except LabError as exc:
+        raise AssertionError(f"{exc}; its report said {json.dumps(last)[:2000]}") from None
+    manager = bed.lab.manager()
+    served = consumer_flow.served(
+        manager.docker,
+        image=ensure_consumer_image(),
+        network=flow.network,
+        addresses=_consumer_addresses(bed, manager),
+        name="lab-web.iklim.co",
+    )
+    assert len(served) == 3, served
+    assert set(served.values()) == {fingerprint}, served
+    reloaded = reloaded_from_label(flow.labels_of(bed.consumer).get(RELOADED_LABEL), fingerprint)
+    units = [r.unit for r in reloaded]
+    assert len(units) == len(set(units)), f"a slot reloaded twice: {reloaded}"
+    started: dict[str, int] = {}
+    for task in flow.tasks_of(bed.consumer):
+        if datetime.fromisoformat(task["created"]).timestamp() >= since - 1:
+            started[task["slot"]] = started.get(task["slot"], 0) + 1
+    return (
+        f"3 of 3 on the new leaf (openssl); certflow reloaded slot(s) "
+        f"{', '.join(sorted(units)) or 'none'}; tasks started per slot: "
+        + (", ".join(f"{k}: {v}" for k, v in sorted(started.items())) or "none")
+    )
+
+
+def _consumer_addresses(bed: Bed, manager: Node) -> list[str]:
+    """The overlay address of each running task of the spread consumer."""
+    ids = manager.docker(
+        "service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", bed.consumer,
+        timeout=30,
+    ).split()  # fmt: skip
+    addresses = []
+    for task_id in ids:
+        out = manager.docker("inspect", "--format", "{{json .NetworksAttachments}}", task_id)
+        for attachment in json.loads(out or "null") or []:
+            if attachment.get("Network", {}).get("Spec", {}).get("Name") == bed.flow.network:
+                addresses += [a.split("/", 1)[0] for a in attachment.get("Addresses") or []][:1]
+    return addresses
+
+
 def _recorded(flow: LabFlow) -> None:
     """Wait (up to 30 s) for the rollout's record: ``certflow.fingerprint`` on the Vault service
     equal to the committed certificate's."""
@@ -354,7 +484,7 @@ def _diagnosis(bed: Bed) -> str:
                 continue
             doc = bed.lab.health(node, bed.flow.service("cert-distributor"))
             checks = doc.get("checks") if doc else None
-            for name in ("reload", "sync", "swarm"):
+            for name in ("reload", "sync", "swarm", "consumers"):
                 check = checks.get(name) if isinstance(checks, dict) else None
                 if isinstance(check, dict):
                     parts.append(f"{node.name} distributor {name}: {check.get('status')}: "
@@ -1396,6 +1526,52 @@ def test_19_canary_member_killed_in_signal_mode(bed: Bed) -> None:
 _SIGNALLED = re.compile(r"vault\.signalled")
 
 
+def test_20_consumer_node_lost_mid_reload(bed: Bed) -> None:
+    """The spread consumer's rollout under way (one of its tasks asked to restart, the next
+    to come) when a node with one of its tasks is lost: its other tasks take the certificate
+    without it, the consumer is never recorded done while that task is away, and once the
+    node is back every task serves the new leaf, no slot reloaded twice."""
+    lab, flow = bed.lab, bed.flow
+    victim = _non_leader(bed)
+
+    def fault(renewal: Renewal) -> tuple[float, str]:
+        fingerprint = read_leaf(renewal.fullchain).fingerprint_sha256
+
+        def underway() -> bool:
+            labels = flow.labels_of(bed.consumer)
+            ordered = reloaded_from_label(labels.get(RELOADED_LABEL), fingerprint)
+            return bool(ordered) and labels.get(DONE_LABEL) != fingerprint
+
+        wait_until("the spread consumer's reload under way", underway, timeout=240, every=0.5)
+        ordered = reloaded_from_label(flow.labels_of(bed.consumer).get(RELOADED_LABEL), fingerprint)
+        _node_down(bed, victim)
+        leader = lab.node(lab.leader() or lab.nodes[0].name)
+
+        def others_on_new() -> bool:
+            report = _consumer_report(bed)
+            tasks = [t for t in _running_tasks(report) if victim.name not in str(t.get("where"))]
+            return len(tasks) == 2 and all(t.get("serves") == fingerprint for t in tasks)
+
+        wait_until(
+            "the consumer's tasks on the other nodes on the new leaf",
+            others_on_new,
+            timeout=180,
+            every=2,
+        )
+        seen = _watch_health(bed, leader, "cert-distributor", 8, ok_too=True)
+        report = _consumer_report(bed)
+        assert report.get("state") != "done", f"recorded done with a task away: {report}"
+        lab.start_node(victim)
+        return time.monotonic(), (
+            f"{victim.name} stopped with {len(ordered)} of 3 consumer task(s) asked to restart; "
+            f"its other tasks took the certificate meanwhile; {leader.name}: "
+            + _summary(seen, f"{bed.consumer}: waiting", f"{bed.consumer}: reloading")
+        )
+
+    title = f"node {victim.name} (a task of the spread consumer) lost mid-reload, then back"
+    _scenario(bed, "20", title, fault)
+
+
 def test_14_no_secret_in_any_log_or_health(bed: Bed) -> None:
     lab, flow = bed.lab, bed.flow
     document = json.loads(flow.unseal_secret_document())
@@ -1457,11 +1633,13 @@ def _write_matrix(bed: Bed) -> None:
         "members every 0.5 s (failed/total, longest gap between successful writes, "
         "acknowledged writes missing when read back); restarts = per Swarm slot, the member "
         "restarts certflow made (tasks its distributors stopped), and tasks the fault's own "
-        "restarts added.",
+        "restarts added; consumer = the nginx spread over the 3 nodes (restart mode, checked at "
+        "its TLS port): what its tasks serve (openssl from a node), the slots certflow "
+        "reloaded, and the tasks Swarm started per slot during the row.",
         "",
         "| # | scenario | outcome | recovery | not unsealed | no active | KV writes | restarts "
-        "| what /health (or the fault) showed | what `certflow verify` named |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| what /health (or the fault) showed | what `certflow verify` named | consumer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in bed.rows:
         recovery = "n/a" if row.recovery is None else f"{row.recovery:.1f} s"
@@ -1469,7 +1647,7 @@ def _write_matrix(bed: Bed) -> None:
         lines.append(
             f"| {row.number} | {row.scenario} | {row.outcome or 'FAILED'} | {recovery} "
             f"| {row.most_down} | {row.no_active} | {row.kv} | {row.restarts} | {health} "
-            f"| {row.verify.replace('|', '/') or '-'} |"
+            f"| {row.verify.replace('|', '/') or '-'} | {row.consumer or '-'} |"
         )
     out.write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

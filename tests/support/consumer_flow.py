@@ -23,6 +23,7 @@ class Consumer:
     labels: Mapping[str, str] = field(default_factory=dict)
     replicas: int | None = 1  # None: a global service (one task per node)
     max_per_node: int | None = None  # spread a replicated one over the nodes
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def reload_labels(
@@ -77,6 +78,8 @@ def create(
         argv += ["--replicas-max-per-node", str(consumer.max_per_node)]
     for key, value in consumer.labels.items():
         argv += ["--label", f"{key}={value}"]
+    for key, value in consumer.env.items():
+        argv += ["--env", f"{key}={value}"]
     run(*argv, image, COMMAND)
 
 

@@ -4,8 +4,8 @@
 bookworm with nginx-light and openssl. Its command ``certflow-consumer`` writes an nginx
 configuration that serves the pair mounted at /certs (``CERT_FILE``, ``KEY_FILE``) with TLS on
 ``PORT`` (8443), then runs nginx in the foreground as PID 1: a restart reads the pair again, and
-so does a SIGHUP (nginx's reload). Built once (~1 min), then reused; a file lock keeps parallel
-sessions from building it twice.
+so does a SIGHUP (nginx's reload). ``START_DELAY`` seconds pass before nginx starts. Built once
+(~1 min), then reused; a file lock keeps parallel sessions from building it twice.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.support.images import debootstrap_rootfs, image_exists, import_rootfs
 
 # Bump the tag when the package list or the command changes, so stale images are not reused.
-CONSUMER_IMAGE = "certflow-test-consumer:1"
+CONSUMER_IMAGE = "certflow-test-consumer:2"
 COMMAND = "/usr/local/bin/certflow-consumer"
 _LOCK = Path("/tmp/certflow-test-consumer.lock")
 _PACKAGES = "nginx-light,openssl,ca-certificates"
@@ -28,6 +28,9 @@ set -eu
 CERT_FILE="${CERT_FILE:-/certs/STAR.iklim.co.full.crt}"
 KEY_FILE="${KEY_FILE:-/certs/STAR.iklim.co_key.pem}"
 PORT="${PORT:-8443}"
+# A slow start (seconds before nginx reads the pair and listens), for tests that act while a
+# reloaded task is on its way back.
+sleep "${START_DELAY:-0}"
 cat > /tmp/nginx.conf <<EOF
 worker_processes 1;
 pid /tmp/nginx.pid;

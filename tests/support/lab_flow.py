@@ -395,10 +395,13 @@ class LabFlow:
 
     def vault_labels(self) -> dict[str, str]:
         """The Vault service's labels (certflow's rollout record is there)."""
+        return self.labels_of(self.service("vault"))
+
+    def labels_of(self, full_name: str) -> dict[str, str]:
+        """A service's labels (a consumer's reload record is there)."""
         out = self.lab.manager().docker(
-            "service", "inspect", self.service("vault"), "--format", "{{json .Spec.Labels}}",
-            timeout=30,
-        )  # fmt: skip
+            "service", "inspect", full_name, "--format", "{{json .Spec.Labels}}", timeout=30
+        )
         labels = json.loads(out.strip() or "{}") or {}
         return {str(k): str(v) for k, v in labels.items()}
 
@@ -430,10 +433,13 @@ class LabFlow:
 
     def vault_tasks(self) -> list[dict[str, str]]:
         """Every Vault task Swarm still remembers: ID, slot, force-update counter, node, created."""
+        return self.tasks_of(self.service("vault"))
+
+    def tasks_of(self, full_name: str) -> list[dict[str, str]]:
+        """Every task of a service Swarm still remembers: ID, slot, force-update counter, node,
+        created."""
         manager = self.lab.manager()
-        ids = manager.docker(
-            "service", "ps", "-q", "--no-trunc", self.service("vault"), timeout=30
-        ).split()
+        ids = manager.docker("service", "ps", "-q", "--no-trunc", full_name, timeout=30).split()
         if not ids:
             return []
         created = '{{.CreatedAt.Format "2006-01-02T15:04:05.000Z07:00"}}'
