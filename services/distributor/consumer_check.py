@@ -66,11 +66,18 @@ def check_tasks(
     tasks: Sequence[TaskInfo], check: Check, *, timeout: float
 ) -> dict[str, tuple[str | None, str]]:
     """:func:`check_task` for every task at once (task ID -> result)."""
-    if not tasks:
+    return check_pairs([(t, check) for t in tasks], timeout=timeout)
+
+
+def check_pairs(
+    pairs: Sequence[tuple[TaskInfo, Check]], *, timeout: float
+) -> dict[str, tuple[str | None, str]]:
+    """:func:`check_task` for tasks of several consumers at once (task ID -> result)."""
+    if not pairs:
         return {}
-    with ThreadPoolExecutor(max_workers=min(8, len(tasks))) as pool:
-        results = pool.map(lambda t: check_task(t, check, timeout=timeout), tasks)
-        return {t.task_id: r for t, r in zip(tasks, results, strict=True)}
+    with ThreadPoolExecutor(max_workers=min(8, len(pairs))) as pool:
+        results = pool.map(lambda p: check_task(p[0], p[1], timeout=timeout), pairs)
+        return {p[0].task_id: r for p, r in zip(pairs, results, strict=True)}
 
 
 def _why(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from shared.consumers import (
     DONE_LABEL,
     RELOAD_LABEL,
     RELOADED_LABEL,
+    Check,
     ConsumerReport,
     ConsumerSpec,
     ConsumerTask,
@@ -37,7 +38,7 @@ from shared.status import iso
 from shared.swarm import NodeInfo, ServiceState, SpecEdit, TaskInfo
 from shared.trust import TrustBundle, verify_chain
 
-from .consumer_check import check_tasks
+from .consumer_check import check_pairs
 from .consumer_gate import Decision, Limits, Memory, Observed, Task, Verdict, accepted, step
 from .metrics import DistributorMetrics
 from .peers import PeerDirectory
@@ -47,6 +48,26 @@ _log = get_logger(__name__)
 
 # Carries out a reload order on this node (the task is local): HTTP status and message.
 LocalOrder = Callable[[ReloadOrder], tuple[int, str]]
+
+# Seconds before a task seen serving the installed leaf is checked again (a task not serving it
+# yet, or not read, is checked on every pass: the gate waits on it).
+RECHECK = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    state: ServiceState
+    spec: ConsumerSpec | None
+    problem: str | None
+    tasks: list[TaskInfo]
+    error: str = ""  # its tasks could not be listed
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    at: float
+    result: tuple[str | None, str]  # (fingerprint served, why not read)
+
 
 STATE_OF = {
     Verdict.REPORTED: State.REPORTED,
@@ -104,6 +125,7 @@ class ConsumerCoordinator:
         self._since: dict[str, tuple[State, str | None]] = {}
         self._logged: dict[str, tuple[Verdict, str | None]] = {}
         self._trust_cache: dict[tuple[str, str], str | None] = {}
+        self._checked: dict[str, _Checked] = {}  # task ID -> its last check
         self.reports: list[ConsumerReport] = []
 
     @property
@@ -128,7 +150,14 @@ class ConsumerCoordinator:
                 installed[node] = (info.fingerprint, at.timestamp() if at else None)
         nodes = self.engine.nodes()
         paused = self._pause()
-        reports = [self._one(s, fingerprint, installed, nodes, paused) for s in services]
+        seen = [self._read(s, fingerprint) for s in services]
+        checked = self._check(seen, fingerprint)
+        reports = [
+            self._one(
+                v, fingerprint, installed=installed, nodes=nodes, paused=paused, checked=checked
+            )
+            for v in seen
+        ]
         names = {r.service for r in reports}
         for gone in (set(self._memory) | set(self._since)) - names:
             self._forget(gone)
@@ -137,40 +166,70 @@ class ConsumerCoordinator:
 
     # -- one consumer -----------------------------------------------------------------------
 
-    def _one(
-        self,
-        state: ServiceState,
-        fingerprint: str | None,
-        installed: Mapping[str, tuple[str | None, float | None]],
-        nodes: Mapping[str, NodeInfo],
-        paused: str | None,
-    ) -> ConsumerReport:
-        name = state.name
+    def _read(self, state: ServiceState, fingerprint: str | None) -> _Seen:
+        """A consumer's spec, the problem that keeps it from being reloaded, and its tasks."""
         spec: ConsumerSpec | None = None
         try:
-            spec = consumer_spec(name, state.labels)
+            spec = consumer_spec(state.name, state.labels)
             problem = self._trust_problem(spec, fingerprint)
         except LabelProblem as exc:
             problem = str(exc)
         try:
-            raw_tasks = self.engine.tasks(name, running_only=False)
+            tasks = self.engine.tasks(state.name, running_only=False)
         except DockerNotFound:
-            raw_tasks = []  # removed since it was listed: gone next pass
+            tasks = []  # removed since it was listed: gone next pass
         except DockerError as exc:
+            return _Seen(state, spec, problem, [], f"docker: {exc}")
+        return _Seen(state, spec, problem, tasks)
+
+    def _check(self, seen: list[_Seen], fingerprint: str | None) -> dict[str, _Checked]:
+        """What every running task of every consumer with a check serves, all at once (so one
+        address that hangs costs one timeout a pass, not one per consumer). A task last seen
+        serving the installed leaf is asked again only every RECHECK seconds."""
+        now = self.clock()
+        pairs: list[tuple[TaskInfo, Check]] = []
+        present: set[str] = set()
+        for view in seen:
+            check = view.spec.check if view.spec is not None else None
+            if check is None or view.problem is not None:
+                continue
+            for task in view.tasks:
+                if task.state != "running":
+                    continue
+                present.add(task.task_id)
+                last = self._checked.get(task.task_id)
+                fresh = last is not None and now - last.at < RECHECK
+                if not (fresh and last is not None and last.result[0] == fingerprint):
+                    pairs.append((task, check))
+        for task_id, result in check_pairs(pairs, timeout=self.settings.check_timeout).items():
+            self._checked[task_id] = _Checked(now, result)
+        self._checked = {k: v for k, v in self._checked.items() if k in present}
+        return self._checked
+
+    def _one(
+        self,
+        view: _Seen,
+        fingerprint: str | None,
+        *,
+        installed: Mapping[str, tuple[str | None, float | None]],
+        nodes: Mapping[str, NodeInfo],
+        paused: str | None,
+        checked: Mapping[str, _Checked],
+    ) -> ConsumerReport:
+        state, spec, problem = view.state, view.spec, view.problem
+        name = state.name
+        if view.error:
             return self._report(
                 name,
                 spec,
                 fingerprint,
                 state=State.WAITING,
-                message=f"docker: {exc}",
+                message=view.error,
                 tasks=(),
                 reloaded=(),
             )
-        checked: dict[str, tuple[str | None, str]] = {}
-        if spec is not None and spec.check is not None and problem is None:
-            running = [t for t in raw_tasks if t.state == "running"]
-            checked = check_tasks(running, spec.check, timeout=self.settings.check_timeout)
-        tasks = tuple(_task(t, nodes, checked) for t in raw_tasks)
+        results = {k: v.result for k, v in checked.items()}
+        tasks = tuple(_task(t, nodes, results) for t in view.tasks)
         observed = Observed(
             now=self.clock(),
             spec=spec,

@@ -220,6 +220,7 @@ class Distributor:
         self._terminated: dict[str, float] = {}  # container -> when it was first sent SIGTERM
         self._info_lock = threading.Lock()  # both loops publish the info block
         self._reload_due = threading.Event()  # set by the sync loop when it installed a pair
+        self._consumers_due = threading.Event()  # the same, for the consumers' loop
         # A rollout in flight (a member stopped, a canary signalled): passes come every
         # DISTRIBUTOR_GATE_INTERVAL, not every poll interval, so the gate opens when it can.
         self._busy = False
@@ -435,8 +436,6 @@ class Distributor:
         except DockerError as exc:
             self.health.report("consumers", Status.DEGRADED, f"docker: {exc}")
             return None
-        if self.consumers.busy:
-            self._busy = True
         if reports != self.consumer_reports:
             self.consumer_reports = reports
             self._publish_info(None)
@@ -895,15 +894,24 @@ class Distributor:
                 target=self._reload_loop, args=(stop,), name="reload", daemon=True
             )
             reloader.start()
+        consumers: threading.Thread | None = None
+        if self.consumers is not None:
+            consumers = threading.Thread(
+                target=self._consumer_loop, args=(stop,), name="consumers", daemon=True
+            )
+            consumers.start()
         try:
             self._sync_loop(stop)
         finally:
             stop.set()
             self._reload_due.set()
+            self._consumers_due.set()
             if events is not None:
                 events.stop()
             if reloader is not None:
                 reloader.join(30)
+            if consumers is not None:
+                consumers.join(30)
         return 0
 
     def _sync_loop(self, stop: threading.Event) -> None:
@@ -933,6 +941,7 @@ class Distributor:
                     stall.end()
                 if result is not None and result.newly_installed:
                     self._reload_due.set()  # probe and coordinate now, not at the next tick
+                    self._consumers_due.set()
                 if watcher.wait(stop, self.settings.poll_interval) is Wake.STOP:
                     break
         finally:
@@ -948,7 +957,6 @@ class Distributor:
         )
         stall.start()
         failed: str | None = None
-        consumers_failed: str | None = None
         try:
             while not stop.is_set():
                 stall.begin()
@@ -960,18 +968,44 @@ class Distributor:
                         _log.exception("reload.pass_failed", error=str(exc))
                     failed = repr(exc)
                     self.health.report("reload", Status.FAILING, f"reload pass failed: {exc}")
-                try:
-                    # Consumers after Vault, in the same loop: one pace, one stall watch.
-                    self.consumer_pass()
-                    consumers_failed = None
-                except Exception as exc:  # Vault's pass goes on; /health says it
-                    if consumers_failed != repr(exc):
-                        _log.exception("consumers.pass_failed", error=str(exc))
-                    consumers_failed = repr(exc)
-                    self.health.report("consumers", Status.FAILING, f"consumer pass failed: {exc}")
                 finally:
                     stall.end()
                 self._reload_due.wait(self._pace(time.monotonic()))
                 self._reload_due.clear()
+        finally:
+            stall.stop()
+
+    def _consumer_loop(self, stop: threading.Event) -> None:
+        """The consumers' passes, on their own thread: a consumer whose check address hangs
+        (up to DISTRIBUTOR_CONSUMER_CHECK_TIMEOUT) never slows Vault's gate."""
+        stall = StallWatch(
+            self.health,
+            "consumers",
+            limit=max(_RELOAD_STALL, 4 * self.settings.poll_interval),
+            what="the consumers' pass (Docker, a check address or a peer)",
+        )
+        stall.start()
+        failed: str | None = None
+        fast_since: float | None = None
+        try:
+            while not stop.is_set():
+                stall.begin()
+                try:
+                    self.consumer_pass()
+                    failed = None
+                except Exception as exc:  # Vault's loop goes on; /health says it
+                    if failed != repr(exc):  # one traceback per distinct failure
+                        _log.exception("consumers.pass_failed", error=str(exc))
+                    failed = repr(exc)
+                    self.health.report("consumers", Status.FAILING, f"consumer pass failed: {exc}")
+                finally:
+                    stall.end()
+                now = time.monotonic()
+                busy = self.consumers is not None and self.consumers.busy
+                fast_since = (fast_since if fast_since is not None else now) if busy else None
+                fast = fast_since is not None and now - fast_since < FAST_FOR
+                pace = self.settings.gate_interval if fast else self.settings.poll_interval
+                self._consumers_due.wait(min(pace, self.settings.poll_interval))
+                self._consumers_due.clear()
         finally:
             stall.stop()
