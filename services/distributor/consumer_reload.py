@@ -244,7 +244,22 @@ class ConsumerCoordinator:
         )
         decision, memory = step(observed, self._memory.get(name, Memory()), self.limits)
         if fingerprint is not None and spec is not None:
-            memory, decision = self._act(state, spec, fingerprint, decision, memory)
+            try:
+                memory, decision = self._act(state, spec, fingerprint, decision, memory)
+            except DockerError as exc:
+                # Its label could not be written (nothing was sent): this consumer waits, and
+                # the pass goes on to the others. Tried again next pass.
+                self._memory[name] = memory
+                _log.warning("consumer.record_failed", service=name, error=str(exc))
+                return self._report(
+                    name,
+                    spec,
+                    fingerprint,
+                    state=State.WAITING,
+                    message=f"docker: {exc}",
+                    tasks=tasks,
+                    reloaded=observed.reloaded,
+                )
         self._memory[name] = memory
         self._log(name, decision)
         return self._report(
@@ -365,16 +380,17 @@ class ConsumerCoordinator:
         check = spec.check
         if check is None or fingerprint is None:
             return None
-        key = (fingerprint, check.name)
+        # By address, not name: the verdict's message names the address (name and port).
+        key = (fingerprint, check.address)
         if key not in self._trust_cache:
+            chain = self._fullchain()
+            if chain is None:
+                return None  # not readable now: judged again next pass, not cached as trusted
             self._trust_cache = {k: v for k, v in self._trust_cache.items() if k[0] == fingerprint}
-            self._trust_cache[key] = self._judge_trust(check.name, check.address)
+            self._trust_cache[key] = self._judge_trust(chain, check.name, check.address)
         return self._trust_cache[key]
 
-    def _judge_trust(self, name: str, address: str) -> str | None:
-        chain = self._fullchain()
-        if chain is None:
-            return None
+    def _judge_trust(self, chain: bytes, name: str, address: str) -> str | None:
         try:
             if self.trust is not None:
                 verify_chain(chain, self.trust, name=name, now=datetime.now(UTC))
