@@ -126,6 +126,7 @@ class ConsumerCoordinator:
         self._logged: dict[str, tuple[Verdict, str | None]] = {}
         self._trust_cache: dict[tuple[str, str], str | None] = {}
         self._checked: dict[str, _Checked] = {}  # task ID -> its last check
+        self._answers: dict[str, tuple[int, str]] = {}  # task ID -> its node's last answer
         self.reports: list[ConsumerReport] = []
 
     @property
@@ -262,12 +263,20 @@ class ConsumerCoordinator:
                 )
         self._memory[name] = memory
         self._log(name, decision)
+        message = decision.message
+        answer = self._answers.get(decision.waits_on or "")
+        if decision.verdict in {Verdict.GATE, Verdict.HALTED} and answer is not None:
+            status, said = answer
+            if not 200 <= status < 300:
+                # Why its order was not carried out, in the operator's words.
+                heard = f"its node answered {status}" if status else "its node was not reached"
+                message = f"{message} ({heard}: {said})"
         return self._report(
             name,
             spec,
             fingerprint,
             state=STATE_OF[decision.verdict],
-            message=decision.message,
+            message=message,
             tasks=tasks,
             reloaded=observed.reloaded,
         )
@@ -324,6 +333,9 @@ class ConsumerCoordinator:
         else:
             status, message = self.peers.post(task.node_id, PATH, encode(order, self.keys))
         ok = 200 <= status < 300
+        self._answers[task.task_id] = (status, message)
+        if len(self._answers) > 256:  # only the last answers matter
+            self._answers = dict(list(self._answers.items())[-128:])
         (_log.info if ok else _log.warning)(
             "consumer.reload_ordered",
             service=spec.service,

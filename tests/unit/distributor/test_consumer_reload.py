@@ -582,6 +582,10 @@ def test_without_a_key_a_remote_order_is_not_sent_and_the_log_says_why(
         (0, "no manifest key to sign the order with")
     ]
     assert ordered[0]["log_level"] == "warning"
+    # /health says it too, while the gate waits on that task.
+    waiting = only(c.step(FP))
+    assert waiting.state is State.RELOADING
+    assert "its node was not reached: no manifest key to sign the order with" in waiting.message
 
 
 # -- pause and removal ---------------------------------------------------------------------------
