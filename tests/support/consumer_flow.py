@@ -69,6 +69,10 @@ def create(
         "1s",
         "--health-retries",
         "3",
+        # A slow start (START_DELAY) is not a failing one: checks count once this has passed,
+        # or from the first one that succeeds.
+        "--health-start-period",
+        "60s",
     ]
     if consumer.replicas is None:
         argv += ["--mode", "global"]
