@@ -33,12 +33,17 @@ class Kind(StrEnum):
     CANARY_FAILED = "canary.failed"
     UNSEAL_KEY_REJECTED = "unseal_key.rejected"
     MEMBER_SEALED = "member.sealed"
+    CONSUMER_HALTED = "consumer.halted"
+    CONSUMER_RESUMED = "consumer.resumed"
+    CONSUMER_REPORTED = "consumer.reported"
+    CONSUMER_DONE = "consumer.done"
 
 
 # A notice that ends a condition: once it is sent, the next notice of that condition (same
 # subject) is news again, not a duplicate of the one before.
 RESOLVES: dict[Kind, tuple[Kind, ...]] = {
     Kind.ROLLOUT_RESUMED: (Kind.ROLLOUT_HALTED, Kind.ROLLOUT_PAUSED),
+    Kind.CONSUMER_RESUMED: (Kind.CONSUMER_HALTED,),
 }
 
 
@@ -61,6 +66,11 @@ DEFAULT_SEVERITY: Mapping[Kind, Severity] = {
     Kind.CANARY_FAILED: Severity.CRITICAL,
     Kind.UNSEAL_KEY_REJECTED: Severity.CRITICAL,
     Kind.MEMBER_SEALED: Severity.CRITICAL,
+    # Halted: a reloaded task is not back, so the consumer may run a task short until someone acts.
+    Kind.CONSUMER_HALTED: Severity.CRITICAL,
+    Kind.CONSUMER_RESUMED: Severity.INFO,
+    Kind.CONSUMER_REPORTED: Severity.WARNING,
+    Kind.CONSUMER_DONE: Severity.INFO,
 }
 
 _PEM_MARK = "-----BEGIN"

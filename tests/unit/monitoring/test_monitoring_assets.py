@@ -214,6 +214,24 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     assert names - quiet == set()
 
 
+CONSUMER_METRIC = "certflow_distributor_consumer_"
+
+
+def test_consumer_rules_and_panels_name_the_consumer_by_exported_service() -> None:
+    # The consumer metrics' own `service` label collides with the scrape's target label `service`
+    # (prometheus-scrape.yml), so Prometheus keeps it as `exported_service`: `service` there is
+    # always cert-distributor.
+    consumer_alerts = [rule for rule in alerts() if CONSUMER_METRIC in rule["expr"]]
+    assert len(consumer_alerts) >= 3
+    for rule in consumer_alerts:
+        text = " ".join(rule["annotations"].values())
+        assert "$labels.exported_service" in text, rule["alert"]
+        assert not re.search(r"\$labels\.service\b", text), rule["alert"]
+    for panel, target in dashboard_targets():
+        if CONSUMER_METRIC in target["expr"]:
+            assert not re.search(r"by \((?:[^)]*, )?service\b", target["expr"]), panel["title"]
+
+
 def test_the_readme_has_the_runbook_section_the_alerts_point_at() -> None:
     assert re.search(r"^## Runbook$", (ROOT / "README.md").read_text(), re.MULTILINE)
 
@@ -258,6 +276,8 @@ def test_the_dashboard_shows_what_the_brief_asks_for() -> None:
         "certflow_vault_sealed_seconds",  # sealed
         "certflow_distributor_last_sync_timestamp_seconds",  # sync age
         "certflow_distributor_sync_errors_total",  # errors
+        "certflow_distributor_consumer_state",  # consumers by state
+        "certflow_distributor_consumer_tasks_serving_old",
     ):
         assert metric in exprs, metric
 
