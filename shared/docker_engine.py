@@ -204,6 +204,7 @@ def service_from_dict(raw: dict[str, Any]) -> ServiceState:
         mode="global" if "Global" in mode else "replicated",
         replicas=int(replicas) if replicas is not None else None,
         secrets=_secret_refs(template.get("ContainerSpec") or {}),
+        restart_condition=str((template.get("RestartPolicy") or {}).get("Condition") or "any"),
         spec=copy.deepcopy(spec),
     )
 

@@ -82,6 +82,8 @@ class ServiceState:
     mode: str = "replicated"  # or "global"
     replicas: int | None = None  # replicated services only
     secrets: tuple[SecretRef, ...] = ()
+    # Its tasks' restart policy condition: any (Swarm's default), on-failure or none.
+    restart_condition: str = "any"
     # The engine's own spec at ``version``, kept for the adapter's compare-and-swap update.
     spec: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
 

@@ -197,7 +197,8 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
             left_out=left_out,
         )
     if not units:
-        return Decision(Verdict.WAIT, "no task to reload")
+        # Scaled to 0: nothing serves the old pair, and a task started later reads this one.
+        return Decision(Verdict.RECORD, "no task running: nothing to reload; recording it")
     return Decision(Verdict.RECORD, "every task has the installed certificate; recording it")
 
 

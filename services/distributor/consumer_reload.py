@@ -172,7 +172,7 @@ class ConsumerCoordinator:
         spec: ConsumerSpec | None = None
         try:
             spec = consumer_spec(state.name, state.labels)
-            problem = self._trust_problem(spec, fingerprint)
+            problem = _policy_problem(spec, state) or self._trust_problem(spec, fingerprint)
         except LabelProblem as exc:
             problem = str(exc)
         try:
@@ -296,7 +296,7 @@ class ConsumerCoordinator:
                 # Another order for this unit, or done meanwhile: nothing of ours to follow.
                 return Memory(fingerprint=fingerprint), decision
             if recorded:
-                self.metrics.consumer_reloads.labels(service=spec.service, action=spec.mode).inc()
+                self.metrics.consumer_reloads.labels(consumer=spec.service, action=spec.mode).inc()
             memory = self._send(spec, fingerprint, task, memory)
         elif decision.send and task is not None:
             memory = self._send(spec, fingerprint, task, memory, again=True)
@@ -466,10 +466,10 @@ class ConsumerCoordinator:
             ],
         )
         for each in State:
-            self.metrics.consumer_state.labels(service=name, state=each.value).set(
+            self.metrics.consumer_state.labels(consumer=name, state=each.value).set(
                 1 if each is state else 0
             )
-        self.metrics.consumer_serving_old.labels(service=name).set(len(report.serves_older))
+        self.metrics.consumer_serving_old.labels(consumer=name).set(len(report.serves_older))
         return report
 
     def _log(self, name: str, decision: Decision) -> None:
@@ -500,6 +500,18 @@ class ConsumerCoordinator:
         for name in set(self._memory) | set(self._since):
             self._forget(name)
         self.reports = []
+
+
+def _policy_problem(spec: ConsumerSpec, state: ServiceState) -> str | None:
+    """Why a restart would lose the consumer's task: a container stopped with SIGTERM often
+    exits 0, and only the restart condition ``any`` makes Swarm start it again."""
+    if spec.mode != "restart" or state.restart_condition == "any":
+        return None
+    return (
+        f"certflow.reload=restart needs the restart policy condition 'any' (it is "
+        f"'{state.restart_condition}'): a task stopped for its reload would not be started "
+        "again; not reloaded"
+    )
 
 
 def _task(

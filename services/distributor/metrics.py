@@ -127,8 +127,9 @@ class DistributorMetrics:
         # Consumers (services labelled certflow.reload), as the leader's distributor sees them.
         self.consumer_reloads = Counter(
             "certflow_distributor_consumer_reloads_total",
-            "Consumer task reloads ordered by this process (as leader), by service and action",
-            ["service", "action"],
+            "Consumer task reloads ordered by this process (as leader), by consumer service and "
+            "action",
+            ["consumer", "action"],
             registry=self.registry,
         )
         self.consumer_orders = Counter(
@@ -141,13 +142,13 @@ class DistributorMetrics:
             "certflow_distributor_consumer_state",
             "1 for the state each consumer is in (done, reloading, waiting, halted, reported, "
             "paused, watched), 0 for the others",
-            ["service", "state"],
+            ["consumer", "state"],
             registry=self.registry,
         )
         self.consumer_serving_old = Gauge(
             "certflow_distributor_consumer_tasks_serving_old",
             "Running tasks of a consumer whose check address serves another leaf than the one "
             "installed",
-            ["service"],
+            ["consumer"],
             registry=self.registry,
         )

@@ -37,6 +37,7 @@ from shared.status import iso
 from shared.swarm import ContainerEvent
 from shared.watch import ChangeWatcher, Wake
 
+from .consumer_notices import consumer_notices
 from .consumer_reload import ConsumerCoordinator, ConsumerSettings
 from .coordinator import Decision, Kind, nodes_not_ready
 from .facts import DistributorInfo, MemberProbe
@@ -437,8 +438,11 @@ class Distributor:
             self.health.report("consumers", Status.DEGRADED, f"docker: {exc}")
             return None
         if reports != self.consumer_reports:
+            before = {r.service: r for r in self.consumer_reports}
             self.consumer_reports = reports
             self._publish_info(None)
+            for event in consumer_notices(before, reports):
+                self.notifier.notify(event)
         if not reports:
             self.health.remove("consumers")
             return reports

@@ -173,8 +173,9 @@ class DistributorSettings(CertPairSettings, NotifySettings):
     consumers: bool = Field(
         True,
         alias="DISTRIBUTOR_CONSUMERS",
-        description="Reload the services labelled certflow.reload (on the Swarm leader's "
-        "distributor) after every node has a new pair; false: Vault only",
+        description="Reload the services labelled certflow.reload (the Swarm leader's "
+        "distributor decides), each once the nodes of its tasks have a new pair; false: Vault "
+        "only",
     )
     consumer_bound: float = Field(
         120.0,

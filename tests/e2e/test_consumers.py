@@ -29,6 +29,7 @@ from tests.support import consumer_flow
 from tests.support.consumer_flow import Consumer, reload_labels
 from tests.support.consumer_image import ensure_consumer_image
 from tests.support.e2e_flow import LocalFlow, docker, wait_for
+from tests.support.notify_receiver import Receiver, noticed
 
 pytestmark = [pytest.mark.timeout(900)]
 
@@ -122,7 +123,10 @@ def _served(flow: LocalFlow, service: str, name: str) -> dict[str, str]:
 
 
 def test_every_consumer_is_reloaded_once_through_the_gate_after_a_real_renewal(
-    flow: LocalFlow, consumers: dict[str, str], capsys: pytest.CaptureFixture[str]
+    flow: LocalFlow,
+    consumers: dict[str, str],
+    notices: Receiver,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     web, edge, stuck, late = (consumers[n] for n in ("web", "edge", "stuck", "late"))
     before = read_leaf(flow.certbot_pair()[0]).fingerprint_sha256
@@ -144,6 +148,7 @@ def test_every_consumer_is_reloaded_once_through_the_gate_after_a_real_renewal(
     assert late not in seen  # no label: not a consumer
     tasks_before = {s: _tasks(flow, s) for s in consumers.values()}
 
+    start = len(notices.bodies)
     renewed_at = time.time()
     flow.issue_or_renew()
     after = read_leaf(flow.certbot_pair()[0]).fingerprint_sha256
@@ -176,6 +181,12 @@ def test_every_consumer_is_reloaded_once_through_the_gate_after_a_real_renewal(
     assert seen[web]["reloads"] == 2
     assert seen[edge]["reloads"] == 2
 
+    # The webhook heard it: the halt (critical) and each reloaded consumer done.
+    bodies = noticed(notices, start, "consumer.halted", "consumer.done")
+    halted = [b for b in bodies if b.get("kind") == "consumer.halted"]
+    assert [b["fields"]["consumer"] for b in halted] == [stuck], halted
+    done = {b["fields"]["consumer"] for b in bodies if b.get("kind") == "consumer.done"}
+    assert {web, edge} <= done, bodies
     # verify fails on the halted and the reported ones, and names them.
     code, out = flow.verify()
     assert code != 0

@@ -169,7 +169,7 @@ def iso_time(at: float) -> datetime:
 
 
 def reloads(c: ConsumerCoordinator, service: str = WEB, action: str = "restart") -> float | None:
-    return c.metrics.registry.get_sample_value(RELOADS, {"service": service, "action": action})
+    return c.metrics.registry.get_sample_value(RELOADS, {"consumer": service, "action": action})
 
 
 def only(reports: list[ConsumerReport]) -> ConsumerReport:
@@ -389,7 +389,7 @@ def test_a_bad_reload_label_is_reported_and_nothing_is_done(
     assert report.mode == ""
     assert (engine.posted, network.posts, local.orders) == ([], [], [])
     state = c.metrics.registry.get_sample_value(
-        "certflow_distributor_consumer_state", {"service": WEB, "state": "reported"}
+        "certflow_distributor_consumer_state", {"consumer": WEB, "state": "reported"}
     )
     assert state == 1.0
 
@@ -521,7 +521,7 @@ def test_a_task_serving_another_leaf_is_reloaded_and_counted_as_serving_old(
     assert [t.serves for t in report.serves_older] == [old]
     assert [node for node, _, _ in network.posts] == ["n2"]
     serving_old = c.metrics.registry.get_sample_value(
-        "certflow_distributor_consumer_tasks_serving_old", {"service": WEB}
+        "certflow_distributor_consumer_tasks_serving_old", {"consumer": WEB}
     )
     assert serving_old == 1.0
 
@@ -617,14 +617,32 @@ def test_a_removed_consumer_loses_its_report_and_its_metrics(
     old = "certflow_distributor_consumer_tasks_serving_old"
 
     assert [r.service for r in c.step(FP)] == ["api", WEB]
-    assert c.metrics.registry.get_sample_value(state, {"service": WEB, "state": "watched"}) == 1.0
+    assert c.metrics.registry.get_sample_value(state, {"consumer": WEB, "state": "watched"}) == 1.0
 
     del engine.services[WEB]
     reports = c.step(FP)
 
     assert [(r.service, r.state) for r in reports] == [("api", State.WATCHED)]
     for each in State:
-        labels = {"service": WEB, "state": each.value}
+        labels = {"consumer": WEB, "state": each.value}
         assert c.metrics.registry.get_sample_value(state, labels) is None
-    assert c.metrics.registry.get_sample_value(old, {"service": WEB}) is None
-    assert c.metrics.registry.get_sample_value(state, {"service": "api", "state": "watched"}) == 1.0
+    assert c.metrics.registry.get_sample_value(old, {"consumer": WEB}) is None
+    assert (
+        c.metrics.registry.get_sample_value(state, {"consumer": "api", "state": "watched"}) == 1.0
+    )
+
+
+def test_a_restart_consumer_swarm_would_not_start_again_is_reported(
+    engine: FakeEngine, network: Network, local: LocalOrders
+) -> None:
+    engine.add_service(WEB, labels={RELOAD_LABEL: "restart"})
+    engine.services[WEB] = replace(engine.services[WEB], restart_condition="on-failure")
+    engine.run_task(WEB, "n2", started_at=STARTED)
+    c = coordinator(engine, network, local, Clock())
+
+    report = only(c.step(FP))
+
+    assert report.state is State.REPORTED
+    assert "restart policy condition 'any' (it is 'on-failure')" in report.message
+    assert (network.posts, local.orders) == ([], [])
+    assert RELOADED_LABEL not in engine.services[WEB].labels

@@ -217,15 +217,14 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 CONSUMER_METRIC = "certflow_distributor_consumer_"
 
 
-def test_consumer_rules_and_panels_name_the_consumer_by_exported_service() -> None:
-    # The consumer metrics' own `service` label collides with the scrape's target label `service`
-    # (prometheus-scrape.yml), so Prometheus keeps it as `exported_service`: `service` there is
-    # always cert-distributor.
+def test_consumer_rules_and_panels_name_the_consumer_by_its_own_label() -> None:
+    # The consumer metrics name the consumer in `consumer`: the scrape's target label `service`
+    # (prometheus-scrape.yml) is always cert-distributor there.
     consumer_alerts = [rule for rule in alerts() if CONSUMER_METRIC in rule["expr"]]
     assert len(consumer_alerts) >= 3
     for rule in consumer_alerts:
         text = " ".join(rule["annotations"].values())
-        assert "$labels.exported_service" in text, rule["alert"]
+        assert "$labels.consumer" in text, rule["alert"]
         assert not re.search(r"\$labels\.service\b", text), rule["alert"]
     for panel, target in dashboard_targets():
         if CONSUMER_METRIC in target["expr"]:
