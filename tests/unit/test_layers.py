@@ -14,6 +14,8 @@ PURE = [
     "services.distributor.stop_order",
     "services.distributor.task_order",
     "services.distributor.consumer_gate",
+    "services.distributor.consumer_notices",
+    "services.verify.consumer_checks",
     "shared.consumers",
     "services.distributor.member_probe",
     "services.distributor.signal_canary",
