@@ -26,13 +26,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from bench.local_stack import local_stack
 from shared.certs import read_leaf
 from tests.support import consumer_flow
 from tests.support.consumer_flow import Consumer, reload_labels
-from tests.support.consumer_image import ensure_consumer_image
 from tests.support.e2e_flow import FlowError, LocalFlow, docker, wait_for
 
 
@@ -55,12 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rotations", type=int, default=3, help="renewals to run (default 3)")
     return parser
-
-
-def _reports(flow: LocalFlow) -> dict[str, dict[str, Any]]:
-    doc = flow.health("cert-distributor") or {}
-    info = doc.get("info") or {}
-    return {r["service"]: r for r in info.get("consumers") or []}
 
 
 def _vault_done_at(flow: LocalFlow, fingerprint: str) -> float | None:
@@ -88,7 +80,7 @@ def _renewal(flow: LocalFlow, consumers: dict[str, Consumer], figures: dict[str,
     done: dict[str, float] = {}
 
     def every_done() -> bool:
-        for name, report in _reports(flow).items():
+        for name, report in flow.consumer_reports().items():
             if report.get("state") == "done" and report.get("fingerprint") == fingerprint:
                 since = report.get("since")
                 done.setdefault(name, datetime.fromisoformat(str(since)).timestamp())
@@ -146,7 +138,6 @@ def _summary(figures: dict[str, Figures]) -> str:
 
 
 def _bench(flow: LocalFlow, rotations: int) -> None:
-    image = ensure_consumer_image()
     consumers = {
         "web": Consumer(
             flow.service("web"), reload_labels("restart", check="tls://web.iklim.co:8443"), 2
@@ -167,21 +158,13 @@ def _bench(flow: LocalFlow, rotations: int) -> None:
         for short, c in consumers.items()
     }
     try:
-        for consumer in consumers.values():
-            consumer_flow.create(
-                docker,
-                consumer,
-                image=image,
-                network=flow.network,
-                certs_dir=str(flow.ssl_dir),
-                stack=flow.stack,
-            )
+        flow.add_consumers(*consumers.values())
         fingerprint = read_leaf(flow.certbot_pair()[0]).fingerprint_sha256
         wait_for(
             "the consumers recorded on the installed certificate",
             lambda: all(
-                _reports(flow).get(c.name, {}).get("fingerprint") == fingerprint
-                and _reports(flow).get(c.name, {}).get("state") == "done"
+                flow.consumer_reports().get(c.name, {}).get("fingerprint") == fingerprint
+                and flow.consumer_reports().get(c.name, {}).get("state") == "done"
                 for c in consumers.values()
             ),
             timeout=180,

@@ -40,7 +40,6 @@ NAMES = ("web", "edge", "stuck", "bad", "foreign", "late")
 def consumers(flow: LocalFlow) -> Iterator[dict[str, str]]:
     """The consumers, created on the flow's Vault network with the installed pair mounted;
     removed afterwards whatever happens (short name -> service name)."""
-    image = ensure_consumer_image()
     full = {n: flow.service(f"consumer-{n}") for n in NAMES}
     defs = [
         Consumer(full["web"], reload_labels("restart", check="tls://web.iklim.co:8443"), 2),
@@ -53,24 +52,10 @@ def consumers(flow: LocalFlow) -> Iterator[dict[str, str]]:
         Consumer(full["late"]),
     ]
     try:
-        for consumer in defs:
-            consumer_flow.create(
-                docker,
-                consumer,
-                image=image,
-                network=flow.network,
-                certs_dir=str(flow.ssl_dir),
-                stack=flow.stack,
-            )
+        flow.add_consumers(*defs)
         yield full
     finally:
         consumer_flow.remove(docker, *full.values())
-
-
-def _reports(flow: LocalFlow) -> dict[str, dict[str, Any]]:
-    doc = flow.health("cert-distributor") or {}
-    info = doc.get("info") or {}
-    return {r["service"]: r for r in info.get("consumers") or []}
 
 
 def _wait_states(
@@ -81,7 +66,7 @@ def _wait_states(
 
     def reached() -> bool:
         seen.clear()
-        seen.update(_reports(flow))
+        seen.update(flow.consumer_reports())
         return all(
             name in seen
             and seen[name]["state"] == state
@@ -217,7 +202,7 @@ def test_every_consumer_is_reloaded_once_through_the_gate_after_a_real_renewal(
     consumer_flow.remove(docker, stuck, consumers["bad"], consumers["foreign"])
     wait_for(
         "the removed consumers gone from the report",
-        lambda: set(_reports(flow)) == {web, edge, late},
+        lambda: set(flow.consumer_reports()) == {web, edge, late},
         timeout=60,
     )
     code, out = flow.verify(as_json=False)

@@ -36,7 +36,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from shared.manifest import MANIFEST_NAME
+from tests.support import consumer_flow
 from tests.support.acme import Certbot, Pebble, SwagVolume, stop_detached
+from tests.support.consumer_flow import Consumer
+from tests.support.consumer_image import ensure_consumer_image
 from tests.support.e2e_seal_sampler import Sample, SealSampler
 from tests.support.timeline import Timeline, log_events, slot_tasks, timeline
 
@@ -481,6 +484,26 @@ class LocalFlow:
             if isinstance(doc, dict):
                 return doc
         return None
+
+    def add_consumers(self, *consumers: Consumer) -> None:
+        """Real consumers of the pair (nginx) on the Vault network, the installed pair mounted;
+        they belong to the stack (``down`` removes them too)."""
+        image = ensure_consumer_image()
+        for consumer in consumers:
+            consumer_flow.create(
+                docker,
+                consumer,
+                image=image,
+                network=self.network,
+                certs_dir=str(self.ssl_dir),
+                stack=self.stack,
+            )
+
+    def consumer_reports(self) -> dict[str, dict[str, Any]]:
+        """The consumers as the leader's distributor reports them (``info.consumers``)."""
+        doc = self.health("cert-distributor") or {}
+        info = doc.get("info") or {}
+        return {str(r["service"]): r for r in info.get("consumers") or []}
 
     def service_tasks_running(self, name: str) -> list[str]:
         """IDs of the service's tasks that are running now."""
