@@ -63,6 +63,8 @@ class Observed:
     down: frozenset[str] = frozenset()  # nodes that are not ready
     paused: str | None = None
     delivered: frozenset[str] = frozenset()  # (from the memory) tasks whose order was accepted
+    global_mode: bool = False  # one task per node (its unit is the node)
+    down_hosts: tuple[str, ...] = ()  # the down nodes, named for operators
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,15 @@ def _started_after_install(obs: Observed, task: Task, fp: str) -> bool:
     return got == fp and at is not None and task.started_at is not None and task.started_at >= at
 
 
+def lacks(obs: Observed, task: Task, fp: str) -> bool:
+    """Proven not to have the pair: its check shows another leaf, or (no check) it started
+    before its node installed the pair. Unknown is not proof."""
+    if obs.spec is not None and obs.spec.check is not None and task.serves is not None:
+        return task.serves != fp
+    got, at = obs.installed.get(task.node_id, (None, None))
+    return got == fp and at is not None and task.started_at is not None and task.started_at < at
+
+
 def has_pair(obs: Observed, task: Task, fp: str) -> bool:
     """Whether ``task`` serves (or, without a check, was started on) the installed pair."""
     if obs.spec is not None and obs.spec.check is not None and task.serves is not None:
@@ -151,14 +162,6 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
         return Decision(Verdict.WAIT, "no pair installed on this node yet")
     if spec.mode == "none":
         return Decision(Verdict.WATCHED, "certflow.reload=none: watched, never reloaded")
-    live = [t for t in obs.tasks if not _away(obs, t)]
-    lacking = [t.where for t in live if obs.installed.get(t.node_id, (None, None))[0] != fp]
-    if obs.done == fp:
-        return Decision(Verdict.DONE, "every task took the installed certificate")
-    if lacking:
-        return Decision(
-            Verdict.WAIT, "waiting for the pair on the node(s) of: " + "; ".join(lacking)
-        )
     units = sorted({t.unit for t in obs.tasks}, key=_unit_order)
     now_of = {u: t for u in units if (t := current(obs.tasks, u)) is not None}
     ordered = {r.unit for r in obs.reloaded}
@@ -167,8 +170,28 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
     down_units = {u for u, t in now_of.items() if _away(obs, t)}
     left_out = tuple(now_of[u].where for u in units if u in down_units)
     reachable = [t for u, t in now_of.items() if u not in down_units]
+    if obs.done == fp:
+        # Done stays done, unless the check shows a task never reloaded for this certificate
+        # serving another leaf: one Swarm started later on an older pair (its node was down or
+        # new, and ran it before its distributor installed the pair). That one is reloaded,
+        # once. Start times are no proof here: a pair installed again moves its install time.
+        stale = [
+            t
+            for t in reachable
+            if t.running and t.unit not in ordered and t.serves is not None and lacks(obs, t, fp)
+        ]
+        if not stale:
+            return Decision(Verdict.DONE, "every task took the installed certificate")
+    live = [t for t in obs.tasks if not _away(obs, t)]
+    lacking = [t.where for t in live if obs.installed.get(t.node_id, (None, None))[0] != fp]
+    if lacking:
+        return Decision(
+            Verdict.WAIT, "waiting for the pair on the node(s) of: " + "; ".join(lacking)
+        )
     for order in obs.reloaded:  # in the order they were given
-        if order.unit in down_units:
+        # (A global consumer's unit is its node: Swarm shuts a down node's task down, so it
+        # has no task to wait on until the node is back.)
+        if order.unit in down_units or order.unit in obs.down:
             continue
         ok, why = back(obs, order, fp)
         if not ok:
@@ -195,6 +218,14 @@ def decide(obs: Observed, memory: Memory, limits: Limits) -> Decision:
             "every reachable task has the pair; waiting for node(s) that are down: "
             + "; ".join(left_out),
             left_out=left_out,
+        )
+    if obs.global_mode and obs.down_hosts:
+        # Swarm shut the task of a down node down; the node gets one again when it is back.
+        return Decision(
+            Verdict.WAIT,
+            "every running task has the pair; waiting for node(s) that are down, each to run "
+            "its task again: " + "; ".join(obs.down_hosts),
+            left_out=obs.down_hosts,
         )
     if not units:
         # Scaled to 0: nothing serves the old pair, and a task started later reads this one.

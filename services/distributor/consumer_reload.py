@@ -242,6 +242,10 @@ class ConsumerCoordinator:
             installed=installed,
             down=frozenset(n for n, info in nodes.items() if info.state != "ready"),
             paused=paused,
+            global_mode=state.mode == "global",
+            down_hosts=tuple(
+                sorted(info.hostname or n for n, info in nodes.items() if info.state != "ready")
+            ),
         )
         decision, memory = step(observed, self._memory.get(name, Memory()), self.limits)
         if fingerprint is not None and spec is not None:

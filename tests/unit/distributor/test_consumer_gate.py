@@ -233,3 +233,48 @@ def test_a_task_starting_on_a_live_node_holds_the_next_reload() -> None:
     held = one(obs(task(1), starting, task(3)))
     assert held.verdict is Verdict.WAIT
     assert "slot 2 on host-b" in held.message
+
+
+def _on_node(node: str, *, tid: str | None = None, **kw: object) -> Task:
+    """A global consumer's task: its unit is its node."""
+    base = replace(task(1), task_id=tid or f"g-{node}", unit=node, where=f"host-{node}")
+    return replace(base, node_id=node, **kw)  # type: ignore[arg-type]
+
+
+def test_a_task_proven_on_an_older_pair_after_done_is_reloaded_once() -> None:
+    """A node back (or new) ran its task before its distributor installed the pair."""
+    tasks = (task(1, tid="t1b", started=1020.0, serves=NEW), task(2, tid="t2c", serves=OLD))
+    nxt = one(obs(*tasks, spec=CHECKED, done=NEW, reloaded=(Reloaded("1", "t1"),)))
+    assert nxt.verdict is Verdict.RELOAD
+    assert nxt.task is not None
+    assert nxt.task.task_id == "t2c"
+    # Unknown is not proof: not read, or no install time, stays done.
+    unread = (task(1, serves=NEW), task(2, tid="t2c", started=1100.0))
+    assert one(obs(*unread, spec=CHECKED, done=NEW)).verdict is Verdict.DONE
+    # A unit reloaded once already is never reloaded again, even if it relapsed.
+    once = (Reloaded("2", "t2"),)
+    assert one(obs(*tasks, spec=CHECKED, done=NEW, reloaded=once)).verdict is Verdict.DONE
+    # Without a check, start times prove nothing once done (a pair installed again moves its
+    # install time): done stays done.
+    early = (task(1, started=1001.0), task(2, started=900.0))
+    assert one(obs(*early, done=NEW)).verdict is Verdict.DONE
+
+
+def test_a_global_consumer_is_not_recorded_done_while_a_node_is_down() -> None:
+    """Swarm shuts a down node's task of a global service down: it is not in the list."""
+    tasks = (_on_node("a", started_at=1001.0), _on_node("c", started_at=1002.0))
+    down = frozenset({"b"})
+    waiting = one(obs(*tasks, global_mode=True, down=down, down_hosts=("host-b",)))
+    assert waiting.verdict is Verdict.WAIT
+    assert "host-b" in waiting.message
+    assert one(obs(*tasks, global_mode=True)).verdict is Verdict.RECORD
+
+
+def test_a_global_consumer_goes_on_when_the_node_it_reloads_is_lost() -> None:
+    ordered = (Reloaded("b", "g-b"),)
+    memory = Memory(fingerprint=NEW, gate_task="g-b", gate_since=1010.0, sent_at=1010.0)
+    tasks = (_on_node("a"), _on_node("c"))  # b's task shut down by Swarm
+    nxt = one(obs(*tasks, global_mode=True, reloaded=ordered, down=frozenset({"b"})), memory)
+    assert nxt.verdict is Verdict.RELOAD
+    assert nxt.task is not None
+    assert nxt.task.unit == "a"
