@@ -195,7 +195,12 @@ def interpret(exit_code: int, output: str) -> Verdict:
     if applied is None and trust_arg != "none":
         applied = _applied(trust_body)
     if serves is True:
-        detail = leaf_detail if trusted is True else f"serves it, not trusted: {trust_detail}"
+        if trusted is True:
+            detail = leaf_detail
+        elif trusted is False:
+            detail = f"serves it, not trusted: {trust_detail}"
+        else:
+            detail = f"serves it, trust not proven: {trust_detail}"
     elif serves is False:
         detail = f"serves another certificate: {leaf_detail}"
     else:

@@ -182,7 +182,14 @@ def test_the_probe_tells_which_leaf_each_member_serves(members: Members) -> None
     engine = open_engine()
     prober = LocalMemberProber(engine, service=members.service, interval=60)
     # Listening (the server needs a moment): it serves the installed leaf, trusted, uninitialised.
-    probe = _probe_until(prober, members.node_id, first, lambda p: p.serves_installed is not None)
+    # Both calls must have answered: they run at once, and one may dial just before the listener
+    # opens (CI, stop 29: the leaf call answered, the trust call was refused).
+    probe = _probe_until(
+        prober,
+        members.node_id,
+        first,
+        lambda p: p.serves_installed is not None and p.trusted is not None,
+    )
     assert (probe.slot, probe.task_id, probe.container_id) == (1, "task1", cid)
     assert (probe.fingerprint, probe.serves_installed, probe.trusted, probe.sealed) == (
         first,
@@ -199,13 +206,23 @@ def test_the_probe_tells_which_leaf_each_member_serves(members: Members) -> None
     assert "unknown authority" in probe.detail
 
     members.sighup(cid)
-    probe = _probe_until(prober, members.node_id, second, lambda p: p.serves_installed is True)
+    probe = _probe_until(
+        prober,
+        members.node_id,
+        second,
+        lambda p: p.serves_installed is True and p.trusted is not None,
+    )
     assert (probe.fingerprint, probe.trusted, probe.sealed) == (second, True, True)
 
     # A leaf from a CA the clients do not trust: served after the SIGHUP, but not trusted.
     third = _install(members.certs, CA("other"))
     members.sighup(cid)
-    probe = _probe_until(prober, members.node_id, third, lambda p: p.serves_installed is True)
+    probe = _probe_until(
+        prober,
+        members.node_id,
+        third,
+        lambda p: p.serves_installed is True and p.trusted is not None,
+    )
     assert probe.trusted is False
     assert "not trusted" in probe.detail
     assert "unknown authority" in probe.detail
@@ -216,7 +233,7 @@ def test_a_proven_member_is_probed_again_only_after_the_interval(members: Member
     installed = _install(members.certs, members.ca)
     members.start(1)
     prober = LocalMemberProber(open_engine(), service=members.service, interval=60)
-    _probe_until(prober, members.node_id, installed, lambda p: p.serves_installed is True)
+    _probe_until(prober, members.node_id, installed, lambda p: p.proven)
     # Proven (uninitialised, which changes nothing about the certificate): spared...
     count = prober.probes
     prober.probe(members.node_id, installed)

@@ -54,6 +54,13 @@ CASES = [
         (FP, False, True, False),
         "not trusted",
     ),
+    (
+        "listener opening: one call answered, the other refused",
+        0,
+        out(f"2\n{SEALED}", f"1\n{REFUSED}"),
+        (FP, True, True, None),  # not proven: the gate waits for the next probe
+        "serves it, trust not proven",
+    ),
     ("no CA bundle", 0, out(f"0\n{UNSEALED}", None), (FP, False, True, None), "no CA bundle"),
     (
         "not listening",
