@@ -66,10 +66,6 @@ class ConsumerSpec:
     check: Check | None = None
 
 
-def opted_in(labels: dict[str, str]) -> bool:
-    return RELOAD_LABEL in labels
-
-
 def parse_check(value: str) -> Check:
     """``tls://<name>:<port>``; raises :class:`LabelProblem`."""
     text = value.strip()

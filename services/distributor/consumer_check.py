@@ -62,13 +62,6 @@ def check_task(task: TaskInfo, check: Check, *, timeout: float) -> tuple[str | N
     return None, "; ".join(errors)
 
 
-def check_tasks(
-    tasks: Sequence[TaskInfo], check: Check, *, timeout: float
-) -> dict[str, tuple[str | None, str]]:
-    """:func:`check_task` for every task at once (task ID -> result)."""
-    return check_pairs([(t, check) for t in tasks], timeout=timeout)
-
-
 def check_pairs(
     pairs: Sequence[tuple[TaskInfo, Check]], *, timeout: float
 ) -> dict[str, tuple[str | None, str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.distributor.consumer_check import check_task, check_tasks, served_leaf, task_addresses
+from services.distributor.consumer_check import check_pairs, check_task, served_leaf, task_addresses
 from shared.certs import fingerprint
 from shared.consumers import Check
 from shared.swarm import TaskInfo
@@ -193,7 +193,7 @@ def test_a_task_without_an_address_says_so() -> None:
     )
 
 
-def test_check_tasks_maps_each_task_to_its_own_result(server: TlsServer, leaf: Issued) -> None:
+def test_check_pairs_maps_each_task_to_its_own_result(server: TlsServer, leaf: Issued) -> None:
     tasks = [
         task("t-serving", {"net": ("127.0.0.1",)}),
         task("t-unreachable", {"net": ("127.0.0.2",)}),
@@ -201,7 +201,8 @@ def test_check_tasks_maps_each_task_to_its_own_result(server: TlsServer, leaf: I
         task("t-serving-too", {"other": ("127.0.0.1",)}),
     ]
 
-    got = check_tasks(tasks, Check("web.iklim.co", server.port), timeout=TIMEOUT)
+    check = Check("web.iklim.co", server.port)
+    got = check_pairs([(t, check) for t in tasks], timeout=TIMEOUT)
 
     assert got == {
         "t-serving": (fingerprint(leaf.cert), ""),
@@ -209,4 +210,4 @@ def test_check_tasks_maps_each_task_to_its_own_result(server: TlsServer, leaf: I
         "t-nowhere": (None, "the task has no overlay address to reach it on"),
         "t-serving-too": (fingerprint(leaf.cert), ""),
     }
-    assert check_tasks([], Check("web.iklim.co", server.port), timeout=TIMEOUT) == {}
+    assert check_pairs([], timeout=TIMEOUT) == {}
