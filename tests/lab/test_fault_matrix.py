@@ -56,10 +56,10 @@ from tests.support.e2e_seal_sampler import SealSampler
 from tests.support.forgery import FORGED_GENERATION, FORGED_PUBLISHER, forge_pair
 from tests.support.lab_flow import (
     CERT_NAME,
+    ArmedKill,
     LabFlow,
     PairWatcher,
     Renewal,
-    kill_on_temp,
     kill_service_process,
     kill_vault_server,
     service_pids,
@@ -874,15 +874,18 @@ def test_05a_reloader_killed_while_publishing(bed: Bed) -> None:
 
     def attempt(suffix: str) -> bool:
         landed: dict[str, object] = {}
+        armed: list[ArmedKill] = []
+
+        def arm() -> None:
+            armed.append(ArmedKill(flow.storagebox, lambda: service_pids(lab.nodes[0], "reloader")))
 
         def fault(renewal: Renewal) -> tuple[float, str]:
-            inside, waited = kill_on_temp(
-                flow.storagebox, lambda: service_pids(lab.nodes[0], "reloader")
-            )
-            landed.update(inside=inside, waited=waited)
+            inside, waited = armed[0].result()
+            landed.update(inside=inside, waited=round(waited, 2))
             if not inside:
-                # The publish was over before the watch began (nothing killed), or the kill
-                # came after it: verify has nothing to name. Not a failure of the row: again.
+                # The upload was over between seeing its temp file and freezing the reloader
+                # (nothing killed inside it): verify has nothing to name. Not a failure of the
+                # row: again.
                 raise _Missed(f"kill -9 not inside the publish window (waited {waited:.1f} s)")
             return time.monotonic(), f"kill -9 landed inside the publish window: {inside}"
 
@@ -890,11 +893,14 @@ def test_05a_reloader_killed_while_publishing(bed: Bed) -> None:
         reloader = flow.service("cert-reloader")
         try:
             row = _scenario(
-                bed, "5a", title, fault, available=AVAILABLE_GAP,
+                bed, "5a", title, fault, available=AVAILABLE_GAP, setup=arm,
                 named_by_verify=(f"{reloader}: not converged", f"health {reloader} on"),
             )  # fmt: skip
         except _Missed:
             return False
+        finally:
+            for kill in armed:
+                kill.cancel()
         row.health = str(landed)
         return landed.get("inside") is True
 
@@ -909,9 +915,13 @@ def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
 
     def attempt(suffix: str) -> bool:
         landed: dict[str, object] = {}
+        armed: list[ArmedKill] = []
+
+        def arm() -> None:
+            armed.append(ArmedKill(flow.storagebox, lab.box_session_pids))
 
         def fault(renewal: Renewal) -> tuple[float, str]:
-            inside, _ = kill_on_temp(flow.storagebox, lab.box_session_pids)
+            inside, waited = armed[0].result()
             landed["inside"] = inside
 
             # sshd goes on dying for a while (each reconnect killed too): a single killed write
@@ -926,8 +936,9 @@ def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
             flapping.start()
             seen = _watch_health(bed, lab.nodes[0], "cert-reloader", FLAP_SECONDS + 2)
             flapping.join()
-            return time.monotonic(), f"sshd sessions killed mid-upload: {inside}; " + "; ".join(
-                seen[:1]
+            return time.monotonic(), (
+                f"sshd sessions killed mid-upload: {inside} (waited {waited:.1f} s); "
+                + "; ".join(seen[:1])
             )
 
         title = (
@@ -935,10 +946,14 @@ def test_05b_storage_box_sshd_killed_during_upload(bed: Bed) -> None:
         )
         title += suffix
         reloader = flow.service("cert-reloader")
-        _scenario(
-            bed, "5b", title, fault, available=AVAILABLE_GAP,
-            named_by_verify=(f"health {reloader} on", "EIO", "storage_error", "sync: failing"),
-        )  # fmt: skip
+        try:
+            _scenario(
+                bed, "5b", title, fault, available=AVAILABLE_GAP, setup=arm,
+                named_by_verify=(f"health {reloader} on", "EIO", "storage_error", "sync: failing"),
+            )  # fmt: skip
+        finally:
+            for kill in armed:
+                kill.cancel()
         return landed.get("inside") is True
 
     _until_landed(attempt)
@@ -950,23 +965,31 @@ def test_06_distributor_killed_while_installing(bed: Bed) -> None:
 
     def attempt(suffix: str) -> bool:
         landed: dict[str, object] = {}
+        armed: list[ArmedKill] = []
+
+        def arm() -> None:
+            armed.append(
+                ArmedKill(lab.ssl_dir(victim), lambda: service_pids(victim, "distributor"))
+            )
 
         def fault(renewal: Renewal) -> tuple[float, str]:
-            inside, _ = kill_on_temp(
-                lab.ssl_dir(victim), lambda: service_pids(victim, "distributor")
-            )
+            inside, _ = armed[0].result()
             landed["inside"] = inside
             return time.monotonic(), f"kill -9 landed inside the install: {inside}"
 
         title = f"distributor on {victim.name} killed -9 while installing" + suffix
         distributor = bed.flow.service("cert-distributor")
-        _scenario(
-            bed, "6", title, fault, available=AVAILABLE_GAP,
-            named_by_verify=(
-                f"{distributor}: not converged",
-                f"health {distributor} on {victim.name}: cannot read",
-            ),
-        )  # fmt: skip
+        try:
+            _scenario(
+                bed, "6", title, fault, available=AVAILABLE_GAP, setup=arm,
+                named_by_verify=(
+                    f"{distributor}: not converged",
+                    f"health {distributor} on {victim.name}: cannot read",
+                ),
+            )  # fmt: skip
+        finally:
+            for kill in armed:
+                kill.cancel()
         return landed.get("inside") is True
 
     _until_landed(attempt)

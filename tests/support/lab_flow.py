@@ -8,8 +8,9 @@ the host, SWAG's volume bound into the SWAG node).
 Observers, all outside the services under test:
 - ``PairWatcher``: samples every node's installed pair and the Storage Box ~10x a second and
   records any moment at which a key did not belong to its certificate;
-- ``kill_on_temp``: kill -9 of a process inside a node, from the host, within milliseconds of a
-  file event (a temp file on the Storage Box or in a node's ssl directory);
+- ``kill_on_temp`` (``ArmedKill`` arms it before a renewal): kill -9 of a process inside a node,
+  from the host, within milliseconds of a file event (a temp file on the Storage Box or in a
+  node's ssl directory);
 - a KV probe (tests/support/kv_probe.py) in a container on the Vault network, writing through the
   members twice a second: what a Vault client saw during a row.
 """
@@ -607,6 +608,53 @@ def signal_all(pids: list[int], sig: signal.Signals) -> int:
     return hit
 
 
+class ArmedKill:
+    """:func:`kill_on_temp` on a thread, armed before the renewal that opens the window.
+
+    Started after the renewal, the watch raced it: the reloader can publish within a second of
+    certbot's exit, sooner than the first PID lookup (a ``docker inspect`` and a /proc scan on
+    the loaded lab). The lab's run 4 missed every window of row 5b that way, and run 3 one of
+    5a. Armed first, the lookup is done and the poll running before certbot starts.
+    """
+
+    def __init__(self, directory: Path, pids: Callable[[], list[int]], *, timeout: float = 180):
+        self._outcome: tuple[bool, float] | BaseException | None = None
+        self._cancel = threading.Event()
+        polling = threading.Event()
+
+        def run() -> None:
+            try:
+                self._outcome = kill_on_temp(
+                    directory, pids, timeout=timeout, polling=polling, cancel=self._cancel
+                )
+            except BaseException as exc:  # handed to result(), on the test's thread
+                self._outcome = exc
+
+        self._thread = threading.Thread(target=run, name="armed-kill", daemon=True)
+        self._thread.start()
+        wait_until(
+            "the kill armed",
+            lambda: polling.is_set() or not self._thread.is_alive(),
+            timeout=60,
+            every=0.05,
+        )
+
+    def result(self) -> tuple[bool, float]:
+        """(landed inside the window, seconds from arming to the kill), once it fired or timed
+        out."""
+        self._thread.join()
+        outcome = self._outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def cancel(self) -> None:
+        """Disarm (a row that failed before its fault ran): nothing is killed after this."""
+        self._cancel.set()
+        self._thread.join()
+
+
 def _temp_present(directory: Path) -> bool:
     try:
         return any(TEMP_MARKER in name for name in os.listdir(directory))
@@ -615,24 +663,48 @@ def _temp_present(directory: Path) -> bool:
 
 
 def kill_on_temp(
-    directory: Path, pids: Callable[[], list[int]], *, timeout: float = 60
+    directory: Path,
+    pids: Callable[[], list[int]],
+    *,
+    timeout: float = 60,
+    polling: threading.Event | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[bool, float]:
     """The moment a temp entry appears in ``directory``, kill -9 the processes ``pids()`` names.
 
-    The PIDs are looked up before the window opens (a /proc scan takes longer than an upload),
-    polling runs every ~1 ms, and the processes are first frozen (SIGSTOP), so whether the kill
-    landed inside the window is read from a state that cannot move any more. Returns (landed
-    inside the window, seconds waited).
+    The PIDs are looked up before the window opens, and again every half second on a thread of
+    their own (a restarted process has a new PID): the lookup scans /proc and can take a second
+    on the loaded lab, longer than an upload, and the lab's full run 4 missed every window of
+    row 5b while the poll waited on it. Polling runs every ~1 ms, and the processes are first
+    frozen (SIGSTOP), so whether the kill landed inside the window is read from a state that
+    cannot move any more. ``polling`` is set once it polls; ``cancel`` ends the watch unfired.
+    Returns (landed inside the window, seconds waited).
     """
     start = time.monotonic()
-    targets, looked_up = pids(), time.monotonic()
-    while time.monotonic() - start < timeout:
-        if time.monotonic() - looked_up > 1.0:  # a restarted process has a new PID
-            targets, looked_up = pids(), time.monotonic()
-        if _temp_present(directory):
-            frozen = signal_all(targets, signal.SIGSTOP)
-            inside = frozen > 0 and _temp_present(directory)
-            signal_all(targets, signal.SIGKILL)
-            return inside, time.monotonic() - start
-        time.sleep(0.001)
-    return False, time.monotonic() - start
+    targets = pids()
+    stop = threading.Event()
+    if polling is not None:
+        polling.set()
+
+    def refresh() -> None:
+        nonlocal targets
+        while not stop.wait(0.5):
+            targets = pids()
+
+    refresher = threading.Thread(target=refresh, name="kill-on-temp-pids", daemon=True)
+    refresher.start()
+    try:
+        while time.monotonic() - start < timeout:
+            if cancel is not None and cancel.is_set():
+                break
+            if _temp_present(directory):
+                victims = list(targets)
+                frozen = signal_all(victims, signal.SIGSTOP)
+                inside = frozen > 0 and _temp_present(directory)
+                signal_all(victims, signal.SIGKILL)
+                return inside, time.monotonic() - start
+            time.sleep(0.001)
+        return False, time.monotonic() - start
+    finally:
+        stop.set()
+        refresher.join(timeout=30)
