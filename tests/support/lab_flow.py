@@ -673,12 +673,12 @@ def kill_on_temp(
     """The moment a temp entry appears in ``directory``, kill -9 the processes ``pids()`` names.
 
     The PIDs are looked up before the window opens, and again every half second on a thread of
-    their own (a restarted process has a new PID): the lookup scans /proc and can take a second
-    on the loaded lab, longer than an upload, and the lab's full run 4 missed every window of
-    row 5b while the poll waited on it. Polling runs every ~1 ms, and the processes are first
-    frozen (SIGSTOP), so whether the kill landed inside the window is read from a state that
-    cannot move any more. ``polling`` is set once it polls; ``cancel`` ends the watch unfired.
-    Returns (landed inside the window, seconds waited).
+    their own (a restarted process has a new PID): a lookup (a /proc scan, for the Storage Box a
+    ``docker inspect`` too) can take longer than an upload on the loaded lab, and the poll must
+    not stop for it. Polling runs every ~1 ms, and the processes are first frozen (SIGSTOP), so
+    whether the kill landed inside the window is read from a state that cannot move any more.
+    ``polling`` is set once it polls; ``cancel`` ends the watch unfired. Returns (landed inside
+    the window, seconds waited).
     """
     start = time.monotonic()
     targets = pids()
